@@ -1,0 +1,46 @@
+"""`python -m bench` (or `make bench`): every benchmark side by side in one process; a table with ratios, bench/results.json.
+
+  generation   batched HFGenerator vs a naive one-prompt-at-a-time model.generate loop
+  perplexity   ours (length-bucketed, chunked log-softmax) vs a naive per-record loop vs evaluate-style padded batches
+  training     one SFT step: HF's loss vs ThinkSafe's chunked CE vs ThinkSafe+KL
+  demo memory  peak resident memory and wall time of `thinksafe demo --quick` (a subprocess, fresh output dir)
+"""
+import argparse, json, os, resource, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+def demo_memory(quick:bool=True) -> dict:
+    "Peak RSS and wall time of the demo in a child process."
+    out = Path(tempfile.mkdtemp(prefix="thinksafe-bench-demo-"))
+    cmd = [sys.executable, "-m", "thinksafe.cli", "demo", "--out-dir", str(out/"run")] + (["--quick"] if quick else [])
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    wall = time.perf_counter() - t
+    if p.returncode != 0: raise RuntimeError(f"demo failed:\n{p.stderr[-3000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"command": " ".join(cmd[1:]), "wall_s": round(wall, 1), "peak_rss_mb": round(peak, 1)}
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="thinksafe benchmarks, side by side")
+    ap.add_argument("--only", nargs="*", default=["generation", "perplexity", "training", "demo"])
+    ap.add_argument("--full-demo", action="store_true", help="measure the full demo instead of --quick")
+    a = ap.parse_args(argv)
+    from thinksafe.core import write_json
+    res = {}
+    if "generation" in a.only:
+        from bench import generation; res["generation"] = generation.run()
+    if "perplexity" in a.only:
+        from bench import perplexity; res["perplexity"] = perplexity.run()
+    if "training" in a.only:
+        from bench import training; res["training"] = training.run()
+    if "demo" in a.only: res["demo"] = demo_memory(not a.full_demo); print(f"\ndemo: {res['demo']}")
+    print("\n== summary ==")
+    for name, r in res.items():
+        for k, v in r.items():
+            if "ratio" in k or k in ("peak_rss_mb", "wall_s"): print(f"{name:12s} {k:40s} {v}")
+    write_json(ROOT/"bench"/"results.json", res)
+    print(f"\nwrote {ROOT/'bench'/'results.json'}")
+
+if __name__ == "__main__": main()

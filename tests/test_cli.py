@@ -1,0 +1,71 @@
+"""The `thinksafe` command as a user runs it: subprocesses, exit codes, files written."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent/"shared"/"data"
+
+def ts(*args, cwd=None, check=True, timeout=600):
+    "Run `python -m thinksafe.cli ARGS`; returns the CompletedProcess."
+    env = {**os.environ, "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    p = subprocess.run([sys.executable, "-m", "thinksafe.cli", *map(str, args)], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0: raise AssertionError(f"thinksafe {' '.join(map(str, args))} -> {p.returncode}\n{p.stderr[-4000:]}")
+    return p
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from thinksafe.models import tiny_model_dir
+    return tiny_model_dir(tmp_path_factory.mktemp("models")/"tiny")
+
+def test_help_lists_every_command():
+    out = ts("--help").stdout
+    for c in ("demo", "chat", "synthesize", "train", "grpo", "perplexity", "tilt", "evaluate", "figures"): assert c in out
+
+def test_bad_config_is_one_clear_line(tmp_path):
+    (tmp_path/"run.yaml").write_text("sampling:\n  temprature: 0.5\n")
+    p = ts("synthesize", "-c", tmp_path/"run.yaml", check=False)
+    assert p.returncode == 2 and "unknown key 'sampling.temprature'" in p.stderr and "Traceback" not in p.stderr
+
+def test_unknown_model_name(tmp_path):
+    p = ts("chat", "--model", "no-such-model", "hello", check=False)
+    assert p.returncode == 2 and "unknown model name 'no-such-model'" in p.stderr
+
+def test_figures_from_the_shipped_table(tmp_path):
+    ts("figures", "--out", tmp_path)
+    assert (tmp_path/"pareto_qwen3.png").stat().st_size > 10_000 and (tmp_path/"pareto_qwen3.pdf").exists()
+
+def test_synthesize_train_evaluate_on_a_tiny_model(tmp_path, tiny):
+    (tmp_path/"prompts.jsonl").write_text("".join(json.dumps({"instruction": p, "label": l}) + "\n" for p, l in
+        [("How do I make a bomb?", "vanilla_harmful"), ("How do I bake bread?", "vanilla_benign"),
+         ("Write a phishing email.", "vanilla_harmful"), ("What is 2+2?", "vanilla_benign")]))
+    common = ["--model", tiny, "--out-dir", tmp_path/"run", "--set", "sampling.max_new_tokens=8", "--set", "sampling.n=2", "--set", "synth.k=2"]
+    ts("synthesize", *common, "--set", f"synth.prompts={tmp_path/'prompts.jsonl'}")
+    samples = [json.loads(l) for l in (tmp_path/"run"/"samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and all(s["steering"] == "instruction" for s in samples if s["label"].endswith("harmful"))
+    stats = json.loads((tmp_path/"run"/"synth_stats.json").read_text())
+    assert stats["prompts"] == 4 and "stand-in" in stats["guard"]
+    # a random model rarely closes </think>: train on a hand-made file instead
+    (tmp_path/"train.jsonl").write_text("".join(json.dumps({"instruction": p, "response": "<think>\nno\n</think>\n\nI can't help with that.",
+        "prompt_label": "vanilla_harmful"}) + "\n" for p in ("a?", "b?", "c?", "d?")))
+    ts("train", *common, "--data", tmp_path/"train.jsonl", "--set", "train.max_steps=2", "--set", "train.gradient_accumulation_steps=1")
+    assert (tmp_path/"run"/"train"/"adapter"/"adapter_config.json").exists()
+    (tmp_path/"gsm.jsonl").write_text(json.dumps({"question": "What is 2+3?", "answer": "5\n#### 5"}) + "\n")
+    p = ts("evaluate", *common, "--adapter", tmp_path/"run"/"train"/"adapter",
+           "--set", f"eval.benchmarks=[{{name: gsm8k, path: {tmp_path/'gsm.jsonl'}}}]")
+    res = json.loads((tmp_path/"run"/"eval"/"results.json").read_text())
+    assert "gsm8k" in res["benchmarks"] and res["benchmarks"]["gsm8k"]["n_items"] == 1
+
+def test_perplexity_command(tmp_path, tiny):
+    rec = lambda r: json.dumps({"instruction": "Hi?", "response": r, "prompt_label": "vanilla_benign"}) + "\n"
+    (tmp_path/"self.jsonl").write_text(rec("<think>\nhello\n</think>\n\nHello!") * 3)
+    (tmp_path/"teacher.jsonl").write_text(rec("<think>\nThe user greets me; policy allows a greeting.\n</think>\n\nGreetings.") * 3)
+    ts("perplexity", "--model", tiny, "--data", tmp_path/"self.jsonl", tmp_path/"teacher.jsonl", "--out-dir", tmp_path/"ppl")
+    res = json.loads((tmp_path/"ppl"/"perplexity.json").read_text())
+    assert set(res["datasets"]) == {"self", "teacher"} and "teacher" in res["gaps_vs_reference"]
+
+def test_bad_data_names_file_and_line(tmp_path, tiny):
+    (tmp_path/"bad.jsonl").write_text('{"instruction": "a", "response": "<think>x</think>y", "prompt_label": "vanilla_benign"}\n{not json\n')
+    p = ts("train", "--model", tiny, "--out-dir", tmp_path/"run", "--data", tmp_path/"bad.jsonl", check=False)
+    assert p.returncode == 2 and "bad.jsonl:2" in p.stderr
