@@ -216,7 +216,7 @@ class HFGenerator(Generator):
             seed = rows_seed(sc.seed, [(samples[i].prompt_id, j) for i, j in batch])
             budget = max(1, int(max_new * self.think_fraction)) if self.close_think else max_new
             outs = self._run_batch(ids, sc, seed, budget)
-            if self.close_think: outs = self._close(ids, outs, sc, seed, max_new)
+            outs = self._close(ids, outs, sc, seed, max_new) if self.close_think else [(new, why, None) for new, why in outs]
             for (i, j), (new, why, closed_by) in zip(batch, outs):
                 text = self.tokenizer.decode(new, skip_special_tokens=True)
                 meta = {"finish_reason": why, "new_tokens": len(new), "prompt_tokens": len(enc[i])}
