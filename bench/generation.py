@@ -48,7 +48,8 @@ def run(n_prompts:int=16, max_new_tokens:int=64, out:Path|str|None=OUT, verbose:
     from thinksafe.generate import HFGenerator, as_samples
     model, tok = load_model("smollm2-135m", device="cpu")
     sc = SamplingConfig(n=1, temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=max_new_tokens, seed=0, batch_size=n_prompts)
-    gen = HFGenerator(model, tok, sampling=sc, progress=False)
+    # close_think=False: no budget forcing (a second generate call per batch), so both paths do the same work
+    gen = HFGenerator(model, tok, sampling=sc, progress=False, close_think=False)
     prompts = bench_prompts(n_prompts)
     texts = [gen.prompt_text(s) for s in as_samples(prompts)]           # the very prompt text the batched path sends
     gen.generate(prompts[:2], sampling=SamplingConfig(max_new_tokens=4, batch_size=2), desc="warm-up")   # one-time costs
