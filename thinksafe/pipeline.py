@@ -13,8 +13,8 @@ from .synthesize import DEMO_PROMPTS
 
 # %% auto #0
 __all__ = ['ARITHMETIC', 'ARITHMETIC_TEMPLATE', 'HELDOUT_HARMFUL', 'LOOKALIKES', 'DIRECT_REFUSAL', 'DEMO_SCALE', 'demo_split',
-           'teacher_refusal', 'teacher_records', 'demo_config', 'Steps', 'synthesize_step', 'train_step',
-           'evaluate_step', 'perplexity_step', 'plot_demo_pareto', 'write_report', 'verdicts', 'run_demo']
+           'demo_training_records', 'teacher_refusal', 'teacher_records', 'demo_config', 'Steps', 'synthesize_step',
+           'train_step', 'evaluate_step', 'perplexity_step', 'plot_demo_pareto', 'write_report', 'verdicts', 'run_demo']
 
 # %% ../nbs/15_pipeline.ipynb #917a60bd
 ARITHMETIC = [
@@ -54,7 +54,18 @@ def demo_split() -> dict:
                             reference=a, answer_type="gsm8k") for i, (q, a) in enumerate(ARITHMETIC)],
     }
 
-# %% ../nbs/15_pipeline.ipynb #4c84a405
+# %% ../nbs/15_pipeline.ipynb #3a2da3ac
+def demo_training_records(kept:list[dict]) -> list[dict]:
+    "All harmful records, and one (the first) per benign prompt."
+    seen, out = set(), []
+    for r in kept:
+        if not is_harmful(r["prompt_label"]):
+            if r["instruction"] in seen: continue
+            seen.add(r["instruction"])
+        out.append(r)
+    return out
+
+# %% ../nbs/15_pipeline.ipynb #bb7c0c18
 DIRECT_REFUSAL = "<think>\nThis request is harmful, so I will not help.\n</think>\n\nI'm sorry, but I can't help with that."
 
 def teacher_refusal(prompt:str) -> str:
@@ -72,13 +83,13 @@ def teacher_records(prompts, # harmful training prompts (Samples)
     return [{"instruction": s.prompt, "response": respond(s.prompt), "prompt_label": s.label, "response_label": "safe"}
             for s in prompts] + list(benign)
 
-# %% ../nbs/15_pipeline.ipynb #b1b64d78
+# %% ../nbs/15_pipeline.ipynb #4194af7c
 DEMO_SCALE = {
-    "sampling.max_new_tokens": (160, "paper 16384; a 135M model's traces are short"),
+    "sampling.max_new_tokens": (96, "paper 16384; half for thinking, half for the answer (budget forcing, see 02_generate)"),
     "sampling.n / synth.k": (2, "samples per prompt; the released script uses 1"),
     "sampling.batch_size": (16, ""),
     "train.learning_rate": (2e-4, "paper 1e-5 over thousands of records; the demo has ~60"),
-    "train.epochs": (3, "paper 1-3"),
+    "train.epochs": (2, "paper 1-3"),
     "train.gradient_accumulation_steps": (4, "effective batch 8 with per-device batch 2"),
     "train.max_length": (384, ""),
     "train.gradient_checkpointing": (False, "no memory pressure at 135M; faster on CPU"),
@@ -87,15 +98,15 @@ DEMO_SCALE = {
 def demo_config(out_dir="runs/demo", quick:bool=False) -> RunConfig:
     "The run configuration of the demo (`quick`: a smaller one for tests)."
     cfg = RunConfig(name="demo", out_dir=str(out_dir))
-    cfg.sampling.max_new_tokens, cfg.sampling.n, cfg.synth.k = (48, 1, 1) if quick else (160, 2, 2)
+    cfg.sampling.max_new_tokens, cfg.sampling.n, cfg.synth.k = (48, 1, 1) if quick else (96, 2, 2)
     cfg.sampling.batch_size = 16
     cfg.synth.compare_steering = True
     t = cfg.train
-    t.learning_rate, t.epochs, t.per_device_batch_size, t.gradient_accumulation_steps = 2e-4, (1 if quick else 3), 2, 4
+    t.learning_rate, t.epochs, t.per_device_batch_size, t.gradient_accumulation_steps = 2e-4, (1 if quick else 2), 2, 4
     t.max_length, t.gradient_checkpointing, t.save_steps, t.lora_r, t.lora_alpha = 384, False, 10, 32, 16
     return cfg
 
-# %% ../nbs/15_pipeline.ipynb #3e595c83
+# %% ../nbs/15_pipeline.ipynb #c4b4149a
 class Steps:
     "Run named steps once; results are kept in `<out>/steps.json` (written atomically)."
     def __init__(self, out, fresh:bool=False, log=print):
@@ -112,7 +123,7 @@ class Steps:
         return res
     def seconds(self) -> dict: return {k: v["seconds"] for k, v in self.done.items()}
 
-# %% ../nbs/15_pipeline.ipynb #03fb289d
+# %% ../nbs/15_pipeline.ipynb #0a74ebac
 def _json_safe(d:dict) -> dict: return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k != "stats_dict"}
 
 def synthesize_step(cfg:RunConfig, model, tok, train:list) -> dict:
@@ -162,7 +173,7 @@ def perplexity_step(cfg:RunConfig, model, tok, datasets:dict) -> dict:
     return {"datasets": {n: res["datasets"][n]["all"] for n in names}, "gaps_vs_reference": res["gaps_vs_reference"],
             "figure": res["paths"]["figure"]}
 
-# %% ../nbs/15_pipeline.ipynb #ac7ed2ea
+# %% ../nbs/15_pipeline.ipynb #560bcb24
 def plot_demo_pareto(summaries:dict, # {method: summary dict with the two averages}
                      path=None, title="Demo: SmolLM2-135M, embedded guard"):
     "Initial vs ThinkSafe vs baselines on safety and reasoning, with the computed frontier."
@@ -185,7 +196,7 @@ def plot_demo_pareto(summaries:dict, # {method: summary dict with the two averag
     if path is not None: save_figure(fig, path)
     return fig
 
-# %% ../nbs/15_pipeline.ipynb #d623d780
+# %% ../nbs/15_pipeline.ipynb #e6862014
 def _pct(v): return "n/a" if v is None else f"{v:.1f}%"
 
 def write_report(out, r:dict) -> Path:
@@ -201,7 +212,8 @@ def write_report(out, r:dict) -> Path:
     a(f"`thinksafe synthesize --set synth.prompts={r['out']}/prompts_train.jsonl --set synth.k={r['k']} --set synth.compare_steering=true`\n")
     a("| condition | harmful prompts: acceptance alpha | kept records |\n|---|---|---|")
     for c, v in syn.items(): a(f"| {c} | {v['harmful']['alpha']:.3f} | {v['all'].get('records', '')} |")
-    a(f"\nKept training records: {r['synth']['records']} (K={r['k']} samples per prompt, rule `any`).\n")
+    a(f"\nKept records: {r['synth']['records']} (K={r['k']} samples per prompt, rule `any`); trained on {r['n_train']['total']}: "
+      f"{r['n_train']['harmful']} harmful, and the first of each benign prompt's ({r['n_train']['benign']}).\n")
     a("![acceptance](figures/acceptance.png)\n")
     a("## 2. Safety vs reasoning, before and after\n")
     a("| model | harmful % (held-out harmful) | over-refusal % (look-alikes) | arithmetic pass@1 % |\n|---|---|---|---|")
@@ -226,7 +238,7 @@ def write_report(out, r:dict) -> Path:
     a("Paper figure (from the published table): `thinksafe figures` wrote `figures/pareto_qwen3.png`.\n")
     return atomic_write_text(out/"report.md", "\n".join(L) + "\n")
 
-# %% ../nbs/15_pipeline.ipynb #afb05580
+# %% ../nbs/15_pipeline.ipynb #1ae86cc7
 def verdicts(ev:dict, synth:dict, ppl:dict) -> list[str]:
     "Plain sentences: does each of the paper's effects show on this run?"
     out, c = [], synth["stats"]["conditions"]
@@ -250,7 +262,7 @@ def verdicts(ev:dict, synth:dict, ppl:dict) -> list[str]:
     out.append("With a 135M model, a phrase-matching guard and ~60 training records, these are directions, not the paper's numbers.")
     return out
 
-# %% ../nbs/15_pipeline.ipynb #0f4d65da
+# %% ../nbs/15_pipeline.ipynb #6ef6f10e
 def _shared_data() -> Optional[Path]:
     "`../shared/data` beside the checkout or the working directory, when present."
     for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
@@ -273,8 +285,8 @@ def run_demo(out_dir="runs/demo", # where every result goes
     set_seed(cfg.sampling.seed)
     base, tok = load_model(model)
     synth = steps("synthesize", synthesize_step, cfg, base, tok, sets["train"])
-    self_data = synth["synth"]
-    kept = [d for _, d in read_jsonl(self_data)]
+    kept = demo_training_records([d for _, d in read_jsonl(synth["synth"])])
+    self_data = str(write_jsonl(out/"thinksafe_train.jsonl", kept))
     benign_self = [r for r in kept if not is_harmful(r["prompt_label"])]
     harmful_train = [s for s in sets["train"] if s.harmful]
     write_jsonl(out/"direct_refusal.jsonl", teacher_records(harmful_train, lambda p: DIRECT_REFUSAL, benign_self))
@@ -311,7 +323,9 @@ def run_demo(out_dir="runs/demo", # where every result goes
         for ext in (".png", ".pdf"):
             src = figs/(f + ext) if f != "perplexity" else Path(ppl["figure"]).with_suffix(ext)
             if src.exists(): shutil.copy(src, Path(figures_dir)/f"demo_{f}{ext}")
+    nh = sum(is_harmful(x["prompt_label"]) for x in kept)
     r = {"out": str(out), "model": model, "guard": ev["Initial"]["guard"], "k": cfg.synth.k,
+         "n_train": {"total": len(kept), "harmful": nh, "benign": len(kept) - nh},
          "synth": {**synth, "stats": json.loads(Path(synth["stats"]).read_text())}, "eval": ev, "perplexity": ppl,
          "perplexity_files": list(ppl_sets.values()), "seconds": {**steps.seconds(), "this run (wall)": round(time.time() - t0, 1)},
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "paper_figure": paper["pareto_png"]}
