@@ -36,10 +36,23 @@ def main(argv=None):
     if "training" in a.only:
         from bench import training; res["training"] = training.run()
     if "demo" in a.only: res["demo"] = demo_memory(not a.full_demo); print(f"\ndemo: {res['demo']}")
-    print("\n== summary ==")
-    for name, r in res.items():
-        for k, v in r.items():
-            if "ratio" in k or k in ("peak_rss_mb", "wall_s"): print(f"{name:12s} {k:40s} {v}")
+    rows = []
+    if "generation" in res:
+        g = res["generation"]
+        rows += [("generation", "naive model.generate loop", f"{g['naive']['tokens_per_s']:.1f} tok/s", "1.00x"),
+                 ("generation", "batched HFGenerator", f"{g['batched']['tokens_per_s']:.1f} tok/s", f"{g['speedup']:.2f}x")]
+    if "perplexity" in res:
+        for k, m in res["perplexity"]["methods"].items():
+            rows.append(("perplexity", k, f"{m['tokens_per_s']:.1f} tok/s", f"{m['speedup_vs_naive']:.2f}x vs naive"))
+    if "training" in res:
+        for r in res["training"]["rows"]:
+            rows.append(("training", r["loss"], f"{r['s_per_step']:.3f} s/step", f"{r['ratio_vs_hf']:.2f}x HF time"))
+    if "demo" in res:
+        rows.append(("demo --quick", "peak RSS / wall", f"{res['demo']['peak_rss_mb']:.0f} MB", f"{res['demo']['wall_s']:.0f} s"))
+    print("\n== summary (one process, same machine, same run) ==")
+    print(f"{'bench':12s} {'what':38s} {'speed':>16s} {'ratio':>18s}")
+    for b, w, v, r in rows: print(f"{b:12s} {w:38s} {v:>16s} {r:>18s}")
+    res["table"] = [dict(zip(("bench", "what", "speed", "ratio"), r)) for r in rows]
     write_json(ROOT/"bench"/"results.json", res)
     print(f"\nwrote {ROOT/'bench'/'results.json'}")
 
