@@ -173,7 +173,7 @@ def perplexity_step(cfg:RunConfig, model, tok, datasets:dict) -> dict:
     return {"datasets": {n: res["datasets"][n]["all"] for n in names}, "gaps_vs_reference": res["gaps_vs_reference"],
             "figure": res["paths"]["figure"]}
 
-# %% ../nbs/15_pipeline.ipynb #560bcb24
+# %% ../nbs/15_pipeline.ipynb #9bb9174f
 def plot_demo_pareto(summaries:dict, # {method: summary dict with the two averages}
                      path=None, title="Demo: SmolLM2-135M, embedded guard"):
     "Initial vs ThinkSafe vs baselines on safety and reasoning, with the computed frontier."
@@ -186,8 +186,9 @@ def plot_demo_pareto(summaries:dict, # {method: summary dict with the two averag
     for _, r in df.iterrows():
         mk, col, sz = METHOD_STYLE.get(r["method"], ("o", "#17becf", 70))
         ax.scatter(r[HARM], r[REASON], marker=mk, color=col, s=sz, zorder=3, label=r["method"], edgecolors="white")
-        ax.annotate(f"{r['method']}\n({r[HARM]:.0f}%, {r[REASON]:.0f}%)", (r[HARM], r[REASON]), textcoords="offset points",
-                    xytext=(8, 4), fontsize=8)
+    for (x, y), g in df.groupby([HARM, REASON], sort=False):   # one label per point, naming every method on it
+        ax.annotate(" = ".join(g["method"]) + f"\n({x:.0f}%, {y:.0f}%)", (x, y), textcoords="offset points",
+                    xytext=(-8, 8), ha="right", fontsize=8)
     ax.set_xlabel("harmful % on held-out harmful prompts (lower is better)", fontsize=9)
     ax.set_ylabel("arithmetic pass@1 % (higher is better)", fontsize=9)
     ax.set_xlim(-5, 105); ax.set_ylim(-5, max(30, df[REASON].max() + 15))
@@ -238,7 +239,7 @@ def write_report(out, r:dict) -> Path:
     a("Paper figure (from the published table): `thinksafe figures` wrote `figures/pareto_qwen3.png`.\n")
     return atomic_write_text(out/"report.md", "\n".join(L) + "\n")
 
-# %% ../nbs/15_pipeline.ipynb #1ae86cc7
+# %% ../nbs/15_pipeline.ipynb #2dbcb0fa
 def verdicts(ev:dict, synth:dict, ppl:dict) -> list[str]:
     "Plain sentences: does each of the paper's effects show on this run?"
     out, c = [], synth["stats"]["conditions"]
@@ -259,10 +260,10 @@ def verdicts(ev:dict, synth:dict, ppl:dict) -> list[str]:
     higher = [n for n in names[1:] if ppl["datasets"][n]["ppl"] > ppl["datasets"][names[0]]["ppl"]]
     out.append(f"Teacher-written data has higher perplexity under the student than self-generated data for {len(higher)} of {len(names) - 1} "
                f"teacher sets ({', '.join(higher) or 'none'})" + (" (as in the paper)." if len(higher) == len(names) - 1 else "."))
-    out.append("With a 135M model, a phrase-matching guard and ~60 training records, these are directions, not the paper's numbers.")
+    out.append("With a 135M model, a phrase-matching guard and a few dozen training records, these are directions, not the paper's numbers.")
     return out
 
-# %% ../nbs/15_pipeline.ipynb #6ef6f10e
+# %% ../nbs/15_pipeline.ipynb #518c5008
 def _shared_data() -> Optional[Path]:
     "`../shared/data` beside the checkout or the working directory, when present."
     for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
@@ -300,17 +301,17 @@ def run_demo(out_dir="runs/demo", # where every result goes
         ev[m] = steps(f"eval_{m.lower()}", evaluate_step, cfg, am, atok, sets, m.lower())["summary"]
         del am
     write_jsonl(out/"self_harmful.jsonl", [r for r in kept if is_harmful(r["prompt_label"])])
-    ppl_sets = {"self (ThinkSafe)": str(out/"self_harmful.jsonl"), "DirectRefusal": str(out/"direct_refusal_harmful.jsonl"),
-                "teacher refusal": str(out/"teacher_refusal.jsonl")}
+    ppl_sets = {"self": str(out/"self_harmful.jsonl"), "DirectRefusal": str(out/"direct_refusal_harmful.jsonl"),
+                "teacher": str(out/"teacher_refusal.jsonl")}
     write_jsonl(out/"direct_refusal_harmful.jsonl", teacher_records(harmful_train, lambda p: DIRECT_REFUSAL))
     star = _shared_data()
     if star is not None and (star/"star1"/"STAR-1.json").exists():
         rows = json.loads((star/"star1"/"STAR-1.json").read_text(encoding="utf-8"))[:len(harmful_train)]
         write_jsonl(out/"star1_slice.jsonl", [{"instruction": r["question"], "response": r["response"], "prompt_label": "vanilla_harmful"} for r in rows])
-        ppl_sets["STAR-1 (R1 teacher)"] = str(out/"star1_slice.jsonl")
+        ppl_sets["STAR-1 (R1)"] = str(out/"star1_slice.jsonl")
     if not any(is_harmful(r["prompt_label"]) for r in kept):   # measure the self data we have: the benign records
         write_jsonl(out/"self_harmful.jsonl", kept)
-        ppl_sets = {"self (ThinkSafe, benign only)": ppl_sets.pop("self (ThinkSafe)"), **ppl_sets}
+        ppl_sets = {"self (benign only)": ppl_sets.pop("self"), **ppl_sets}
     ppl = steps("perplexity", perplexity_step, cfg, base, tok, ppl_sets)
     figs = Path(out/"figures")
     from thinksafe.synthesize import plot_acceptance
