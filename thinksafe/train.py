@@ -320,29 +320,16 @@ def response_nll(model, tok, records:list[dict], fmt:str="auto", batch_size:int=
         tot += r["ce_sum"]; n += r["n_ce"]
     return {"nll": tot / max(n, 1), "tokens": n, "records": len(records)}
 
-# %% ../nbs/07_train.ipynb #5b3df1ff
+# %% ../nbs/07_train.ipynb #1b2dc3db
 def budget_forced_generate(model, tok, samples:Sequence[Sample], think_tokens:int=32, answer_tokens:int=40, temperature:float=0.6,
                            top_p:float=0.95, top_k:int=20, seed:int=0, batch_size:int=16, greedy:bool=False) -> tuple[list[Sample], int]:
-    "Sample reasoning (at most `think_tokens`), force `</think>`, sample the answer; returns (samples, tokens generated)."
-    from tqdm.auto import tqdm
-    fmt = think_format(tok); pre = generation_prefix(fmt)
-    kw = dict(do_sample=not greedy, pad_token_id=tok.pad_token_id, **({} if greedy else dict(temperature=temperature, top_p=top_p, top_k=top_k)))
-    out, n_gen = [], 0
-    tok = copy.copy(tok); tok.padding_side = "left"
-    for i in tqdm(range(0, len(samples), batch_size), desc="generate"):
-        chunk = samples[i:i + batch_size]
-        texts = [chat_prompt(tok, s.sent or s.prompt, fmt) for s in chunk]
-        torch.manual_seed(seed + i)
-        x = tok(texts, return_tensors="pt", padding=True).to(model.device)
-        with torch.inference_mode(): y = model.generate(**x, max_new_tokens=think_tokens, **kw)
-        gen = y[:, x["input_ids"].shape[1]:]; n_gen += int(gen.ne(tok.pad_token_id).sum())
-        thinks = [tok.decode(r, skip_special_tokens=True).split(THINK_CLOSE)[0].strip() for r in gen]
-        texts2 = [t + ("" if pre else THINK_OPEN + "\n") + th + "\n" + THINK_CLOSE + "\n\n" for t, th in zip(texts, thinks)]
-        x2 = tok(texts2, return_tensors="pt", padding=True).to(model.device)
-        with torch.inference_mode(): y2 = model.generate(**x2, max_new_tokens=answer_tokens, **kw)
-        gen2 = y2[:, x2["input_ids"].shape[1]:]; n_gen += int(gen2.ne(tok.pad_token_id).sum())
-        for s, th, r in zip(chunk, thinks, gen2):
-            ans = tok.decode(r, skip_special_tokens=True).strip()
-            out.append(Sample(s.prompt, s.label, response=f"{THINK_OPEN}\n{th}\n{THINK_CLOSE}\n\n{ans}", sent=s.sent, steering=s.steering,
-                              sample_idx=s.sample_idx, model=getattr(model, "name_or_path_", ""), sampling={"think_tokens": think_tokens, "answer_tokens": answer_tokens, "greedy": greedy}))
-    return out, n_gen
+    "Think for at most `think_tokens`, close `</think>`, answer in `answer_tokens`: `HFGenerator`'s budget forcing; returns (samples, tokens generated)."
+    from thinksafe.generate import HFGenerator, THINK_CLOSING
+    n_close = len(tok(THINK_CLOSING, add_special_tokens=False)["input_ids"])
+    total = think_tokens + n_close + answer_tokens
+    gen = HFGenerator(model, tok, close_think=True, think_fraction=think_tokens / total)
+    sc = SamplingConfig(n=1, temperature=0.0 if greedy else temperature, top_p=top_p, top_k=top_k, max_new_tokens=total,
+                        seed=seed, batch_size=batch_size)
+    out = gen.generate(list(samples), sampling=sc)
+    for o, s in zip(out, samples): o.sample_idx = s.sample_idx
+    return out, sum(o.meta.get("new_tokens", 0) for o in out)
