@@ -12,19 +12,13 @@ from .core import *
 __all__ = ['cmd_demo', 'cmd_chat', 'cmd_synthesize', 'cmd_train', 'cmd_grpo', 'cmd_perplexity', 'cmd_tilt', 'cmd_evaluate',
            'cmd_figures', 'build_parser', 'main']
 
-# %% ../nbs/16_cli.ipynb #63227852
+# %% ../nbs/16_cli.ipynb #9d4dc3ac
 def _config(args) -> RunConfig:
-    "The run configuration from `--config`, `--set` and the shortcut flags."
-    sets = list(getattr(args, "set", None) or [])
+    "The run configuration from `--config`, `--set` and the shortcut flags (applied last, taken verbatim)."
+    cfg = load_config(getattr(args, "config", None), getattr(args, "set", None) or [])
     for flag, key in (("model", "model.name"), ("backend", "model.backend"), ("out_dir", "out_dir"), ("adapter", "model.adapter")):
         v = getattr(args, flag, None)
-        if v is not None: sets.append(f"{key}={v}")
-    cfg = load_config(getattr(args, "config", None), [])
-    import yaml
-    for o in sets:
-        k, v = o.split("=", 1) if "=" in o else (o, None)
-        if v is None: raise ConfigError(f"--set {o!r} must look like section.key=value")
-        set_key(cfg, k.strip(), v if k.strip() in ("model.name", "out_dir", "model.adapter") else yaml.safe_load(v))
+        if v is not None: set_key(cfg, key, v)
     return cfg
 
 def _call(module:str, fn:str, *args, **kw):
