@@ -1,7 +1,8 @@
 """`python -m bench` (or `make bench`): every benchmark side by side in one process; a table with ratios, bench/results.json.
 
   generation   batched HFGenerator vs a naive one-prompt-at-a-time model.generate loop
-  perplexity   ours (length-bucketed, chunked log-softmax) vs a naive per-record loop vs evaluate-style padded batches
+  perplexity   ours (length-bucketed, chunked log-softmax) vs a naive per-record loop vs evaluate-style padded batches;
+               ours and the naive loop again with the model in bf16
   training     one SFT step: HF's loss vs ThinkSafe's chunked CE vs ThinkSafe+KL
   demo memory  peak resident memory and wall time of `thinksafe demo --quick` (a subprocess, fresh output dir)
 """
@@ -43,7 +44,7 @@ def main(argv=None):
                  ("generation", "batched HFGenerator", f"{g['batched']['tokens_per_s']:.1f} tok/s", f"{g['speedup']:.2f}x")]
     if "perplexity" in res:
         for k, m in res["perplexity"]["methods"].items():
-            rows.append(("perplexity", k, f"{m['tokens_per_s']:.1f} tok/s", f"{m['speedup_vs_naive']:.2f}x vs naive"))
+            rows.append(("perplexity", k, f"{m['tokens_per_s']:.1f} tok/s", f"{m['speedup_vs_naive']:.2f}x vs naive fp32"))
     if "training" in res:
         for r in res["training"]["rows"]:
             rows.append(("training", r["loss"], f"{r['s_per_step']:.3f} s/step", f"{r['ratio_vs_hf']:.2f}x HF time"))

@@ -2,6 +2,8 @@
 positions only, chunked logsumexp) against a naive per-record loop (full logits, full log-softmax) and HF
 `evaluate`-style padded batching (fixed batch size, right-padded to the longest, full [B,T,V] log-softmax), on the same
 records (a STAR-1 slice plus shorter self-generated-like records) and the same model (embedded SmolLM2-135M-Instruct).
+Each is run in fp32 (the CPU default); ours and the naive loop also with the model loaded in bf16
+(`dtype="bfloat16"`), with how far bf16 moves the numbers from the fp32 naive loop.
 
     python -m bench.perplexity [--n-star 4] [--n-self 12] [--max-length 640] [--threads 2]
 """
@@ -51,18 +53,22 @@ def run(n_star:int=4, n_self:int=12, max_length:int=640, batch_tokens:int|None=N
     "Time the three scorers on the same records; returns (and writes) tokens/s, ratios and agreement."
     import numpy as np, torch
     from thinksafe.models import load_model, think_format
-    from thinksafe.divergence import encode_record, response_logprobs, naive_response_logprobs
+    from thinksafe.divergence import encode_record, response_logprobs, naive_response_logprobs, nll_stats, cpu_bf16_fast
     if threads: torch.set_num_threads(threads)
     model, tok = load_model("smollm2-135m", device="cpu")
+    model16, _ = load_model("smollm2-135m", device="cpu", dtype="bfloat16")
     fmt = think_format(tok)
     recs = make_records(n_star, n_self)
     enc = [encode_record(tok, s, fmt, max_length) for s in recs]
     n_tok = sum(len(e["ids"]) for e in enc); n_resp = sum(len(e["ids"]) - e["n_prompt"] for e in enc)
-    with torch.inference_mode(): model(input_ids=torch.tensor([enc[0]["ids"][:32]]))        # warm-up
+    with torch.inference_mode():                                                            # warm-up (oneDNN picks kernels)
+        for m in (model, model16): m(input_ids=torch.tensor([enc[0]["ids"][:300]]))
     methods = {"thinksafe": lambda: response_logprobs(model, enc, batch_tokens, progress=False)[0],     # device defaults
                "thinksafe_batched_prefix": lambda: response_logprobs(model, enc, 4096, progress=False, reuse_prefix=True)[0],
                "naive_loop": lambda: naive_response_logprobs(model, enc),
-               "padded_batches": lambda: padded_batch_logprobs(model, enc, padded_batch_size)}
+               "padded_batches": lambda: padded_batch_logprobs(model, enc, padded_batch_size),
+               "thinksafe_bf16": lambda: response_logprobs(model16, enc, batch_tokens, progress=False)[0],
+               "naive_loop_bf16": lambda: naive_response_logprobs(model16, enc)}
     res, lps, times = {}, {}, {n: [] for n in methods}
     for rep in range(repeats):          # round-robin repeats, best time kept: robust to load from other processes
         for name, f in methods.items():
@@ -73,13 +79,19 @@ def run(n_star:int=4, n_self:int=12, max_length:int=640, batch_tokens:int|None=N
         res[name] = {"seconds": dt, "all_seconds": times[name], "tokens_per_s": n_tok / dt, "response_tokens_per_s": n_resp / dt}
         if verbose: print(f"{name:26s} {dt:7.1f} s  {n_tok / dt:7.1f} tok/s  ({n_resp / dt:.1f} response tok/s)", flush=True)
     ref = lps["naive_loop"]
+    ref_nll = -np.concatenate(ref).mean()
     for name in methods:
         res[name]["max_abs_diff_vs_naive"] = float(max(np.abs(a - b).max() for a, b in zip(lps[name], ref)))
+        res[name]["max_record_mean_nll_diff"] = float(max(abs(a.mean() - b.mean()) for a, b in zip(lps[name], ref)))
+        res[name]["dataset_nll_diff"] = float(abs(-np.concatenate(lps[name]).mean() - ref_nll))
         res[name]["speedup_vs_naive"] = res["naive_loop"]["seconds"] / res[name]["seconds"]
         res[name]["speedup_vs_padded"] = res["padded_batches"]["seconds"] / res[name]["seconds"]
     lengths = [len(e["ids"]) for e in enc]
     padded = sum(max(lengths[b:b + padded_batch_size]) * len(lengths[b:b + padded_batch_size]) for b in range(0, len(lengths), padded_batch_size))
+    rows = [{"nll_sum": float(-r.sum()), "n_tokens": len(r)} for r in ref]
+    ci = nll_stats(rows, 1000)["nll_ci"]
     result = {"model": "smollm2-135m", "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "repeats": repeats,
+              "cpu_bf16_hardware": cpu_bf16_fast(), "dataset_nll_fp32": float(ref_nll), "dataset_nll_ci95_halfwidth": (ci[1] - ci[0]) / 2,
               "load_avg_after": os.getloadavg()[0],
               "records": len(enc), "n_star": n_star, "n_self_like": n_self, "max_length": max_length, "tokens": n_tok,
               "response_tokens": n_resp, "length_min_max": [min(lengths), max(lengths)], "batch_tokens": batch_tokens,
@@ -87,6 +99,10 @@ def run(n_star:int=4, n_self:int=12, max_length:int=640, batch_tokens:int|None=N
     if verbose:
         print(f"speed-up of thinksafe: {res['thinksafe']['speedup_vs_naive']:.2f}x vs naive loop, "
               f"{res['thinksafe']['speedup_vs_padded']:.2f}x vs padded batches; max |diff| {res['thinksafe']['max_abs_diff_vs_naive']:.2e}")
+        b = res["thinksafe_bf16"]
+        print(f"in bf16: {b['speedup_vs_naive']:.2f}x vs the fp32 naive loop ({res['naive_loop_bf16']['speedup_vs_naive']:.2f}x for a bf16 naive loop); "
+              f"bf16 moves the dataset mean NLL by {b['dataset_nll_diff']:.1e} (95% CI half-width {result['dataset_nll_ci95_halfwidth']:.2f}), "
+              f"record means by <= {b['max_record_mean_nll_diff']:.1e}, single tokens by <= {b['max_abs_diff_vs_naive']:.2f}")
     if out:
         from thinksafe.core import write_json
         write_json(out, result)

@@ -63,7 +63,13 @@ def test_perplexity_command(tmp_path, tiny):
     (tmp_path/"teacher.jsonl").write_text(rec("<think>\nThe user greets me; policy allows a greeting.\n</think>\n\nGreetings.") * 3)
     ts("perplexity", "--model", tiny, "--data", tmp_path/"self.jsonl", tmp_path/"teacher.jsonl", "--out-dir", tmp_path/"ppl")
     res = json.loads((tmp_path/"ppl"/"perplexity.json").read_text())
-    assert set(res["datasets"]) == {"self", "teacher"} and "teacher" in res["gaps_vs_reference"]
+    assert set(res["datasets"]) == {"self", "teacher"} and "teacher" in res["gaps_vs_reference"] and res["dtype"] == "float32"
+    ts("perplexity", "--model", tiny, "--data", tmp_path/"self.jsonl", "--out-dir", tmp_path/"ppl16", "--dtype", "bf16", "--max-length", "400")
+    res16 = json.loads((tmp_path/"ppl16"/"perplexity.json").read_text())
+    assert res16["dtype"] == "bfloat16" and res16["max_length"] == 400
+    assert abs(res16["datasets"]["self"]["all"]["nll"] - res["datasets"]["self"]["all"]["nll"]) < 0.01
+    p = ts("perplexity", "--model", tiny, "--data", tmp_path/"self.jsonl", "--out-dir", tmp_path/"bad", "--dtype", "fp8", check=False)
+    assert p.returncode == 2 and "unknown dtype 'fp8'" in p.stderr
 
 def test_bad_data_names_file_and_line(tmp_path, tiny):
     (tmp_path/"bad.jsonl").write_text('{"instruction": "a", "response": "<think>x</think>y", "prompt_label": "vanilla_benign"}\n{not json\n')

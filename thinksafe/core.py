@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 # %% auto #0
-__all__ = ['THINK_OPEN', 'THINK_CLOSE', 'LABELS', 'REFUSAL_INSTRUCTION', 'ThinkSafeError', 'ConfigError', 'DataError',
-           'OutputError', 'split_think', 'is_harmful', 'Sample', 'prompt_id', 'atomic_write_text', 'write_jsonl',
-           'write_json', 'append_jsonl', 'read_jsonl', 'read_samples', 'load_table', 'map_columns', 'ModelConfig',
-           'SamplingConfig', 'SteeringConfig', 'GuardConfig', 'SynthConfig', 'TrainConfig', 'EvalConfig', 'RunConfig',
-           'config_from_dict', 'set_key', 'load_config', 'config_to_dict', 'set_seed', 'pick_device', 'pick_dtype',
-           'cache_dir', 'save_figure']
+__all__ = ['THINK_OPEN', 'THINK_CLOSE', 'LABELS', 'REFUSAL_INSTRUCTION', 'DTYPE_NAMES', 'ThinkSafeError', 'ConfigError',
+           'DataError', 'OutputError', 'split_think', 'is_harmful', 'Sample', 'prompt_id', 'atomic_write_text',
+           'write_jsonl', 'write_json', 'append_jsonl', 'read_jsonl', 'read_samples', 'load_table', 'map_columns',
+           'ModelConfig', 'SamplingConfig', 'SteeringConfig', 'GuardConfig', 'SynthConfig', 'TrainConfig', 'EvalConfig',
+           'RunConfig', 'config_from_dict', 'set_key', 'load_config', 'config_to_dict', 'set_seed', 'pick_device',
+           'pick_dtype', 'cache_dir', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #87c3a91f
 class ThinkSafeError(Exception):
@@ -382,10 +382,16 @@ def pick_device(pref:str="auto") -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(): return "mps"
     return "cpu"
 
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16", "half": "float16"}
+
 def pick_dtype(device:str, pref:str="auto"):
-    "bf16 on a GPU that supports it, fp32 elsewhere, unless `pref` names one."
+    "bf16 on a GPU that supports it, fp32 elsewhere, unless `pref` names one (`float32`/`fp32`, `bfloat16`/`bf16`, `float16`/`fp16`)."
     import torch
-    if pref != "auto": return getattr(torch, pref)
+    if pref is None or isinstance(pref, torch.dtype): return pref or pick_dtype(device)
+    if pref != "auto":
+        if str(pref).lower() not in DTYPE_NAMES: raise ConfigError(f"unknown dtype {pref!r}: use auto, {', '.join(DTYPE_NAMES)}")
+        return getattr(torch, DTYPE_NAMES[str(pref).lower()])
     if device.startswith("cuda") and torch.cuda.is_bf16_supported(): return torch.bfloat16
     return torch.float32
 

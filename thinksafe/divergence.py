@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_divergence.ipynb #49fb084c
 from __future__ import annotations
-import math, time
+import contextlib, math, sys, time
 from pathlib import Path
 from typing import Optional, Sequence
 import numpy as np
@@ -12,9 +12,10 @@ from .core import *
 from .models import *
 
 # %% auto #0
-__all__ = ['PROMPT_COLUMNS', 'RESPONSE_COLUMNS', 'load_records', 'encode_record', 'length_batches', 'shared_prefix_length',
-           'response_logprobs', 'naive_response_logprobs', 'dataset_perplexity', 'bootstrap', 'nll_stats', 'summarize',
-           'cross_entropy_gap', 'plot_perplexity', 'run_perplexity']
+__all__ = ['PROMPT_COLUMNS', 'RESPONSE_COLUMNS', 'load_records', 'encode_record', 'length_batches', 'attention_implementation',
+           'shared_prefix_length', 'response_logprobs', 'naive_response_logprobs', 'cpu_bf16_fast',
+           'dataset_perplexity', 'bootstrap', 'nll_stats', 'summarize', 'cross_entropy_gap', 'plot_perplexity',
+           'run_perplexity']
 
 # %% ../nbs/09_divergence.ipynb #c456f0a8
 PROMPT_COLUMNS = ("prompt", "instruction", "question")
@@ -78,6 +79,19 @@ def _split_model(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
+@contextlib.contextmanager
+def attention_implementation(model, impl:Optional[str]):
+    "Switch `model`'s attention implementation inside the block (no-op for None, or a model that cannot switch)."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    old = getattr(base.config, "_attn_implementation", None)
+    switched = False
+    if impl is not None and old != impl and hasattr(base, "set_attn_implementation"):
+        try: base.set_attn_implementation(impl); switched = True
+        except (ValueError, ImportError): pass
+    try: yield
+    finally:
+        if switched: base.set_attn_implementation(old)
+
 def shared_prefix_length(encoded:list[dict]) -> int:
     "Length of the token prefix all records share, stopping before the first position that predicts a response token."
     if not encoded: return 0
@@ -88,23 +102,27 @@ def shared_prefix_length(encoded:list[dict]) -> int:
 
 def response_logprobs(model, encoded:list[dict], # from `encode_record`
                       batch_tokens:Optional[int]=None, # padded tokens per forward batch (None: 8192 on GPU, 1 = one record per pass on CPU)
-                      chunk_tokens:int=1024, # positions per output-layer chunk
+                      chunk_tokens:Optional[int]=None, # positions per output-layer chunk (None: 128 for bf16/fp16 on CPU, else 1024)
                       progress:bool=True,
                       reuse_prefix:Optional[bool]=None, # compute a shared prefix (>= 8 tokens) once (None: on GPU only)
+                      attn:Optional[str]=None, # attention implementation while scoring (None: "eager" for bf16/fp16 on CPU, else the model's)
                      ) -> tuple[list[np.ndarray], dict]:
     "Log-probabilities of every response token of every record, and `{'padding', 'seconds', ...}` statistics."
     import copy, torch
     from tqdm.auto import tqdm
     decoder, head, cap = _split_model(model)
-    dev = next(model.parameters()).device
+    dev, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    cpu_half = dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
     if batch_tokens is None: batch_tokens = 1 if dev.type == "cpu" else 8192
+    if chunk_tokens is None: chunk_tokens = 128 if cpu_half else 1024
+    if attn is None and cpu_half: attn = "eager"     # PyTorch's CPU flash kernel is slower than matmul+softmax in bf16
     if reuse_prefix is None: reuse_prefix = dev.type != "cpu"
     lengths = [len(e["ids"]) for e in encoded]
     out, padded, t0 = [None] * len(encoded), 0, time.time()
     batches = length_batches(lengths, batch_tokens)
     P = shared_prefix_length(encoded) if reuse_prefix else 0
     if P < 8: P = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), attention_implementation(model, attn):
         if P: prefix_cache = decoder(input_ids=torch.tensor([encoded[0]["ids"][:P]], device=dev), use_cache=True).past_key_values
         for b in tqdm(batches, desc="score", disable=not progress):
             T = lengths[b[0]]; padded += (T - P) * len(b)
@@ -146,9 +164,16 @@ def naive_response_logprobs(model, encoded:list[dict]) -> list[np.ndarray]:
             out.append(logp[n - 1:-1].gather(-1, x[0, n:, None])[:, 0].cpu().numpy())
     return out
 
+# %% ../nbs/09_divergence.ipynb #ee2d4952
+def cpu_bf16_fast() -> bool:
+    "Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX), where bf16 scoring is ~3x faster than fp32."
+    import torch
+    try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError: return False
+
 # %% ../nbs/09_divergence.ipynb #6a646729
 def dataset_perplexity(model, tok, samples:list[Sample], fmt:str="auto", max_length:Optional[int]=None,
-                       batch_tokens:Optional[int]=None, chunk_tokens:int=1024, progress:bool=True, name:str="") -> tuple[list[dict], dict]:
+                       batch_tokens:Optional[int]=None, chunk_tokens:Optional[int]=None, progress:bool=True, name:str="") -> tuple[list[dict], dict]:
     "Per-record NLL rows `{dataset, source, line, prompt_id, label, n_tokens, nll_sum, nll_mean, truncated}` and timing stats."
     fmt = think_format(tok, fmt)
     enc = [encode_record(tok, s, fmt, max_length) for s in samples]
@@ -224,12 +249,14 @@ def run_perplexity(model, # a model name (embedded, HF id, local dir) or a loade
                    out_dir, labels:Optional[list]=None, # display names of the datasets (default: file stems)
                    limit:Optional[int]=None, # records per dataset
                    batch_tokens:Optional[int]=None, # padded tokens per batch (None: by device)
-                   chunk_tokens:int=1024,
+                   chunk_tokens:Optional[int]=None, # output-layer positions per chunk (None: by device and dtype)
                    max_length:Optional[int]=None, # cut records to this many tokens
                    fmt:str="auto", # think format (as `think_format`)
-                   device:str="auto", dtype:str="auto", adapter:Optional[str]=None,
+                   device:str="auto", dtype:str="auto", # "auto" (fp32 on CPU, bf16 on GPU), "float32" or "bfloat16"
+                   adapter:Optional[str]=None,
                    n_boot:int=1000, seed:int=0, progress:bool=True) -> dict:
     "Score datasets under a frozen model; write records, summary and figure to `out_dir`; return the summary."
+    import torch
     data = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else data)]
     if not data: raise ThinkSafeError("no data files given")
     labels = list(labels) if labels else [p.stem for p in data]
@@ -238,6 +265,10 @@ def run_perplexity(model, # a model name (embedded, HF id, local dir) or a loade
     sets = {n: load_records(p, limit) for n, p in zip(labels, data)}   # read everything first: fail before loading a model
     if isinstance(model, (tuple, list)): (m, tok), mname = model, getattr(model[0], "name_or_path_", "model")
     else: (m, tok), mname = load_model(model, device, dtype, adapter), model
+    mdtype = next(m.parameters()).dtype
+    if progress and next(m.parameters()).device.type == "cpu" and mdtype == torch.float32 and cpu_bf16_fast():
+        print("hint: this CPU has bf16 matrix units; dtype='bfloat16' (--dtype bfloat16) scores ~3x faster, "
+              "with dataset mean NLL within ~1e-3 of fp32", file=sys.stderr)
     out_dir = Path(out_dir)
     all_rows, summary, timing = [], {}, {}
     for n, samples in sets.items():
@@ -246,7 +277,7 @@ def run_perplexity(model, # a model name (embedded, HF id, local dir) or a loade
     ref = labels[0]
     gaps = {n: cross_entropy_gap([r for r in all_rows if r["dataset"] == ref], [r for r in all_rows if r["dataset"] == n], n_boot, seed=seed)
             for n in labels[1:]}
-    result = {"model": mname, "think_format": think_format(tok, fmt), "max_length": max_length,
+    result = {"model": mname, "dtype": str(mdtype).removeprefix("torch."), "think_format": think_format(tok, fmt), "max_length": max_length,
               "data": {n: str(p) for n, p in zip(labels, data)}, "reference": ref,
               "datasets": summary, "gaps_vs_reference": gaps, "timing": timing}
     write_jsonl(out_dir/"perplexity_records.jsonl", all_rows)
