@@ -8,6 +8,7 @@ import math, re
 from pathlib import Path
 from typing import Optional, Sequence
 from .core import *
+from .models import left_padded_batches
 
 # %% auto #0
 __all__ = ['REFUSAL_PATTERNS', 'REFUSAL_OPENING_CHARS', 'MISSING_LOGPROB', 'TRUNCATION_MARK', 'WILDGUARD_FORMAT', 'GUARD_NAMES',
@@ -170,14 +171,9 @@ class LlamaGuard(Guard):
             return [(d[self.safe_id].logprob if self.safe_id in d else None, d[self.unsafe_id].logprob if self.unsafe_id in d else None) for d in lp]
         import torch
         tok, out = self.tokenizer, []
-        old, tok.padding_side = tok.padding_side, "left"
-        dev = next(self.model.parameters()).device
-        try:
-            for i in range(0, len(texts), self.batch_size):
-                enc = tok(list(texts[i:i+self.batch_size]), return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
-                with torch.inference_mode(): lp = self.model(**enc).logits[:, -1, :].float().log_softmax(-1)
-                out += [(r[self.safe_id].item(), r[self.unsafe_id].item()) for r in lp]
-        finally: tok.padding_side = old
+        for enc in left_padded_batches(tok, texts, self.batch_size, next(self.model.parameters()).device):
+            with torch.inference_mode(): lp = self.model(**enc).logits[:, -1, :].float().log_softmax(-1)
+            out += [(r[self.safe_id].item(), r[self.unsafe_id].item()) for r in lp]
         return out
 
     def judge(self, samples):
@@ -253,15 +249,10 @@ class WildGuard(Guard):
             return [o.outputs[0].text for o in outs]
         import torch
         tok, res = self.tokenizer, []
-        old, tok.padding_side = tok.padding_side, "left"
-        dev = next(self.model.parameters()).device
-        try:
-            for i in range(0, len(texts), self.batch_size):
-                enc = tok(list(texts[i:i+self.batch_size]), return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
-                with torch.inference_mode():
-                    y = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-                res += tok.batch_decode(y[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        finally: tok.padding_side = old
+        for enc in left_padded_batches(tok, texts, self.batch_size, next(self.model.parameters()).device):
+            with torch.inference_mode():
+                y = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            res += tok.batch_decode(y[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         return res
 
     def judge(self, samples):

