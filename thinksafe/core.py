@@ -388,8 +388,8 @@ DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", 
 def pick_dtype(device:str, pref:str="auto"):
     "bf16 on a GPU that supports it, fp32 elsewhere, unless `pref` names one (`float32`/`fp32`, `bfloat16`/`bf16`, `float16`/`fp16`)."
     import torch
-    if pref is None or isinstance(pref, torch.dtype): return pref or pick_dtype(device)
-    if pref != "auto":
+    if isinstance(pref, torch.dtype): return pref
+    if pref not in (None, "auto"):
         if str(pref).lower() not in DTYPE_NAMES: raise ConfigError(f"unknown dtype {pref!r}: use auto, {', '.join(DTYPE_NAMES)}")
         return getattr(torch, DTYPE_NAMES[str(pref).lower()])
     if device.startswith("cuda") and torch.cuda.is_bf16_supported(): return torch.bfloat16
