@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
+# In CI (CI=true) nothing that needs ../shared may be skipped.
+export THINKSAFE_REQUIRE_SHARED ?= $(if $(filter true 1,$(CI)),1,)
 
 .PHONY: install demo test bench export clean-nbs check-sync
 
