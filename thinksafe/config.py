@@ -61,12 +61,14 @@ class SamplingConfig:
     max_new_tokens: int = 512  # synthesis budget; the paper uses 16384 (evaluation has its own: eval.max_new_tokens)
     seed: int = 0              # run seed: a sample's seed depends on (seed, prompt id, sample index) only
     batch_size: int = 16       # sequences per forward batch (transformers backend); never changes the samples
+    chunk: int = 0             # prompts per resumable round; 0 = all pending at once on vLLM, 8 forward batches on transformers
     def __post_init__(self):
         check("sampling", [(self.n < 1, f"n must be >= 1, got {self.n}"), (self.temperature < 0, f"temperature must be >= 0, got {self.temperature}"),
                            (not 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
                            (self.top_k < 0, f"top_k must be >= 0 (0 = off), got {self.top_k}"),
                            (self.max_new_tokens < 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
-                           (self.batch_size < 1, f"batch_size must be >= 1, got {self.batch_size}")])
+                           (self.batch_size < 1, f"batch_size must be >= 1, got {self.batch_size}"),
+                           (self.chunk < 0, f"chunk must be >= 0, got {self.chunk}")])
 
 STEERING_MODES = ("none", "instruction", "activation", "both")
 
@@ -121,15 +123,13 @@ class SynthConfig:
     min_safe: int = 1                # k in k-of-K
     compare_steering: bool = False   # also sample harmful prompts without steering, for alpha statistics
     decontaminate: list = field(default_factory=list)  # evaluation benchmarks whose prompts are removed from the pool
-    chunk: int = 0                   # prompts per resumable round; 0 = all pending at once (vLLM batches them itself)
     out: str = "synth.jsonl"         # kept records, SafeChain format
     def __post_init__(self):
         one_of("synth", "accept", self.accept, ACCEPT_RULES)
         check("synth", [(self.k < 1, f"k must be >= 1, got {self.k}"),
                         (self.accept == "k-of-K" and not 1 <= self.min_safe <= self.k, f"min_safe must be between 1 and synth.k={self.k}, got {self.min_safe}"),
                         (self.adaptive and self.accept == "k-of-K", "adaptive stops at the first accepted sample, which k-of-K cannot use: set synth.accept to any or first"),
-                        (self.limit is not None and self.limit < 1, f"limit must be >= 1 or null, got {self.limit}"),
-                        (self.chunk < 0, f"chunk must be >= 0, got {self.chunk}")])
+                        (self.limit is not None and self.limit < 1, f"limit must be >= 1 or null, got {self.limit}")])
 
 LOSS_TYPES = ("sft", "sft+kl")
 

@@ -13,7 +13,7 @@ __all__ = ['THINK_OPEN', 'THINK_CLOSE', 'DTYPE_NAMES', 'FLOPS_PER_TOKEN', 'Think
            'OutputError', 'split_think', 'public_mode', 'atomic_write_text', 'write_jsonl', 'write_json',
            'append_jsonl', 'read_jsonl', 'load_table', 'map_columns', 'set_seed', 'pick_device', 'pick_dtype',
            'cache_dir', 'git_commit', 'run_info', 'SharedDataMissing', 'shared_dir', 'needs_shared', 'compute_entry',
-           'add_compute', 'save_figure']
+           'add_compute', 'wilson', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #87c3a91f
 class ThinkSafeError(Exception):
@@ -188,7 +188,7 @@ def cache_dir() -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
 
-# %% ../nbs/00_core.ipynb #5f6e3414
+# %% ../nbs/00_core.ipynb #b1acee3f
 def git_commit(path=None) -> Optional[str]:
     "The git commit (with '+dirty' when the tree has changes) of the checkout holding `path` (default: this package)."
     import thinksafe
@@ -205,7 +205,7 @@ def run_info() -> dict:
     from thinksafe import __version__
     return {"thinksafe_version": __version__, "git_commit": git_commit()}
 
-# %% ../nbs/00_core.ipynb #34ace196
+# %% ../nbs/00_core.ipynb #3e6f28b6
 class SharedDataMissing(ThinkSafeError):
     "A file of ../shared (the benchmark copies beside the checkout) is not there."
 
@@ -226,7 +226,7 @@ def needs_shared(*parts) -> Path:
         raise SharedDataMissing(f"needs the shared benchmark file {rel} (not found beside this checkout)")
     return root.joinpath(*map(str, parts))
 
-# %% ../nbs/00_core.ipynb #bc65db6d
+# %% ../nbs/00_core.ipynb #2101d650
 FLOPS_PER_TOKEN = {"generate": 2, "judge": 2, "forward": 2, "train_lora": 4, "train_full": 6}
 
 def compute_entry(kind:str, # a key of FLOPS_PER_TOKEN
@@ -251,6 +251,15 @@ def add_compute(path, # a compute.json (created if absent)
                     "wall_s": round(sum(e.get("wall_s", 0) for e in st), 3)}
     write_json(path, doc)
     return doc
+
+# %% ../nbs/00_core.ipynb #d100d757
+def wilson(k:int, n:int, z:float=1.959964) -> tuple[float, float]:
+    "Wilson score interval (95% by default) of a proportion k/n; (0, 1) when n = 0."
+    if n == 0: return (0.0, 1.0)
+    p = k / n
+    c = (p + z*z/(2*n)) / (1 + z*z/n)
+    h = z * ((p*(1-p)/n + z*z/(4*n*n)) ** 0.5) / (1 + z*z/n)
+    return (max(0.0, c - h), min(1.0, c + h))
 
 # %% ../nbs/00_core.ipynb #6eaf8eb6
 def save_figure(fig, path, # path with or without suffix; '.png' and '.pdf' are written
