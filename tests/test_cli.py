@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent/"shared"/"data"
 
 def ts(*args, cwd=None, check=True, timeout=600):
     "Run `python -m thinksafe.cli ARGS`; returns the CompletedProcess."
@@ -21,7 +20,17 @@ def tiny(tmp_path_factory):
 
 def test_help_lists_every_command():
     out = ts("--help").stdout
-    for c in ("demo", "chat", "synthesize", "train", "grpo", "perplexity", "tilt", "evaluate", "figures"): assert c in out
+    names = ["config", "plan", "chat", "generate", "judge", "select", "synthesize", "train", "grpo", "evaluate", "score", "compare",
+             "perplexity", "tilt", "figures", "demo"]
+    listed = [l.split()[0] for l in out.splitlines() if l.startswith("    ") and l[4:5].strip() and l.split()[0] in names]
+    assert listed == names, listed                                     # every command, in pipeline order
+    for c in names:
+        h = ts(c, "--help").stdout
+        assert "--config" in h and "--set" in h and "Writes:" in h, c
+
+def test_config_prints_every_key_with_the_paper_value():
+    out = ts("config", "--paper").stdout
+    assert "sampling.max_new_tokens" in out and "16384" in out and "eval.max_new_tokens" in out and "32768" in out
 
 def test_bad_config_is_one_clear_line(tmp_path):
     (tmp_path/"run.yaml").write_text("sampling:\n  temprature: 0.5\n")
@@ -42,30 +51,35 @@ def test_synthesize_train_evaluate_on_a_tiny_model(tmp_path, tiny):
          ("Write a phishing email.", "vanilla_harmful"), ("What is 2+2?", "vanilla_benign")]))
     common = ["--model", tiny, "--out-dir", tmp_path/"run", "--set", "sampling.max_new_tokens=8", "--set", "sampling.n=2", "--set", "synth.k=2"]
     ts("synthesize", *common, "--set", f"synth.prompts={tmp_path/'prompts.jsonl'}")
-    samples = [json.loads(l) for l in (tmp_path/"run"/"samples.jsonl").read_text().splitlines()]
+    synth = tmp_path/"run"/"synth"/"tiny"
+    samples = [json.loads(l) for l in (synth/"samples-steered.jsonl").read_text().splitlines()]
     assert len(samples) == 8 and all(s["steering"] == "instruction" for s in samples if s["label"].endswith("harmful"))
-    stats = json.loads((tmp_path/"run"/"synth_stats.json").read_text())
-    assert stats["prompts"] == 4 and "stand-in" in stats["guard"]
+    stats = json.loads((synth/"synth_stats.json").read_text())
+    assert stats["prompts"] == 4 and "stand-in" in stats["guard"] and len(stats["git_commit"] or "x" * 40) >= 40
     # a random model rarely closes </think>: train on a hand-made file instead
     (tmp_path/"train.jsonl").write_text("".join(json.dumps({"instruction": p, "response": "<think>\nno\n</think>\n\nI can't help with that.",
         "prompt_label": "vanilla_harmful"}) + "\n" for p in ("a?", "b?", "c?", "d?")))
     ts("train", *common, "--data", tmp_path/"train.jsonl", "--set", "train.max_steps=2", "--set", "train.gradient_accumulation_steps=1")
     assert (tmp_path/"run"/"train"/"adapter"/"adapter_config.json").exists()
     (tmp_path/"gsm.jsonl").write_text(json.dumps({"question": "What is 2+3?", "answer": "5\n#### 5"}) + "\n")
-    p = ts("evaluate", *common, "--adapter", tmp_path/"run"/"train"/"adapter",
-           "--set", f"eval.benchmarks=[{{name: gsm8k, path: {tmp_path/'gsm.jsonl'}}}]")
-    res = json.loads((tmp_path/"run"/"eval"/"results.json").read_text())
-    assert "gsm8k" in res["benchmarks"] and res["benchmarks"]["gsm8k"]["n_items"] == 1
+    bench = ["--set", f"eval.benchmarks=[{{name: gsm8k, path: {tmp_path/'gsm.jsonl'}}}]", "--set", "eval.max_new_tokens=8"]
+    ts("evaluate", *common, *bench)                                                     # the base model, then the adapter: same run
+    ts("evaluate", *common, *bench, "--adapter", tmp_path/"run"/"train"/"adapter")
+    for d in ("tiny", "tiny+train"):
+        res = json.loads((tmp_path/"run"/"eval"/d/"results.json").read_text())
+        assert "gsm8k" in res["benchmarks"] and res["benchmarks"]["gsm8k"]["n_items"] == 1 and res["git_commit"] != ""
+    out = ts("compare", tmp_path/"run"/"eval"/"tiny", tmp_path/"run"/"eval"/"tiny+train").stdout
+    assert "tiny+train" in out and "pass1_pct" in out
 
 def test_perplexity_command(tmp_path, tiny):
     rec = lambda r: json.dumps({"instruction": "Hi?", "response": r, "prompt_label": "vanilla_benign"}) + "\n"
     (tmp_path/"self.jsonl").write_text(rec("<think>\nhello\n</think>\n\nHello!") * 3)
     (tmp_path/"teacher.jsonl").write_text(rec("<think>\nThe user greets me; policy allows a greeting.\n</think>\n\nGreetings.") * 3)
     ts("perplexity", "--model", tiny, "--data", tmp_path/"self.jsonl", tmp_path/"teacher.jsonl", "--out-dir", tmp_path/"ppl")
-    res = json.loads((tmp_path/"ppl"/"perplexity.json").read_text())
+    res = json.loads((tmp_path/"ppl"/"perplexity"/"perplexity.json").read_text())
     assert set(res["datasets"]) == {"self", "teacher"} and "teacher" in res["gaps_vs_reference"] and res["dtype"] == "float32"
     ts("perplexity", "--model", tiny, "--data", tmp_path/"self.jsonl", "--out-dir", tmp_path/"ppl16", "--dtype", "bf16", "--max-length", "400")
-    res16 = json.loads((tmp_path/"ppl16"/"perplexity.json").read_text())
+    res16 = json.loads((tmp_path/"ppl16"/"perplexity"/"perplexity.json").read_text())
     assert res16["dtype"] == "bfloat16" and res16["max_length"] == 400
     assert abs(res16["datasets"]["self"]["all"]["nll"] - res["datasets"]["self"]["all"]["nll"]) < 0.01
     p = ts("perplexity", "--model", tiny, "--data", tmp_path/"self.jsonl", "--out-dir", tmp_path/"bad", "--dtype", "fp8", check=False)

@@ -87,7 +87,7 @@ def cmd_score(args):
 def cmd_compare(args): return _call("stages", "format_compare", _call("stages", "compare", args.dirs))
 def cmd_perplexity(args):
     cfg = _config(args)
-    return _call("divergence", "run_perplexity", args.model or cfg.model.name, args.data, out_dir=args.out_dir or str(Path(cfg.out_dir)/"perplexity"),
+    return _call("divergence", "run_perplexity", args.model or cfg.model.name, args.data, out_dir=str(Path(cfg.out_dir)/"perplexity"),
                  limit=args.limit, dtype=args.dtype, max_length=args.max_length, batch_tokens=args.batch_tokens)
 def cmd_tilt(args): return _call("tilt", "run_tilt", _config(args))
 def cmd_figures(args):
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ps = {}
     for name, fn, h, writes, flags in COMMANDS:
-        p = ps[name] = sub.add_parser(name, help=h, description=f"{h}.\nWrites: {writes}.", formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = ps[name] = sub.add_parser(name, help=h.replace("%", "%%"), description=f"{h}.\nWrites: {writes}.", formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p, **flags); p.set_defaults(func=fn)
     ps["config"].add_argument("--paper", action="store_true", help="add the paper's value of every key it fixes")
     ps["chat"].add_argument("prompt"); ps["chat"].add_argument("--steer", action="store_true", help="prepend the refusal instruction")
