@@ -4,19 +4,21 @@
 
 # %% ../nbs/10_benchmarks.ipynb #c2282416
 from __future__ import annotations
-import os, re, random
+import os, re, random, dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 from .core import *
 from .config import *
 from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['BOXED_TEMPLATE', 'GSM8K_TEMPLATE', 'GPQA_TEMPLATE', 'BENCHMARKS', 'ALIASES', 'SAFETY_BENCHMARKS',
-           'REASONING_BENCHMARKS', 'apply_template', 'Benchmark', 'get_benchmark', 'list_benchmarks', 'load_hf_rows',
-           'find_local', 'select_items', 'load_benchmark', 'load_from_spec']
+__all__ = ['BOXED_TEMPLATE', 'GSM8K_TEMPLATE', 'GPQA_TEMPLATE', 'THINKSAFE_HARMBENCH_URL', 'HARMBENCH_BEHAVIORS_URL',
+           'BENCHMARKS', 'ALIASES', 'SAFETY_BENCHMARKS', 'REASONING_BENCHMARKS', 'apply_template', 'Benchmark',
+           'get_benchmark', 'list_benchmarks', 'load_hf_rows', 'find_local', 'download', 'sha256_file', 'fetch_url',
+           'select_items', 'resolve_source', 'harmbench_categories', 'load_benchmark', 'load_from_spec',
+           'normalize_prompt', 'word_ngrams', 'decontaminate']
 
 # %% ../nbs/10_benchmarks.ipynb #cded6613
 BOXED_TEMPLATE = "Please reason step by step, and put your final answer within \\boxed{}. {prompt}"
@@ -57,15 +59,16 @@ def _conv_harmbench_attacked(rows, src):
     for r in rows:
         obj = _col(r, "objective", "BehaviorID", src=src, required=False) or f"row{r['_line']}"
         seen[obj] = seen.get(obj, -1) + 1
-        yield dict(_line=r["_line"], prompt=_col(r, "prompt", src=src), label="adversarial_harmful", item_id=f"{obj}#{seen[obj]}", objective=obj)
+        yield dict(_line=r["_line"], prompt=_col(r, "prompt", src=src), label="adversarial_harmful", item_id=f"{obj}#{seen[obj]}", objective=obj,
+                   category=_col(r, "SemanticCategory", "category", src=src, required=False))
 
 def _conv_harmbench_behaviors(rows, src):
     for r in rows:
-        cat = _col(r, "FunctionalCategory", src=src, required=False) or "standard"
-        if cat == "copyright": continue  # judged by hashing, not by a safety classifier
-        yield dict(_line=r["_line"], prompt=_harmbench_prompt(r, src), label="vanilla_harmful", category=cat,
+        fc = _col(r, "FunctionalCategory", src=src, required=False) or "standard"
+        if fc == "copyright": continue  # judged by hashing, not by a safety classifier
+        yield dict(_line=r["_line"], prompt=_harmbench_prompt(r, src), label="vanilla_harmful", functional_category=fc,
                    item_id=_col(r, "BehaviorID", src=src, required=False) or f"row{r['_line']}",
-                   semantic_category=_col(r, "SemanticCategory", "category", src=src, required=False))
+                   category=_col(r, "SemanticCategory", "category", src=src, required=False))
 
 def _conv_strongreject(rows, src):
     for r in rows:
@@ -89,7 +92,7 @@ def _conv_xstest(want:str):
             if lab not in ("safe", "unsafe"): raise DataError(f"XSTest label must be 'safe' or 'unsafe', got {lab!r}", src, r["_line"])
             if lab != want: continue
             yield dict(_line=r["_line"], prompt=_col(r, "prompt", src=src), label="vanilla_benign" if lab == "safe" else "vanilla_harmful",
-                       xstest_label=lab, type=_col(r, "type", src=src, required=False),
+                       xstest_label=lab, category=_col(r, "type", src=src, required=False),
                        item_id=str(_col(r, "id", src=src, required=False) or f"row{r['_line']}"))
     return conv
 
@@ -102,7 +105,7 @@ def _conv_math500(rows, src):
     for r in rows:
         yield dict(_line=r["_line"], prompt=_col(r, "problem", src=src), reference=str(_col(r, "answer", src=src)), label="vanilla_benign",
                    item_id=str(_col(r, "unique_id", src=src, required=False) or f"row{r['_line']}"),
-                   subject=_col(r, "subject", src=src, required=False), level=_col(r, "level", src=src, required=False))
+                   category=_col(r, "subject", src=src, required=False), level=_col(r, "level", src=src, required=False))
 
 def _conv_aime2024(rows, src):
     for r in rows:
@@ -137,13 +140,20 @@ class Benchmark:
     answer_type: Optional[str] = None  # 'math' | 'gsm8k' | 'choice'
     gated: bool = False
     note: str = ""
+    url: Optional[tuple] = None      # (raw URL at a fixed commit, sha256) of a public copy
+
+THINKSAFE_HARMBENCH_URL = "https://raw.githubusercontent.com/seanie12/ThinkSafe/fa99448fa4b195939407c3654b5c84eedcb3bd19/dataset/eval/harmbench.json"
+HARMBENCH_BEHAVIORS_URL = ("https://raw.githubusercontent.com/busycalibrating/AdversariaLLM/a4b57364bc2b0785bd0e6f79eec4948e3991b8b0/"
+                           "data/behavior_datasets/harmbench_behaviors_text_all.csv")   # an unmodified copy of centerforaisafety/HarmBench's CSV
 
 BENCHMARKS = {b.name: b for b in [
     Benchmark("harmbench", "safety", _conv_harmbench_attacked, ("harmbench/thinksafe/harmbench.json",), None,
-              note="ThinkSafe's attacked HarmBench: 602 prompts, 2 jailbreaks for each of 301 behaviours (local only)"),
+              note="ThinkSafe's attacked HarmBench: 602 prompts, 2 jailbreaks for each of 301 behaviours (authors' GitHub, pinned)",
+              url=(THINKSAFE_HARMBENCH_URL, "bd2de5a1784869ec2ffd9624384952f452c607e6ac950235a81f108ebbe0b4d6")),
     Benchmark("harmbench-behaviors", "safety", _conv_harmbench_behaviors,
               ("harmbench/harmbench_behaviors_text_all.csv",), ("walledai/HarmBench", "standard", "train"),
-              note="plain HarmBench behaviours, standard + contextual (copyright ones dropped)"),
+              note="plain HarmBench behaviours, standard + contextual (copyright ones dropped)",
+              url=(HARMBENCH_BEHAVIORS_URL, "8d81accedd38eaaf8b760618622bb888417d1fd0c86eba65c427a16f1cbb4afc")),
     Benchmark("strongreject", "safety", _conv_strongreject, ("strongreject/strongreject_dataset.csv",),
               ("walledai/StrongREJECT", None, "train"), note="313 forbidden prompts"),
     Benchmark("wildjailbreak", "safety", _conv_wildjailbreak, ("wildjailbreak/safety-eval/harmful.jsonl",),
@@ -182,7 +192,7 @@ def list_benchmarks():
     "The registry as a table."
     import pandas as pd
     return pd.DataFrame([dict(name=b.name, kind=b.kind, hf=" / ".join(x for x in (b.hf or ()) if x) or "-",
-                              local=b.local[0] if b.local else "-", note=b.note) for b in BENCHMARKS.values()])
+                              local=b.local[0] if b.local else "-", url="yes" if b.url else "-", note=b.note) for b in BENCHMARKS.values()])
 
 # %% ../nbs/10_benchmarks.ipynb #bc10e9e3
 def load_hf_rows(path:str, config:Optional[str]=None, split:str="train", gated:bool=False, name:str="") -> list[dict]:
@@ -208,6 +218,45 @@ def find_local(bench:Benchmark, data_dir) -> Optional[Path]:
         if p.exists(): return p
     return None
 
+# %% ../nbs/10_benchmarks.ipynb #386f3327
+def download(url:str, dest, timeout:float=60.0) -> Path:
+    "Fetch `url` into `dest` (urllib; proxies from the environment)."
+    import urllib.request, shutil
+    dest = Path(dest)
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f: shutil.copyfileobj(r, f)
+    return dest
+
+def sha256_file(path) -> str:
+    "Hex SHA-256 of a file."
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
+    return h.hexdigest()
+
+def fetch_url(url:str, sha256:str, name:str, # file name in the cache
+              what:str="file", # what it is, for messages
+              cache=None) -> Path:
+    "A checked local copy of `url`: from the cache if its SHA-256 matches, else downloaded and checked."
+    cache = Path(cache) if cache is not None else cache_dir()/"benchmarks"
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = cache/name
+    if dest.exists() and sha256_file(dest) == sha256: return dest
+    tmp = cache/f".{name}.part"
+    try: download(url, tmp)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise ThinkSafeError(f"could not download {what} from {url}: {type(e).__name__}: {str(e)[:200]}. Offline: download that file "
+                             f"elsewhere and pass path=<file> (or set eval.data_dir to a folder laid out like shared/data)") from None
+    got = sha256_file(tmp)
+    if got != sha256:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"checksum mismatch for {what} downloaded from {url}: sha256 {got}, expected {sha256}. The download was "
+                        f"deleted; it may be corrupt or intercepted (a proxy page?): retry, or pass path=<file> to a copy you trust")
+    os.replace(tmp, dest)
+    public_mode(dest)
+    return dest
+
 # %% ../nbs/10_benchmarks.ipynb #717f74da
 def select_items(items:list, limit:Optional[int]=None, sample:bool=False, seed:int=0) -> list:
     "The first `limit` items, or a seeded random subset of `limit` items kept in their original order."
@@ -224,9 +273,41 @@ def _user_records(rows, src, columns, default_label):
                    item_id=str(r.get("item_id") or f"row{r['_line']}"))
 
 # %% ../nbs/10_benchmarks.ipynb #e313aa55
+def resolve_source(bench:Benchmark, data_dir=None, path=None) -> tuple[list, str]:
+    "`(rows, source)` of a registered benchmark: an explicit `path`, else a file under `data_dir`, else its pinned URL, else the Hub."
+    if path is not None:
+        if not Path(path).exists(): raise DataError(f"benchmark file not found (path= for {bench.name!r})", path)
+        return load_table(path), str(path)
+    src = find_local(bench, data_dir)
+    if src is not None: return load_table(src), str(src)
+    if bench.url is not None:
+        url, sha = bench.url
+        try: f = fetch_url(url, sha, f"{bench.name}{Path(url).suffix}", what=f"benchmark {bench.name!r}")
+        except ThinkSafeError as e:
+            where = f"no local copy under {data_dir} ({' or '.join(bench.local)})" if data_dir else "no eval.data_dir given"
+            raise type(e)(f"{e} [{where}]") from None
+        return load_table(f), f"{url} (sha256 ok, cached at {f})"
+    if bench.hf is None:
+        where = f"under {data_dir}" if data_dir else "(no data_dir given)"
+        raise ThinkSafeError(f"benchmark {bench.name!r} is not on the Hugging Face Hub and no local copy was found {where}: "
+                             f"expected {' or '.join(bench.local)} inside data_dir, or pass path=<file>")
+    return load_hf_rows(*bench.hf, gated=bench.gated, name=bench.name), "hf:" + bench.hf[0]
+
+def harmbench_categories(data_dir=None, online:bool=False) -> dict:
+    "{BehaviorID: SemanticCategory} from the HarmBench behaviours CSV (local, cached, or downloaded when `online`); {} if unavailable."
+    b = BENCHMARKS["harmbench-behaviors"]
+    src = find_local(b, data_dir)
+    if src is None:
+        url, sha = b.url
+        cached = cache_dir()/"benchmarks"/f"{b.name}{Path(url).suffix}"
+        if not (online or cached.exists()): return {}
+        try: src = fetch_url(url, sha, cached.name, what="HarmBench behaviours")
+        except ThinkSafeError: return {}
+    return {r["BehaviorID"]: r.get("SemanticCategory") for r in load_table(src) if r.get("BehaviorID")}
+
 def load_benchmark(name:str, # a registered name (see `BENCHMARKS`) or a path to a user file
                    data_dir=None, # a folder laid out like shared/data (local copies)
-                   path=None, # an explicit file for this benchmark (overrides data_dir and the Hub)
+                   path=None, # an explicit file for this benchmark (overrides data_dir, the URL and the Hub)
                    limit:Optional[int]=None, # at most this many items
                    sample:bool=False, # a seeded random subset instead of the first `limit`
                    seed:int=0,
@@ -235,7 +316,7 @@ def load_benchmark(name:str, # a registered name (see `BENCHMARKS`) or a path to
                    label:Optional[str]=None, # user files: label when there is no label column
                    answer_type:Optional[str]=None, template:Optional[str]=None, # user reasoning files
                   ) -> list[Sample]:
-    "Load an evaluation set as `Sample`s with `meta` = benchmark, kind, reference, answer_type, item_id, question, source."
+    "Load an evaluation set as `Sample`s with benchmark, kind, item_id, reference, answer_type, category set; `meta` = question, source, line."
     user = name not in BENCHMARKS and name.lower() not in BENCHMARKS and ALIASES.get(name.lower()) is None
     if user:
         src = Path(path or name)
@@ -252,27 +333,21 @@ def load_benchmark(name:str, # a registered name (see `BENCHMARKS`) or a path to
         source = str(src)
     else:
         bench = get_benchmark(name)
-        if path is not None: src = Path(path)
-        else: src = find_local(bench, data_dir)
-        if src is not None:
-            rows, source = load_table(src), str(src)
-        elif bench.hf is None:
-            where = f"under {data_dir}" if data_dir else "(no data_dir given)"
-            raise ThinkSafeError(f"benchmark {bench.name!r} is not on the Hugging Face Hub and no local copy was found {where}: "
-                                 f"expected {' or '.join(bench.local)} inside data_dir, or pass path=<file>")
-        else:
-            rows, source = load_hf_rows(*bench.hf, gated=bench.gated, name=bench.name), "hf:" + bench.hf[0]
-        recs = list(bench.convert(rows, src or source))
-        if not recs: raise DataError(f"no {bench.name} items found", src or source)
+        rows, source = resolve_source(bench, data_dir, path)
+        recs = list(bench.convert(rows, path or source))
+        if not recs: raise DataError(f"no {bench.name} items found", path or source)
+        if bench.name == "harmbench" and any(r.get("category") is None for r in recs):
+            cats = harmbench_categories(data_dir, online=source.startswith("http"))
+            for r in recs: r["category"] = r.get("category") or cats.get(r.get("objective"))
     recs = select_items(recs, limit, sample, seed)
     out = []
     for r in recs:
         r = dict(r)
         prompt, lab, ref, item = r.pop("prompt"), r.pop("label"), r.pop("reference", None), r.pop("item_id")
-        line = r.pop("_line", None)
-        meta = dict(benchmark=bench.name, kind=bench.kind, reference=ref, answer_type=bench.answer_type, item_id=item,
-                    question=prompt, source=source, line=line, **{k: v for k, v in r.items() if v is not None})
-        out.append(Sample(apply_template(bench.template, prompt), lab, meta=meta))
+        line, cat = r.pop("_line", None), r.pop("category", None)
+        meta = dict(question=prompt, source=source, line=line, **{k: v for k, v in r.items() if v is not None})
+        out.append(Sample(apply_template(bench.template, prompt), lab, item_id=str(item), benchmark=bench.name, kind=bench.kind,
+                          reference=ref, answer_type=bench.answer_type, category=None if cat is None else str(cat), meta=meta))
     return out
 
 # %% ../nbs/10_benchmarks.ipynb #a593f3bf
@@ -288,3 +363,43 @@ def load_from_spec(spec, # a name, a path, or a dict of load_benchmark keyword a
     if bad: raise ConfigError(f"unknown key(s) {sorted(bad)} in benchmark entry {spec['name']!r} (known: {sorted(_SPEC_KEYS)})")
     kw = dict(data_dir=data_dir, limit=limit, seed=seed) | spec
     return load_benchmark(kw.pop("name"), **kw)
+
+# %% ../nbs/10_benchmarks.ipynb #9bc9d510
+def normalize_prompt(text:str) -> str:
+    "Lower case, punctuation removed, white space collapsed."
+    return " ".join(re.sub(r"[^\w\s]", " ", str(text).lower()).split())
+
+def word_ngrams(text:str, n:int=8) -> set:
+    "The set of word n-grams of the normalised text."
+    w = normalize_prompt(text).split()
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+def decontaminate(train:Sequence, # training prompts: `Sample`s or strings
+                  evals:Sequence, # evaluation prompts: `Sample`s or strings
+                  n:int=8, # word n-gram length
+                  threshold:float=0.5, # drop when the shorter prompt's share of shared n-grams reaches this
+                 ) -> tuple[list, list]:
+    "`(kept, dropped)`: training prompts that match an evaluation prompt exactly (normalised) or by n-gram overlap are dropped."
+    text = lambda x: x.meta.get("question") or x.prompt if isinstance(x, Sample) else str(x)
+    ev = [text(e) for e in evals]
+    exact = {normalize_prompt(e): i for i, e in enumerate(ev)}
+    grams = [word_ngrams(e, n) for e in ev]
+    index = {}
+    for i, g in enumerate(grams):
+        for x in g: index.setdefault(x, []).append(i)
+    kept, dropped = [], []
+    for t in train:
+        s = text(t)
+        hit = None
+        if normalize_prompt(s) in exact: hit = ("exact", 1.0, exact[normalize_prompt(s)])
+        else:
+            g = word_ngrams(s, n)
+            counts = {}
+            for x in g:
+                for i in index.get(x, ()): counts[i] = counts.get(i, 0) + 1
+            best = max(((c / min(len(g), len(grams[i])), i) for i, c in counts.items()), default=None)
+            if best is not None and best[0] >= threshold: hit = (f"{n}-gram", round(best[0], 3), best[1])
+        if hit is None: kept.append(t); continue
+        why = {"rule": hit[0], "overlap": hit[1], "match": ev[hit[2]][:200]}
+        dropped.append(dataclasses.replace(t, meta={**t.meta, "decontaminated": why}) if isinstance(t, Sample) else t)
+    return kept, dropped
