@@ -147,7 +147,10 @@ class TrainConfig:
     target_modules: Any = "all-linear"  # the reference used PEFT's default (q_proj, v_proj): null
     learning_rate: float = 1e-5
     per_device_batch_size: int = 1
-    gradient_accumulation_steps: int = 8
+    effective_batch_size: int = 8    # examples per optimizer step over all processes (the paper: 8)
+    gradient_accumulation_steps: Optional[int] = None  # None = effective_batch_size / (per_device_batch_size x processes); a number fixes it
+    padding_free: bool = True        # pack each micro-batch into one row (position_ids) instead of padding it; same losses, less work
+    kl_reduction: str = "token"      # sft+kl: 'token' (mean over the batch's loss tokens, METHOD.md) or 'sequence' (each example's mean, then the mean over examples: the reference code)
     epochs: float = 1.0
     max_steps: int = -1
     warmup_ratio: float = 0.1
@@ -164,16 +167,23 @@ class TrainConfig:
     grpo_beta: float = 0.04
     grpo_epsilon: float = 0.2
     grpo_temperature: float = 0.7
-    grpo_max_completion_length: int = 256
-    grpo_format_weight: float = 0.5
+    grpo_max_completion_length: int = 256   # the reference: 16384
+    grpo_format_weight: float = 1.0  # weight of the think-format reward (the guard's P(safe) has weight 1; the reference weighs them equally)
+    grpo_batch_size: int = 64        # completions per optimizer step over all processes (the reference: 64 = 8 prompts x 8 generations)
+    grpo_loss_type: str = "grpo"     # TRL loss_type; the reference uses 'grpo' (TRL's default is 'dapo')
     def __post_init__(self):
         one_of("train", "loss_type", self.loss_type, LOSS_TYPES)
         check("train", [(self.lora_r < 1, f"lora_r must be >= 1, got {self.lora_r}"),
                         (self.learning_rate <= 0, f"learning_rate must be > 0, got {self.learning_rate}"),
                         (self.per_device_batch_size < 1, f"per_device_batch_size must be >= 1, got {self.per_device_batch_size}"),
-                        (self.gradient_accumulation_steps < 1, f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}"),
+                        (self.gradient_accumulation_steps is not None and self.gradient_accumulation_steps < 1, f"gradient_accumulation_steps must be >= 1 or null, got {self.gradient_accumulation_steps}"),
+                        (self.effective_batch_size < 1, f"effective_batch_size must be >= 1, got {self.effective_batch_size}"),
+                        (self.gradient_accumulation_steps is None and self.effective_batch_size % self.per_device_batch_size, f"effective_batch_size={self.effective_batch_size} is not a multiple of per_device_batch_size={self.per_device_batch_size}"),
+                        (self.kl_reduction not in ("token", "sequence"), f"kl_reduction must be 'token' or 'sequence', got {self.kl_reduction!r}"),
+                        (self.grpo_loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"), f"grpo_loss_type must be one of grpo, dapo, dr_grpo, bnpo, got {self.grpo_loss_type!r}"),
+                        (self.grpo_num_generations < 2, f"grpo_num_generations must be >= 2 (GRPO compares completions of one prompt), got {self.grpo_num_generations}"),
+                        (self.grpo_batch_size % self.grpo_num_generations, f"grpo_batch_size={self.grpo_batch_size} must be a multiple of grpo_num_generations={self.grpo_num_generations}"),
                         (not 0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
-                        (self.loss_type == "sft+kl" and not self.mask_prompt, "loss_type sft+kl needs mask_prompt: true (the KL is over response tokens)"),
                         (self.epochs <= 0 and self.max_steps <= 0, "epochs must be > 0 (or set train.max_steps)"),
                         (self.max_length < 8, f"max_length must be >= 8, got {self.max_length}")])
 
@@ -212,7 +222,9 @@ PAPER = {
     "guard.name": "llama-guard", "guard.path": "meta-llama/Llama-Guard-3-8B", "guard.part": "both", "guard.max_input_tokens": None,
     "synth.prompts": "UWNSL/SafeChain", "synth.k": 1, "synth.accept": "any",
     "train.loss_type": "sft", "train.lora_r": 32, "train.lora_alpha": 16, "train.lora_dropout": 0.05, "train.target_modules": None,
-    "train.learning_rate": 1e-5, "train.per_device_batch_size": 1, "train.gradient_accumulation_steps": 8, "train.warmup_ratio": 0.1,
+    "train.learning_rate": 1e-5, "train.per_device_batch_size": 1, "train.effective_batch_size": 8, "train.warmup_ratio": 0.1,
+    "train.max_length": 16384, "train.kl_reduction": "sequence",
+    "train.grpo_batch_size": 64, "train.grpo_loss_type": "grpo", "train.grpo_max_completion_length": 16384, "train.grpo_format_weight": 1.0,
     "train.lr_scheduler": "cosine", "train.max_grad_norm": 1.0, "train.gradient_checkpointing": True, "train.mask_prompt": True,
     "train.grpo_num_generations": 8, "train.grpo_beta": 0.04, "train.grpo_epsilon": 0.2, "train.grpo_temperature": 0.7,
     "eval.benchmarks": ["harmbench", "strongreject", "wildjailbreak", "xstest", "aime2024", "gpqa", "math500", "gsm8k"],
