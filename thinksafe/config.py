@@ -123,9 +123,13 @@ class SynthConfig:
     min_safe: int = 1                # k in k-of-K
     compare_steering: bool = False   # also sample harmful prompts without steering, for alpha statistics
     decontaminate: list = field(default_factory=list)  # evaluation benchmarks whose prompts are removed from the pool
+    rounds: int = 1                  # iterative ThinkSafe: round r samples from round r-1's adapter (on-policy), trains a fresh adapter
+    round_data: str = "union"        # train round r on 'union' (all rounds' records) or 'latest' (round r's only)
     out: str = "synth.jsonl"         # kept records, SafeChain format
     def __post_init__(self):
         one_of("synth", "accept", self.accept, ACCEPT_RULES)
+        one_of("synth", "round_data", self.round_data, ("union", "latest"))
+        check("synth", [(self.rounds < 1, f"rounds must be >= 1, got {self.rounds}")])
         check("synth", [(self.k < 1, f"k must be >= 1, got {self.k}"),
                         (self.accept == "k-of-K" and not 1 <= self.min_safe <= self.k, f"min_safe must be between 1 and synth.k={self.k}, got {self.min_safe}"),
                         (self.adaptive and self.accept == "k-of-K", "adaptive stops at the first accepted sample, which k-of-K cannot use: set synth.accept to any or first"),

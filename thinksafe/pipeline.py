@@ -15,9 +15,9 @@ from .store import *
 # %% auto #0
 __all__ = ['DEMO_SCALE', 'DIRECT_REFUSAL', 'OUTCOME', 'demo_config', 'teacher_refusal', 'teacher_records', 'Steps',
            'item_outcomes', 'paired', 'plot_demo_pareto', 'odds_ratio', 'verdicts', 'evaluate_model', 'train_model',
-           'steering_pairs', 'run_demo', 'cpu_name', 'perplexity_step', 'write_report']
+           'steering_pairs', 'run_demo', 'cpu_name', 'perplexity_step', 'run_rounds', 'plot_rounds', 'write_report']
 
-# %% ../nbs/22_pipeline.ipynb #c48b340f
+# %% ../nbs/22_pipeline.ipynb #d06b99ed
 DEMO_SCALE = {
     "sampling.max_new_tokens": (96, "paper 16384; half for thinking, half for the answer (budget forcing, 05_generate)"),
     "eval.max_new_tokens": (96, "paper 32768"),
@@ -77,7 +77,7 @@ class Steps:
         return res
     def seconds(self) -> dict: return {k: v["seconds"] for k, v in self.done.items()}
 
-# %% ../nbs/22_pipeline.ipynb #69a99e7b
+# %% ../nbs/22_pipeline.ipynb #f10675ac
 OUTCOME = {"safety": ("harmful", lambda s: s.verdict == "unsafe"), "overrefusal": ("refusal", lambda s: bool(s.refusal)),
            "reasoning": ("correct", lambda s: bool(s.correct))}
 
@@ -128,7 +128,7 @@ def plot_demo_pareto(points:dict, # {method: {harm, harm_ci, reason, reason_ci}}
     if path is not None: save_figure(fig, path)
     return fig
 
-# %% ../nbs/22_pipeline.ipynb #8abf00b8
+# %% ../nbs/22_pipeline.ipynb #59a9add8
 def _status(p:Optional[float], better:bool, alpha:float=0.05) -> str:
     if p is None or p >= alpha: return "not shown"
     return "shown" if better else "contradicted"
@@ -175,7 +175,7 @@ def verdicts(r:dict) -> list[dict]:
             f"kept harmful records: {k1} with the instruction, {k0} without (same prompts, same K)")
     return out
 
-# %% ../nbs/22_pipeline.ipynb #98d8d9f4
+# %% ../nbs/22_pipeline.ipynb #56ea371b
 def _jsonable(d): return json.loads(json.dumps(d, default=str))
 
 def evaluate_model(cfg:RunConfig, model, tok, adapter:Optional[str], sets:dict, name:str) -> dict:
@@ -202,7 +202,7 @@ def steering_pairs(out) -> dict:
     k0, k1 = round(t["before_pct"] * t["n"] / 100), round(t["after_pct"] * t["n"] / 100)
     return {**t, "omega": odds_ratio(k1, t["n"], k0, t["n"])}
 
-# %% ../nbs/22_pipeline.ipynb #9d1d455f
+# %% ../nbs/22_pipeline.ipynb #2ceabf2c
 def run_demo(out_dir="runs/demo", # where every result goes
              fresh:bool=False, # start over (deletes out_dir)
              quick:bool=False, # a small run (make test)
@@ -254,6 +254,8 @@ def run_demo(out_dir="runs/demo", # where every result goes
             am, _ = load_model(model, adapter=ad)
             results[m] = steps(f"evaluate {m}", evaluate_model, cfg, am, tok, ad, ev_sets, f"{model}+{slug(m)}")
             del am
+        rounds = run_rounds(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, rounds=3)), base, tok, ev_sets, steps=steps,
+                            first=(synth_dir(cfg), adapters["ThinkSafe"])) if ablations else None
         ppl = steps("perplexity", perplexity_step, cfg, base, tok, {"self": kept, "DirectRefusal": data["DirectRefusal"],
                                                                      "teacher": teacher_records(sets["train_harmful"], teacher_refusal)})
         seconds = steps.seconds()
@@ -267,6 +269,10 @@ def run_demo(out_dir="runs/demo", # where every result goes
          "cpu": cpu_name(), **run_info()}
     r["verdicts"] = verdicts(r)
     figs = out/"figures"
+    if rounds:
+        r["rounds"] = [{k: v for k, v in row.items() if k != "outcomes"} for row in rounds]
+        ini = {b: 100 * sum(o.values()) / len(o) for b, o in outcomes["Initial"].items()}
+        plt.close(plot_rounds(rounds, ini, figs/"rounds"))
     points = {m: _point(outcomes[m]) for m in results}
     plt.close(plot_demo_pareto(points, figs/"pareto")); r["points"] = points
     from thinksafe.synthesize import plot_acceptance
@@ -303,6 +309,66 @@ def perplexity_step(cfg:RunConfig, model, tok, datasets:dict) -> dict:
     names = list(files)
     res = run_perplexity((model, tok), [files[n] for n in names], Path(cfg.out_dir)/"perplexity", labels=names, max_length=cfg.train.max_length, progress=False)
     return _jsonable({"datasets": {n: res["datasets"][n]["all"] for n in names}, "gaps_vs_reference": res["gaps_vs_reference"], "figure": res["paths"]["figure"]})
+
+# %% ../nbs/22_pipeline.ipynb #2ebc2f66
+def run_rounds(cfg:RunConfig, base, tok, # the base model, loaded once (each round's adapter is applied to a fresh copy)
+               eval_sets:Optional[dict]=None, # {name: items} evaluated after each round
+               rounds:Optional[int]=None, data:Optional[str]=None, # default synth.rounds, synth.round_data
+               guard=None, steps:Optional[Steps]=None,
+               first:Optional[tuple]=None) -> list[dict]: # (synthesis dir, adapter) of a finished single-round run: round 1 reuses them
+
+    "Iterative ThinkSafe: R rounds of synthesize (from the last adapter) -> train (fresh, from the base) -> evaluate; returns one row per round."
+    from thinksafe.models import load_model
+    from thinksafe.generate import HFGenerator
+    from thinksafe.guards import RefusalPatternGuard
+    from thinksafe.stages import synthesize
+    R, mode = rounds or cfg.synth.rounds, data or cfg.synth.round_data
+    run = steps or (lambda name, fn, *a, **k: fn(*a, **k))
+    root, adapter, union, rows = Path(cfg.out_dir)/"rounds", None, [], []
+    guard = guard or RefusalPatternGuard()
+    for r in range(R):
+        cr = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adapter=adapter))
+        m = base if adapter is None else load_model(cfg.model.name, adapter=adapter)[0]
+        gen = HFGenerator(m, tok, name=model_slug(cfg.model.name, adapter), sampling=cfg.sampling, progress=False)
+        sdir = Path(first[0]) if first and r == 0 else root/f"round-{r}"/"synth"
+        syn = run(f"round {r} synthesize", lambda: _jsonable(synthesize(cr, gen, guard, out=sdir, progress=False)))
+        kept = read_records(syn["synth"]) if Path(syn["synth"]).stat().st_size else []
+        union += kept
+        recs = union if mode == "union" else kept
+        path = str(write_jsonl(root/f"round-{r}"/"train.jsonl", [to_safechain(s) for s in recs]))
+        adapter = first[1] if first and r == 0 else run(f"round {r} train", train_model, dataclasses.replace(cfg, out_dir=str(root/f"round-{r}")), base, tok, path, f"round-{r}")
+        row = {"round": r, "records": len(recs), "new_records": len(kept), "harmful_records": sum(s.harmful for s in recs),
+               "alpha": {c: v["harmful"].get("alpha_pooled") for c, v in syn["stats_dict"]["conditions"].items()},
+               "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in syn["stats_dict"]["conditions"].items()},
+               "compute": json.loads(Path(syn["compute"]).read_text()) if Path(syn["compute"]).exists() else None, "adapter": adapter}
+        if eval_sets:
+            am = load_model(cfg.model.name, adapter=adapter)[0]
+            ev = run(f"round {r} evaluate", evaluate_model, cfg if first and r == 0 else dataclasses.replace(cfg, out_dir=str(root)), am, tok, adapter, eval_sets, f"round-{r}")
+            row["outcomes"] = {b: item_outcomes(ev["dir"], b) for b in eval_sets}
+            row["rates"] = {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]} for b, o in row["outcomes"].items()}
+        if m is not base: del m
+        rows.append(row)
+    return rows
+
+def plot_rounds(rows:list[dict], initial:Optional[dict]=None, path=None):
+    "Metrics per round (harmful, over-refusal, arithmetic, acceptance with the instruction) with 95% error bars."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3))
+    xs = [r["round"] + 1 for r in rows]
+    for ax, (b, title) in zip(axes, [("heldout-harmful", "harmful %"), ("lookalike", "over-refusal %"), ("arithmetic", "arithmetic pass@1 %")]):
+        ys = [r["rates"][b]["pct"] for r in rows]; lo = [y - r["rates"][b]["ci"][0] for y, r in zip(ys, rows)]; hi = [r["rates"][b]["ci"][1] - y for y, r in zip(ys, rows)]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3)
+        if initial: ax.axhline(initial[b], color="grey", ls="--", lw=1, label="Initial"); ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=9); ax.set_xlabel("round"); ax.set_xticks(xs); ax.set_ylim(-5, 105)
+    ys = [100 * (r["alpha"].get("steered") or 0) for r in rows]
+    ci = [r["alpha_ci"].get("steered") or [0, 0] for r in rows]
+    axes[3].errorbar(xs, ys, yerr=[[y - 100 * c[0] for y, c in zip(ys, ci)], [100 * c[1] - y for y, c in zip(ys, ci)]], marker="o", capsize=3, label="with instruction")
+    if all(r["alpha"].get("unsteered") is not None for r in rows):
+        axes[3].plot(xs, [100 * r["alpha"]["unsteered"] for r in rows], marker="s", label="without"); axes[3].legend(fontsize=7)
+    axes[3].set_title("acceptance on harmful prompts %", fontsize=9); axes[3].set_xlabel("round"); axes[3].set_xticks(xs)
+    fig.tight_layout()
+    if path is not None: save_figure(fig, path)
+    return fig
 
 # %% ../nbs/22_pipeline.ipynb #e6862014
 def _ci(v, ci): return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
@@ -351,6 +417,16 @@ def write_report(out, r:dict) -> Path:
     a("## Training data under the frozen student (the excess-KL proxy)\n")
     a("| training set (harmful records) | records | tokens | perplexity [95% CI] |\n|---|---|---|---|")
     for nm, s in r["perplexity"]["datasets"].items(): a(f"| {nm} | {s['n_records']} | {s['n_tokens']} | {s['ppl']:.2f} [{s['ppl_ci'][0]:.2f}, {s['ppl_ci'][1]:.2f}] |")
+    if r.get("rounds"):
+        a("## Iterative ThinkSafe: three on-policy rounds\n")
+        a("| round | records (new) | acceptance with instruction [95% CI] | harmful % | over-refusal % | arithmetic % | generated tokens | FLOPs |\n|---|---|---|---|---|---|---|---|")
+        for row in r["rounds"]:
+            ac, rt = row["alpha_ci"].get("steered") or [0, 0], row["rates"]
+            comp = (row.get("compute") or {}).get("stages", {}).get("generation", {})
+            a(f"| {row['round'] + 1} | {row['records']} ({row['new_records']}) | {100 * (row['alpha'].get('steered') or 0):.1f} [{100 * ac[0]:.1f}, {100 * ac[1]:.1f}] | "
+              f"{_ci(rt['heldout-harmful']['pct'], rt['heldout-harmful']['ci'])} | {_ci(rt['lookalike']['pct'], rt['lookalike']['ci'])} | "
+              f"{_ci(rt['arithmetic']['pct'], rt['arithmetic']['ci'])} | {comp.get('tokens', 0)} | {comp.get('flops', 0):.3g} |")
+        a("\nRound 1 is the single-round ThinkSafe of the table above (its samples, adapter and evaluation are reused). ![rounds](figures/rounds.png)\n")
     a("\n## Settings scaled for the demo\n")
     for k, (v, why) in DEMO_SCALE.items(): a(f"- `{k}` = {v}" + (f": {why}" if why else ""))
     a("\n## Time\n")
