@@ -20,7 +20,7 @@ def tiny(tmp_path_factory):
 
 def test_help_lists_every_command():
     out = ts("--help").stdout
-    names = ["config", "plan", "chat", "generate", "judge", "select", "synthesize", "train", "grpo", "evaluate", "score", "compare",
+    names = ["config", "plan", "preflight", "chat", "generate", "judge", "select", "synthesize", "train", "grpo", "evaluate", "score", "compare",
              "perplexity", "tilt", "figures", "demo"]
     listed = [l.split()[0] for l in out.splitlines() if l.startswith("    ") and l[4:5].strip() and l.split()[0] in names]
     assert listed == names, listed                                     # every command, in pipeline order

@@ -13,9 +13,9 @@ from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['SHORTCUTS', 'COMMANDS', 'cmd_config', 'cmd_plan', 'cmd_chat', 'cmd_generate', 'cmd_judge', 'cmd_select',
-           'cmd_synthesize', 'cmd_train', 'cmd_grpo', 'cmd_evaluate', 'cmd_score', 'cmd_compare', 'cmd_perplexity',
-           'cmd_tilt', 'cmd_figures', 'cmd_demo', 'build_parser', 'main']
+__all__ = ['SHORTCUTS', 'COMMANDS', 'cmd_config', 'cmd_plan', 'cmd_preflight', 'cmd_chat', 'cmd_generate', 'cmd_judge',
+           'cmd_select', 'cmd_synthesize', 'cmd_train', 'cmd_grpo', 'cmd_evaluate', 'cmd_score', 'cmd_compare',
+           'cmd_perplexity', 'cmd_tilt', 'cmd_figures', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/23_cli.ipynb #9d4dc3ac
 SHORTCUTS = (("model", "model.name"), ("backend", "model.backend"), ("adapter", "model.adapter"), ("out_dir", "out_dir"))
@@ -56,6 +56,10 @@ def _short(v, n:int=28) -> str:
 def cmd_plan(args):
     code = _call("plan", "run_plan", _config(args))
     if code: raise SystemExit(code)
+
+def cmd_preflight(args):
+    res = _call("preflight", "run_preflight", _config(args), n_prompts=args.prompts, k=args.k, pool_size=args.pool_size)
+    return _call("preflight", "format_preflight", res)
 
 def cmd_chat(args):
     cfg = _config(args)
@@ -114,6 +118,8 @@ COMMANDS = [  # name, function, one-line help, what it writes, shortcut flags
     ("config", cmd_config, "print every configuration key with its value and default (--paper: and the paper's value)", "nothing", {}),
     ("plan", cmd_plan, "dry run: what each stage reads (reachable?), GPU memory, tokens and FLOPs; exits non-zero on what would fail",
      "<out_dir>/plan.json", dict(model=True, adapter=True)),
+    ("preflight", cmd_preflight, "will ThinkSafe work on this model? alpha with and without steering, the tilt omega, the expected yield, a verdict",
+     "<out_dir>/preflight/<model>/: samples, judgments, preflight.json; resumes", dict(model=True, adapter=True)),
     ("chat", cmd_chat, "one response to one prompt (--steer: with the refusal instruction)", "nothing", dict(model=True, adapter=True, out_dir=False)),
     ("generate", cmd_generate, "stage 1: K samples per prompt from the student (steered on harmful prompts); --eval: on the benchmarks",
      "<out_dir>/synth/<model>/samples-*.jsonl (--eval: <out_dir>/eval/<model>/<benchmark>.jsonl); resumes", dict(model=True, adapter=True)),
@@ -147,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = ps[name] = sub.add_parser(name, help=h.replace("%", "%%"), description=f"{h}.\nWrites: {writes}.", formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p, **flags); p.set_defaults(func=fn)
     ps["config"].add_argument("--paper", action="store_true", help="add the paper's value of every key it fixes")
+    ps["preflight"].add_argument("--prompts", type=int, default=32, help="harmful prompts sampled from the pool (default 32)")
+    ps["preflight"].add_argument("--k", type=int, default=8, help="samples per prompt and condition (default 8)")
+    ps["preflight"].add_argument("--pool-size", dest="pool_size", type=int, help="prompts synthesis will use, for the expected yield (default: the pool)")
     ps["chat"].add_argument("prompt"); ps["chat"].add_argument("--steer", action="store_true", help="prepend the refusal instruction")
     ps["chat"].add_argument("--max-new-tokens", type=int, default=128)
     for n in ("generate", "judge"): ps[n].add_argument("--eval", action="store_true", help="the benchmarks (eval section) instead of the synthesis pool"); _shard(ps[n])
