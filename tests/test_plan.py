@@ -98,3 +98,19 @@ def test_8b_in_16gb_with_32k_context_is_flagged(tmp_path, offline):
     assert run_plan(cfg, 16, out=lambda s: None) == 1
     # the same student on an 80 GiB card fits
     assert make_plan(cfg, gpu_memory_gb=80)["memory"]["generate"]["fits"] is True
+
+
+def test_pilot_run_replaces_the_assumed_lengths(tmp_path, offline):
+    from thinksafe.core import write_jsonl, write_json
+    from thinksafe.plan import synth_output, TYPICAL
+    cfg = load_config(ROOT/"configs"/"qwen3-0.6b.yaml", [f"out_dir={tmp_path}/run"])
+    assumed = make_plan(cfg)
+    assert assumed["typical"]["response_tokens"] == TYPICAL["response_tokens"] and assumed["typical_measured"] is None
+    d = synth_output(cfg).parent
+    d.mkdir(parents=True)
+    write_jsonl(d/"samples-steered.jsonl", [{"new_tokens": 400, "prompt_tokens": 90}] * 30)
+    write_json(d/"synth_stats.json", {"conditions": {"steered": {"all": {"alpha_pooled": 0.5}}}})
+    plan = make_plan(cfg)
+    assert (plan["typical"]["response_tokens"], plan["typical"]["acceptance"], plan["prompts"]["prompt_tokens"]) == (400, 0.5, 90)
+    assert plan["tokens"]["typical"]["generate"] == 40000 * 400
+    assert "measured on 30 samples" in format_plan(plan)
