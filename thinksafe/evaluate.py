@@ -361,12 +361,12 @@ def _size_b(generator) -> Optional[float]:
 
 def make_refusal_guard(spec:str, # 'name' or 'name:path' (e.g. 'wildguard:/models/wildguard')
                        main:Optional[GuardConfig]=None) -> "Guard":
-    "The XSTest refusal judge named by `eval.refusal_guard`; its path defaults to the main guard's if they are the same kind."
+    "The XSTest refusal judge named by `eval.refusal_guard`; its path defaults to the main guard's if they are the same kind, else to its public HF id."
     from thinksafe.guards import make_guard
     name, _, path = spec.partition(":")
     main = main or GuardConfig()
     gc = GuardConfig(name=name, path=path or (main.path if main.name == name else None), backend=main.backend,
-                     batch_size=main.batch_size, max_input_tokens=main.max_input_tokens)
+                     batch_size=main.batch_size, max_input_tokens=main.max_input_tokens, gpu_memory_utilization=main.gpu_memory_utilization)
     return make_guard(gc)
 
 def run_evaluation(cfg:RunConfig, # the run configuration (model, sampling, guard, eval sections)
