@@ -1,12 +1,129 @@
-"""Training survives a hard kill: a run killed (SIGKILL) right after a checkpoint resumes from it on rerun."""
-import json, subprocess, sys, textwrap
+"""Training: ids as sampled, paper configs, loss reductions, packed batches, compute accounting, GRPO settings, and a
+run that survives a hard kill (SIGKILL right after a checkpoint resumes from it on rerun)."""
+import copy, json, subprocess, sys, textwrap
 from pathlib import Path
+import pytest, torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+RECS = [{"prompt": "Bake bread?", "response": "<think>\nflour and water</think>\n\nMix, knead, bake.", "label": "vanilla_benign"},
+        {"prompt": "Make a bomb?", "response": "<think>\nno</think>\n\nI can't help with that, it could hurt people.", "label": "vanilla_harmful"}]
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    from thinksafe.models import tiny_model
+    return tiny_model()
+
+@pytest.mark.parametrize("fmt", ["qwen3", "r1", "system", "none"])
+def test_trained_ids_are_sampled_ids(fmt, tiny, tmp_path):
+    "The trainer's ids = the generator's prompt encoding + the response ids + EOS (R1: one BOS, not two)."
+    from thinksafe.config import TrainConfig
+    from thinksafe.models import styled_tokenizer, chat_prompt, generation_prefix
+    from thinksafe.train import ThinkSafeSFTTrainer, sft_config, sft_dataset, lora_config
+    tok = styled_tokenizer(fmt)
+    tc = TrainConfig(lora_r=4, lora_alpha=8, max_steps=1, gradient_checkpointing=False)
+    tr = ThinkSafeSFTTrainer(copy.deepcopy(tiny[0]), args=sft_config(tc, tmp_path), processing_class=tok,
+                             train_dataset=sft_dataset(RECS, tok, fmt), peft_config=lora_config(tc))
+    pre = generation_prefix(fmt)
+    for row, r in zip(tr.train_dataset, RECS):
+        want = (tok(chat_prompt(tok, r["prompt"], fmt), add_special_tokens=False)["input_ids"]
+                + tok(r["response"][len(pre):], add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+        assert row["input_ids"] == want
+        if fmt == "r1": assert row["input_ids"].count(tok.bos_token_id) == 1
+
+@pytest.mark.parametrize("name", ["qwen3-0.6b", "r1-distill-1.5b"])
+def test_paper_configs(name, tmp_path):
+    from thinksafe.config import load_config, flat_config, PAPER
+    from thinksafe.train import sft_config, lora_config
+    from thinksafe.grpo import grpo_config
+    cfg = load_config(ROOT/"configs"/f"{name}.yaml")
+    flat = flat_config(cfg)
+    assert {k: flat[k] for k in PAPER if flat[k] != PAPER[k]} == ({"sampling.top_k": 0} if name.startswith("r1") else {})
+    assert lora_config(cfg.train).target_modules is None                      # PEFT's default: q_proj, v_proj
+    assert cfg.eval.max_new_tokens == 32768 and cfg.sampling.max_new_tokens == 16384 and cfg.model.max_model_len > 32768
+    for world in (1, 2, 4, 8):
+        a = sft_config(cfg.train, tmp_path, world=world)
+        assert a.per_device_train_batch_size * a.gradient_accumulation_steps * world == 8
+        g = grpo_config(cfg.train, tmp_path, world=world)
+        assert g.per_device_train_batch_size * g.gradient_accumulation_steps * world == 64
+        assert (g.loss_type, g.num_generations, g.beta, g.epsilon, g.temperature, g.max_completion_length, g.reward_weights) == \
+               ("grpo", 8, 0.04, 0.2, 0.7, 16384, [1.0, 1.0])
+
+def test_effective_batch_divides():
+    from thinksafe.config import TrainConfig
+    from thinksafe.core import ConfigError
+    from thinksafe.train import grad_accum
+    tc = TrainConfig(per_device_batch_size=2)
+    assert [grad_accum(tc, w) for w in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(ConfigError, match="not divisible"): grad_accum(tc, 3)
+    with pytest.raises(ConfigError, match="kl_reduction"): TrainConfig(kl_reduction="mean")
+
+def _perturbed(tiny):
+    from peft import LoraConfig, get_peft_model
+    pm = get_peft_model(copy.deepcopy(tiny[0]), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n: p.normal_(0, 0.5)
+    return pm
+
+def _examples(tok):
+    from thinksafe.models import format_example
+    from thinksafe.train import tokenize_example
+    return [tokenize_example(tok, *format_example(tok, r["prompt"], r["response"])) for r in RECS]
+
+def test_kl_reductions_by_hand(tiny):
+    "token = (sum CE + sum KL) / N; sequence = mean over examples of each example's token mean; packed = padded."
+    from thinksafe.train import SFTCollator, response_losses, reduce_losses
+    pm, tok = _perturbed(tiny), tiny[1]
+    exs = _examples(tok)
+    pad = SFTCollator(tok.pad_token_id, padding_free=False)(exs)
+    with torch.no_grad():
+        ls = F.log_softmax(pm(input_ids=pad["input_ids"], attention_mask=pad["attention_mask"]).logits, -1)[:, :-1]
+        with pm.disable_adapter(): lb = F.log_softmax(pm(input_ids=pad["input_ids"], attention_mask=pad["attention_mask"]).logits, -1)[:, :-1]
+    tgt = pad["labels"][:, 1:]; m = tgt.ne(-100)
+    kl0 = (lb[0].exp() * (lb[0] - ls[0])).sum(-1)[m[0]]                                   # example 0 (benign): KL
+    ce1 = -ls[1].gather(-1, tgt[1].clamp(min=0)[:, None]).squeeze(-1)[m[1]]               # example 1 (harmful): CE
+    hand = {"token": (kl0.sum() + ce1.sum()) / (len(kl0) + len(ce1)), "sequence": (kl0.mean() + ce1.mean()) / 2}
+    assert abs(hand["token"] - hand["sequence"]) > 1e-3
+    for packed in (True, False):
+        b = SFTCollator(tok.pad_token_id, padding_free=packed)([{**e, "use_kl": k} for e, k in zip(exs, (1, 0))])
+        with torch.no_grad():
+            r = response_losses(pm, b["input_ids"], b["labels"], b.get("attention_mask"), b.get("position_ids"), b["use_kl"], b["example"], kl_chunk=5)
+        for red in ("token", "sequence"):
+            assert abs(reduce_losses(r, red).item() - hand[red].item()) < 1e-4, (packed, red)
+
+def test_packed_loss_equals_previous_path(tiny):
+    "Per example, the new path (packed row, logits at trained positions) gives the old path's loss (padded, HF model(...).loss)."
+    from thinksafe.train import SFTCollator, response_losses, reduce_losses
+    pm, tok = _perturbed(tiny), tiny[1]
+    exs = _examples(tok)
+    packed = SFTCollator(tok.pad_token_id)(exs)
+    with torch.no_grad():
+        r = response_losses(pm, packed["input_ids"], packed["labels"], position_ids=packed["position_ids"], example=packed["example"])
+        for i, e in enumerate(exs):
+            b = SFTCollator(tok.pad_token_id, padding_free=False)(exs)
+            old = pm(input_ids=b["input_ids"][i:i+1], attention_mask=b["attention_mask"][i:i+1], labels=b["labels"][i:i+1]).loss
+            new = r["terms"][r["example"] == i].mean()
+            assert abs(old.item() - new.item()) < 1e-4, (i, old.item(), new.item())
+
+def test_training_flops_are_lora():
+    from thinksafe.train import training_entry
+    e = training_entry(1000, 10, 1.0, forward_tokens=4)
+    assert e["flops"] == 4 * 1000 * 10 + 2 * 1000 * 4
+
+def test_format_reward_is_the_reference_rule():
+    from thinksafe.grpo import think_format_reward
+    assert think_format_reward(["<think>\na</think>\n\nb", "<think>a</think><think>b</think>", "a</think>b", "<think>\nopen"]) == [1.0, 0.0, 0.0, 0.0]
+    assert think_format_reward(["a</think>\n\nb", "<think>a</think>b", "a"], prefix="<think>\n") == [1.0, 0.0, 0.0]   # R1: prompt opened <think>
 
 SCRIPT = textwrap.dedent("""
     import os, sys, json, torch
     from pathlib import Path
     torch.set_num_threads(1)
     from thinksafe.core import *
+    from thinksafe.config import *
     from thinksafe.models import tiny_model_dir
     import thinksafe.train as T
     out, kill_at = Path(sys.argv[1]), int(sys.argv[2])
@@ -18,7 +135,7 @@ SCRIPT = textwrap.dedent("""
         T.ComputeCallback.on_save = on_save
     recs = [{"prompt": f"question {i}?", "response": f"<think>\\nthink {i}</think>\\n\\nanswer {i}", "label": "vanilla_benign" if i % 2 else "vanilla_harmful"} for i in range(4)]
     cfg = RunConfig(out_dir=str(out), model=ModelConfig(name=str(tiny_model_dir(out/"tiny"))),
-                    train=TrainConfig(kl=True, lora_r=4, lora_alpha=8, max_steps=4, gradient_accumulation_steps=1, save_steps=2,
+                    train=TrainConfig(loss_type="sft+kl", lora_r=4, lora_alpha=8, max_steps=4, gradient_accumulation_steps=1, save_steps=2,
                                       learning_rate=1e-3, gradient_checkpointing=False))
     T.run_sft(cfg, data=recs)
 """)
@@ -34,10 +151,10 @@ def test_killed_run_resumes(tmp_path):
     assert not (tmp_path/"train"/"adapter").exists()
     p = _run(tmp_path, 0)
     assert p.returncode == 0, p.stderr[-2000:]
-    comp = json.loads((tmp_path/"train"/"compute.json").read_text())
+    comp = json.loads((tmp_path/"train"/"compute.json").read_text())["stages"]["training"]
     assert comp["steps"] == 4 and Path(comp["resumed_from"]).name == "checkpoint-2", comp
     first = json.loads((ck/"checkpoint-2"/"compute.json").read_text())
-    assert comp["tokens_trained"] > first["tokens_trained"] > 0          # accounting continued, not restarted
+    assert comp["tokens"] > first["tokens"] > 0 and comp["forward_tokens"] > first["forward_tokens"] > 0   # accounting continued
     steps = [c["step"] for c in json.loads((tmp_path/"train"/"curves.json").read_text())]
     assert steps == [1, 2, 3, 4], steps
     assert (tmp_path/"train"/"adapter"/"adapter_model.safetensors").exists()

