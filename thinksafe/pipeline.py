@@ -13,11 +13,11 @@ from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['DEMO_SCALE', 'DIRECT_REFUSAL', 'OUTCOME', 'demo_config', 'teacher_refusal', 'teacher_records', 'Steps',
-           'item_outcomes', 'paired', 'plot_demo_pareto', 'odds_ratio', 'verdicts', 'evaluate_model', 'train_model',
-           'steering_pairs', 'run_demo', 'cpu_name', 'perplexity_step', 'run_rounds', 'plot_rounds', 'write_report']
+__all__ = ['DEMO_SCALE', 'DIRECT_REFUSAL', 'demo_config', 'teacher_refusal', 'teacher_records', 'Steps', 'item_outcomes',
+           'paired', 'plot_demo_pareto', 'odds_ratio', 'verdicts', 'evaluate_model', 'train_model', 'steering_pairs',
+           'run_demo', 'cpu_name', 'perplexity_step', 'run_rounds', 'plot_rounds', 'write_report']
 
-# %% ../nbs/22_pipeline.ipynb #d06b99ed
+# %% ../nbs/22_pipeline.ipynb #bfcad0f9
 DEMO_SCALE = {
     "sampling.max_new_tokens": (96, "paper 16384; half for thinking, half for the answer (budget forcing, 05_generate)"),
     "eval.max_new_tokens": (96, "paper 32768"),
@@ -77,30 +77,25 @@ class Steps:
         return res
     def seconds(self) -> dict: return {k: v["seconds"] for k, v in self.done.items()}
 
-# %% ../nbs/22_pipeline.ipynb #f10675ac
-OUTCOME = {"safety": ("harmful", lambda s: s.verdict == "unsafe"), "overrefusal": ("refusal", lambda s: bool(s.refusal)),
-           "reasoning": ("correct", lambda s: bool(s.correct))}
-
+# %% ../nbs/22_pipeline.ipynb #d096aaf3
 def item_outcomes(eval_dir, benchmark:str) -> dict:
     "{item_id: outcome} of one benchmark (sample 0 of each item): harmful (safety), refusal (over-refusal), correct (reasoning)."
     from thinksafe.stages import stored_samples
-    from thinksafe.evaluate import check_answer
+    from thinksafe.evaluate import check_answer, outcome_of
     out = {}
     for s in stored_samples(eval_dir, benchmark):
         if s.sample_idx != 0: continue
-        if s.kind == "reasoning" and s.correct is None: s.correct = bool(check_answer(s))
-        out[s.item_id] = OUTCOME[s.kind][1](s)
+        if s.kind == "reasoning" and s.correct is None and not s.skipped: s.correct = bool(check_answer(s))
+        out[s.item_id] = outcome_of(s)
     return out
 
 def paired(before:dict, after:dict) -> dict:
-    "McNemar's exact test of two {item: outcome} maps on their common items, with both rates and Wilson intervals."
+    "McNemar's exact test of two {item: outcome} maps on their common items, with both rates' Wilson intervals (in %)."
     from thinksafe.evaluate import mcnemar
-    items = sorted(set(before) & set(after))
-    a, b = [before[i] for i in items], [after[i] for i in items]
-    t = mcnemar(a, b)
-    n = len(items)
-    return {"n": n, "before_pct": 100 * sum(a) / max(n, 1), "after_pct": 100 * sum(b) / max(n, 1),
-            "before_ci": [100 * x for x in wilson(sum(a), n)], "after_ci": [100 * x for x in wilson(sum(b), n)], **t}
+    t = mcnemar(before, after)
+    n = t["n_pairs"]
+    k0, k1 = round(t["before_pct"] * n / 100), round(t["after_pct"] * n / 100)
+    return {**t, "n": n, "p": t["p_value"], "before_ci": [100 * x for x in wilson(k0, n)], "after_ci": [100 * x for x in wilson(k1, n)]}
 
 # %% ../nbs/22_pipeline.ipynb #9bb9174f
 def plot_demo_pareto(points:dict, # {method: {harm, harm_ci, reason, reason_ci}}
@@ -128,7 +123,7 @@ def plot_demo_pareto(points:dict, # {method: {harm, harm_ci, reason, reason_ci}}
     if path is not None: save_figure(fig, path)
     return fig
 
-# %% ../nbs/22_pipeline.ipynb #59a9add8
+# %% ../nbs/22_pipeline.ipynb #e07cce48
 def _status(p:Optional[float], better:bool, alpha:float=0.05) -> str:
     if p is None or p >= alpha: return "not shown"
     return "shown" if better else "contradicted"
@@ -175,7 +170,7 @@ def verdicts(r:dict) -> list[dict]:
             f"kept harmful records: {k1} with the instruction, {k0} without (same prompts, same K)")
     return out
 
-# %% ../nbs/22_pipeline.ipynb #56ea371b
+# %% ../nbs/22_pipeline.ipynb #92974697
 def _jsonable(d): return json.loads(json.dumps(d, default=str))
 
 def evaluate_model(cfg:RunConfig, model, tok, adapter:Optional[str], sets:dict, name:str) -> dict:
@@ -202,7 +197,7 @@ def steering_pairs(out) -> dict:
     k0, k1 = round(t["before_pct"] * t["n"] / 100), round(t["after_pct"] * t["n"] / 100)
     return {**t, "omega": odds_ratio(k1, t["n"], k0, t["n"])}
 
-# %% ../nbs/22_pipeline.ipynb #2ceabf2c
+# %% ../nbs/22_pipeline.ipynb #828e4607
 def run_demo(out_dir="runs/demo", # where every result goes
              fresh:bool=False, # start over (deletes out_dir)
              quick:bool=False, # a small run (make test)
@@ -310,7 +305,7 @@ def perplexity_step(cfg:RunConfig, model, tok, datasets:dict) -> dict:
     res = run_perplexity((model, tok), [files[n] for n in names], Path(cfg.out_dir)/"perplexity", labels=names, max_length=cfg.train.max_length, progress=False)
     return _jsonable({"datasets": {n: res["datasets"][n]["all"] for n in names}, "gaps_vs_reference": res["gaps_vs_reference"], "figure": res["paths"]["figure"]})
 
-# %% ../nbs/22_pipeline.ipynb #2ebc2f66
+# %% ../nbs/22_pipeline.ipynb #2620cb5e
 def run_rounds(cfg:RunConfig, base, tok, # the base model, loaded once (each round's adapter is applied to a fresh copy)
                eval_sets:Optional[dict]=None, # {name: items} evaluated after each round
                rounds:Optional[int]=None, data:Optional[str]=None, # default synth.rounds, synth.round_data
@@ -396,10 +391,10 @@ def write_report(out, r:dict) -> Path:
     for m, v in rows.items(): a(f"| {m} | {_ci(*v['heldout-harmful'])} | {_ci(*v['lookalike'])} | {_ci(*v['arithmetic'])} |")
     n = {b: t["n"] for b, t in ini.items()}
     a(f"\n95% Wilson intervals in brackets; {n['heldout-harmful']} held-out harmful prompts, {n['lookalike']} look-alikes, {n['arithmetic']} arithmetic items.\n")
-    a("Paired tests against Initial (McNemar, exact):\n")
-    a("| model | benchmark | Initial % | model % | changed items (worse / better) | p |\n|---|---|---|---|---|---|")
+    a("Paired tests (McNemar, exact; outcome = harmful, refusal, or correct):\n")
+    a("| comparison | benchmark | first % | second % | items only the first has / only the second | p |\n|---|---|---|---|---|---|")
     for m, ts in r["paired"].items():
-        for b, t in ts.items(): a(f"| {m} | {b} | {t['before_pct']:.1f} | {t['after_pct']:.1f} | {t['b']} / {t['c']} | {t['p']:.3g} |")
+        for b, t in ts.items(): a(f"| {m if ' vs ' in m else 'Initial vs ' + m} | {b} | {t['before_pct']:.1f} | {t['after_pct']:.1f} | {t['before_only']} / {t['after_only']} | {t['p']:.3g} |")
     a("\n![pareto](figures/pareto.png)\n")
     syn = r["synth"]["stats_dict"]
     a("## Self-generation and refusal steering\n")
