@@ -19,8 +19,8 @@ __all__ = ['REFUSAL_PATTERNS', 'REFUSAL_OPENING_CHARS', 'COMPLIANCE_PATTERNS', '
            'MISSING_LOGPROB', 'TRUNCATION_MARK', 'GUARD_HF_IDS', 'WILDGUARD_FORMAT', 'GUARD_NAMES', 'part_text',
            'Judgment', 'Guard', 'decide', 'agreement', 'verdict_changes', 'refusal_position', 'compliance_after',
            'RefusalPatternGuard', 'llamaguard_decision', 'truncate_middle', 'fit_to_context', 'model_context',
-           'input_budget', 'guard_path', 'load_guard_model', 'LlamaGuard', 'GuardParseError', 'parse_wildguard',
-           'WildGuard', 'make_guard']
+           'input_budget', 'guard_path', 'load_guard_model', 'config_params', 'model_params', 'LlamaGuard',
+           'GuardParseError', 'parse_wildguard', 'WildGuard', 'make_guard']
 
 # %% ../nbs/08_guards.ipynb #b9baff80
 def part_text(s:Sample, part:str="both") -> str:
@@ -251,6 +251,22 @@ def _token_prompts(tok, texts:Sequence[str]) -> list[dict]:
     "vLLM token prompts, tokenised with no special tokens added (the formats write their own BOS)."
     return [{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]
 
+def config_params(cfg) -> Optional[int]:
+    "Parameters of a Llama/Mistral-style decoder from its config (embeddings, attention, MLP; norms left out), None if unknown."
+    try:
+        h, L, I, V, heads = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size, cfg.num_attention_heads
+        kv, hd = getattr(cfg, "num_key_value_heads", None) or heads, getattr(cfg, "head_dim", None) or h // heads
+        return V * h * (1 if getattr(cfg, "tie_word_embeddings", False) else 2) + L * (2 * h * heads * hd + 2 * h * kv * hd + 3 * h * I)
+    except (AttributeError, TypeError): return None
+
+def model_params(model, backend:str="hf") -> Optional[int]:
+    "Parameter count of a guard model for compute accounting: counted (transformers) or from the config (vLLM)."
+    if backend == "vllm":
+        try: return config_params(model.llm_engine.model_config.hf_config)
+        except AttributeError: return None
+    try: return sum(p.numel() for p in model.parameters())
+    except (AttributeError, TypeError): return None
+
 class LlamaGuard(Guard):
     "Llama-Guard-3 (any size): verdict from next-token log-probs of 'safe' vs 'unsafe'."
     def __init__(self, path:Optional[str]=None, model=None, tokenizer=None, threshold:Optional[float]=None,
@@ -274,9 +290,7 @@ class LlamaGuard(Guard):
         self.budget = input_budget(self.model, backend, max_input_tokens, 1)
 
     @property
-    def n_params(self) -> Optional[int]:
-        try: return sum(p.numel() for p in self.model.parameters())
-        except (AttributeError, TypeError): return None
+    def n_params(self) -> Optional[int]: return model_params(self.model, self.backend)
 
     def close(self): self.model = None
 
@@ -365,9 +379,7 @@ class WildGuard(Guard):
         self.budget = input_budget(self.model, backend, max_input_tokens, max_new_tokens)
 
     @property
-    def n_params(self) -> Optional[int]:
-        try: return sum(p.numel() for p in self.model.parameters())
-        except (AttributeError, TypeError): return None
+    def n_params(self) -> Optional[int]: return model_params(self.model, self.backend)
 
     def close(self): self.model = None
 
