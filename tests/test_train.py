@@ -158,3 +158,58 @@ def test_killed_run_resumes(tmp_path):
     steps = [c["step"] for c in json.loads((tmp_path/"train"/"curves.json").read_text())]
     assert steps == [1, 2, 3, 4], steps
     assert (tmp_path/"train"/"adapter"/"adapter_model.safetensors").exists()
+
+DDP = textwrap.dedent("""
+    import os, sys, json, torch
+    from pathlib import Path
+    torch.set_num_threads(1)
+    from thinksafe.core import *
+    from thinksafe.config import *
+    from thinksafe.models import tiny_model_dir
+    import thinksafe.train as T
+    out = Path(sys.argv[1])
+    recs = [{"prompt": f"question {i}?", "response": f"<think>\\nthink {i} " + "more " * i + f"</think>\\n\\nanswer {i}",
+             "label": "vanilla_benign" if i % 2 else "vanilla_harmful"} for i in range(8)]
+    cfg = RunConfig(out_dir=str(out), model=ModelConfig(name=str(tiny_model_dir(out/"tiny")), device="cpu"),
+                    train=TrainConfig(loss_type="sft+kl", kl_reduction="sequence", lora_r=4, lora_alpha=8, max_steps=2, per_device_batch_size=2,
+                                      effective_batch_size=8, save_steps=100, learning_rate=1e-2, gradient_checkpointing=False, lora_dropout=0.0))
+    orig = T.ThinkSafeSFTTrainer.train
+    def train(self, *a, **k):
+        r = orig(self, *a, **k)
+        torch.save({n: p.detach() for n, p in T.unwrap(self.model).named_parameters() if "lora_" in n}, out/f"lora-{os.environ['RANK']}.pt")
+        json.dump({"wrapped": type(self.model_wrapped).__name__, "ga": self.args.gradient_accumulation_steps}, open(out/f"info-{os.environ['RANK']}.json", "w"))
+        return r
+    T.ThinkSafeSFTTrainer.train = train
+    T.run_sft(cfg, data=recs)
+""")
+
+def test_kl_under_ddp(tmp_path):
+    "Two CPU processes (gloo): the KL loss runs through the DDP-wrapped model, the accumulation halves, the adapters stay identical."
+    script = tmp_path/"ddp.py"; script.write_text(DDP)
+    torchrun = Path(sys.executable).parent/"torchrun"
+    p = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29653", str(script), str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    info = [json.loads((tmp_path/f"info-{r}.json").read_text()) for r in (0, 1)]
+    assert info[0] == info[1] == {"wrapped": "DistributedDataParallel", "ga": 2}, info     # 8 = 2 per device x 2 processes x 2
+    a, b = (torch.load(tmp_path/f"lora-{r}.pt") for r in (0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a)                                         # gradients were synchronised
+    assert max(a[k].abs().max().item() for k in a if "lora_B" in k) > 0                    # and the adapter moved
+    comp = json.loads((tmp_path/"train"/"compute.json").read_text())["stages"]["training"]
+    assert comp["forward_tokens"] > 0 and comp["tokens"] > comp["forward_tokens"]
+
+def test_cli_path_counts_synthesis(tmp_path):
+    "`thinksafe train` (run_sft with no data) reads the synthesis output and merges its compute.json: generation + guard + training."
+    from thinksafe.config import RunConfig, ModelConfig, TrainConfig
+    from thinksafe.core import add_compute, compute_entry, write_jsonl
+    from thinksafe.models import tiny_model_dir
+    from thinksafe.stages import synth_dir
+    from thinksafe.train import run_sft
+    cfg = RunConfig(out_dir=str(tmp_path), model=ModelConfig(name=str(tiny_model_dir(tmp_path/"tiny"))),
+                    train=TrainConfig(lora_r=4, lora_alpha=8, max_steps=1, gradient_accumulation_steps=1, gradient_checkpointing=False))
+    sd = synth_dir(cfg); write_jsonl(sd/cfg.synth.out, RECS)
+    add_compute(sd/"compute.json", "generation", compute_entry("generate", 10, 100, 1.0)); add_compute(sd/"compute.json", "guard", compute_entry("judge", 20, 100, 1.0))
+    run_sft(cfg)
+    doc = json.loads((tmp_path/"train"/"compute.json").read_text())
+    assert sorted(doc["stages"]) == ["generation", "guard", "training"]
+    assert doc["total"]["flops"] == 2 * 10 * 100 + 2 * 20 * 100 + doc["stages"]["training"]["flops"]

@@ -82,12 +82,12 @@ class _GRPOCompute(TrainerCallback):
     "Times generation and the guard, and writes the three compute stages into each checkpoint."
     def __init__(self, trainer, reward, beta, guard_params:int, prior=None):
         self.t, self.r, self.beta, self.guard_params, self.prior, self.t0 = trainer, reward, beta, guard_params, prior or {}, time.time()
-        self.gen_s, gen = 0.0, trainer._generate
+        self.gen_s, gen = 0.0, getattr(trainer, "_generate", None)     # TRL's generation step (timed when this TRL has it)
         def timed(*a, **k):
             t0 = time.time()
             try: return gen(*a, **k)
             finally: self.gen_s += time.time() - t0
-        trainer._generate = timed
+        if gen is not None: trainer._generate = timed
     def stages(self) -> dict:
         from thinksafe.train import n_params, training_entry
         n, T, p = n_params(self.t.model), int(self.t.state.num_input_tokens_seen), self.prior
