@@ -17,8 +17,9 @@ from .divergence import encode_record, response_logprobs, naive_response_logprob
 from .theory import tilt, acceptance, safe_log_ratio, project_safe, kl
 
 # %% auto #0
-__all__ = ['is_steered', 'is_plain', 'smoothed_rate', 'acceptance_counts', 'summarize_tilt', 'log_ratios', 'tilt_diagnostic',
-           'plot_tilt', 'run_tilt']
+__all__ = ['UNTEMPERED', 'is_steered', 'is_plain', 'smoothed_rate', 'acceptance_counts', 'summarize_tilt', 'sampling_settings',
+           'describe_settings', 'sampled_logprobs', 'response_logprobs_sampled', 'log_ratios', 'drawn_settings',
+           'tilt_diagnostic', 'plot_tilt', 'synthesis_samples', 'run_tilt']
 
 # %% ../nbs/17_tilt.ipynb #210e0bfa
 def is_steered(s:Sample) -> bool:
@@ -85,44 +86,122 @@ def summarize_tilt(rows:list[dict], # per steered sample: {prompt_id, verdict, r
         "corr_mean_r_vs_log_alpha_ratio": corr, "frac_consistent": (float(np.mean([d["consistent"] for d in both])) if both else None),
         "tol": tol}}
 
+# %% ../nbs/17_tilt.ipynb #f787b455
+UNTEMPERED = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
+def sampling_settings(d:Optional[dict]) -> Optional[dict]:
+    "The settings that shape a sampled distribution, `{temperature, top_p, top_k}`, from a `Sample.sampling` (None if absent)."
+    if not d or "temperature" not in d: return None
+    return {"temperature": float(d["temperature"]), "top_p": float(d.get("top_p", 1.0)), "top_k": int(d.get("top_k", 0) or 0)}
+
+def describe_settings(st:Optional[dict]) -> str:
+    return "unknown settings" if st is None else f"temperature={st['temperature']:g}, top_p={st['top_p']:g}, top_k={st['top_k']}"
+
+def sampled_logprobs(logits, temperature:float=1.0, top_p:float=1.0, top_k:int=0):
+    "Log-probabilities under the sampled distribution: logits / T, keep the top k, then the top-p nucleus of those, renormalise (-inf outside)."
+    import torch
+    if not temperature > 0: raise ConfigError("temperature 0 (greedy) has no sampled distribution to score: draw the diagnostic samples at temperature > 0 (1 is exact)")
+    z = torch.as_tensor(logits).float() / temperature
+    V = z.shape[-1]
+    if not (0 < top_k < V or top_p < 1.0): return z.log_softmax(-1)
+    vals, ids = z.topk(top_k, -1) if 0 < top_k < V else z.sort(-1, descending=True)
+    if top_p < 1.0:
+        probs = vals.double().softmax(-1)
+        drop = (probs.cumsum(-1) - probs) >= top_p      # the mass before this candidate already reaches top_p
+        drop[..., 0] = False
+        vals = vals.masked_fill(drop, float("-inf"))
+    return torch.full_like(z, float("-inf")).scatter(-1, ids, vals).log_softmax(-1)
+
+def response_logprobs_sampled(model, encoded:list[dict], # from `encode_record`
+                              settings:dict, # {temperature, top_p, top_k}
+                              chunk_tokens:int=256) -> list[np.ndarray]:
+    "Per-token log-probabilities of each record's response under the sampled distribution (one record per forward pass)."
+    import torch
+    from thinksafe.divergence import _split_model
+    decoder, head, cap = _split_model(model)
+    dev, out = next(model.parameters()).device, []
+    with torch.inference_mode():
+        for e in encoded:
+            ids, n = e["ids"], e["n_prompt"]
+            h = decoder(input_ids=torch.tensor([ids], device=dev)).last_hidden_state[0, max(n - 1, 0):len(ids) - 1]
+            tgt = torch.tensor(ids[n:], device=dev)
+            lp = []
+            for c in range(0, len(tgt), chunk_tokens):
+                z = head(h[c:c + chunk_tokens]).float()
+                if cap: z = cap * torch.tanh(z / cap)
+                lp.append(sampled_logprobs(z, **settings).gather(-1, tgt[c:c + chunk_tokens, None])[:, 0])
+            out.append(torch.cat(lp).cpu().numpy() if lp else np.zeros(0, dtype=np.float32))
+    return out
+
 # %% ../nbs/17_tilt.ipynb #db1ce7d2
 def log_ratios(model, tok, samples:Sequence[Sample], # steered samples: `.sent` (steered user turn) and `.prompt` (original)
                fmt:str="auto", batch_tokens:int=8192, max_length:Optional[int]=None,
                steer_ctx:Optional[Callable]=None, # context manager factory for activation steering (scored steered pass only)
-               progress:bool=True) -> list[Optional[float]]:
-    "r = log p(y | sent) - log p(y | prompt) summed over response tokens, per sample (None if tokenisations differ)."
-    import contextlib
+               progress:bool=True,
+               settings:Optional[dict]=None, # {temperature, top_p, top_k} the samples were drawn with (None: the untempered model)
+              ) -> list[Optional[float]]:
+    "r = log q(y | sent) - log q(y | prompt) over response tokens, q the sampled distribution (None: tokenisations differ or y outside q's support)."
     fmt = think_format(tok, fmt)
     st = [encode_record(tok, dataclasses.replace(s, prompt=s.sent or s.prompt), fmt, max_length) for s in samples]
     pl = [encode_record(tok, s, fmt, max_length) for s in samples]
+    exact = settings is None or settings == UNTEMPERED
+    def score(enc):
+        if exact: return response_logprobs(model, enc, batch_tokens, progress=progress)[0]
+        return response_logprobs_sampled(model, enc, settings)
     if steer_ctx is None:
-        lps, _ = response_logprobs(model, st + pl, batch_tokens, progress=progress)
+        lps = score(st + pl)
         lp_st, lp_pl = lps[:len(st)], lps[len(st):]
     else:
-        with steer_ctx(): lp_st, _ = response_logprobs(model, st, batch_tokens, progress=progress)
-        lp_pl, _ = response_logprobs(model, pl, batch_tokens, progress=progress)
+        with steer_ctx(): lp_st = score(st)
+        lp_pl = score(pl)
     out = []
     for s, a, b, x, y in zip(samples, st, pl, lp_st, lp_pl):
         same = a["ids"][a["n_prompt"]:] == b["ids"][b["n_prompt"]:]
-        if s.meta.get("finish_reason") == "length" and not a["truncated"]: x, y = x[:-1], y[:-1]   # cut by the token limit: no end token was sampled
-        out.append(float(x.sum() - y.sum()) if same else None)
+        if (s.finish_reason or s.meta.get("finish_reason")) == "length" and not a["truncated"]: x, y = x[:-1], y[:-1]   # cut by the token limit: no end token was sampled
+        sx, sy = float(x.sum()), float(y.sum())
+        out.append(sx - sy if same and math.isfinite(sx) and math.isfinite(sy) else None)
     return out
 
 # %% ../nbs/17_tilt.ipynb #af0c5e9a
+def drawn_settings(samples:Sequence[Sample], settings:Optional[dict]=None) -> dict:
+    "The one sampling setting the samples were drawn with, checked against `settings` if given; `ConfigError` naming the settings otherwise."
+    seen = {}
+    for s in samples: seen.setdefault(describe_settings(sampling_settings(s.sampling)), sampling_settings(s.sampling))
+    known = {k: v for k, v in seen.items() if v is not None}
+    if len(known) > 1:
+        raise ConfigError(f"the samples were drawn with different settings ({'; '.join(known)}): acceptance rates and log ratios must come "
+                          "from one sampled distribution; diagnose samples drawn with one setting (e.g. temperature=1, top_p=1, top_k=0)")
+    drawn = next(iter(known.values()), None)
+    want = None if settings is None else sampling_settings(settings)
+    if drawn is None and want is None:
+        raise ConfigError("the samples do not record how they were drawn (Sample.sampling is empty): pass settings={'temperature': ..., "
+                          "'top_p': ..., 'top_k': ...} as used to draw them (temperature=1, top_p=1, top_k=0 for the model's own distribution)")
+    if len(seen) > len(known) and want is None:
+        raise ConfigError(f"some samples record no sampling settings and the others were drawn with {describe_settings(drawn)}: pass settings= to confirm")
+    if drawn is not None and want is not None and want != drawn:
+        raise ConfigError(f"the samples were drawn with {describe_settings(drawn)} but would be scored with {describe_settings(want)}: "
+                          "r = log(alpha_I/alpha) holds only under the distribution that was sampled. Score with the drawn settings "
+                          "(leave settings unset) or draw the diagnostic samples with those settings (temperature=1, top_p=1, top_k=0 is exact for the model itself)")
+    return want or drawn
+
 def tilt_diagnostic(model, tok, samples:Sequence[Sample], # judged harmful samples, steered and (for alpha) plain
                     fmt:str="auto", counts:Optional[dict]=None, # acceptance counts per prompt id (default: from `samples`)
                     batch_tokens:int=8192, max_length:Optional[int]=None, steer_ctx:Optional[Callable]=None,
-                    tol:float=0.1, progress:bool=True) -> dict:
-    "Per-prompt spread of r over safe steered samples and its agreement with log(alpha_steered/alpha_plain)."
+                    tol:float=0.1, progress:bool=True,
+                    settings:Optional[dict]=None, # scoring settings; default (and required match): those the samples were drawn with
+                   ) -> dict:
+    "Per-prompt spread of r over safe steered samples and its agreement with log(alpha_steered/alpha_plain), under the sampled distribution."
     samples = list(samples)
     steered = [s for s in samples if is_steered(s) and s.verdict in ("safe", "unsafe") and s.response]
     if not steered: raise ThinkSafeError("no judged steered harmful samples to diagnose (need Samples with steering != 'none' and a verdict)")
+    used = steered + [s for s in samples if is_plain(s) and s.verdict in ("safe", "unsafe")]
+    st = drawn_settings(used, settings)
     counts = acceptance_counts(samples) if counts is None else counts
-    r = log_ratios(model, tok, steered, fmt, batch_tokens, max_length, steer_ctx, progress)
+    r = log_ratios(model, tok, steered, fmt, batch_tokens, max_length, steer_ctx, progress, settings=st)
     rows = [{"prompt_id": s.prompt_id, "sample_idx": s.sample_idx, "verdict": s.verdict, "r": ri,
              "n_tokens": None, "prompt": s.prompt[:200]} for s, ri in zip(steered, r)]
     out = summarize_tilt(rows, counts, tol)
-    out["aggregate"]["n_token_mismatch"] = sum(ri is None for ri in r)
+    out["aggregate"].update(n_token_mismatch_or_outside_support=sum(ri is None for ri in r), scored_under=describe_settings(st))
     out["rows"] = rows
     return out
 
@@ -167,27 +246,38 @@ def plot_tilt(result:dict, path=None, title:str="Is refusal steering a tilt?"):
     return fig
 
 # %% ../nbs/17_tilt.ipynb #1660226c
-def run_tilt(cfg:RunConfig, samples_path=None, # a path or list of paths (default: <out_dir>/samples.jsonl + samples_unsteered.jsonl, else <out_dir>/<synth.out>)
-             stats_path=None, # default: <out_dir>/synth_stats.json (copied into tilt.json when present)
-             model=None, # a loaded `(model, tokenizer)` pair (default: load `cfg.model`)
-             out_dir=None, steer_ctx:Optional[Callable]=None, tol:float=0.1, progress:bool=True) -> dict:
-    "Tilt diagnostic of a run's synthesis output; writes tilt.json, tilt_records.jsonl and a figure."
-    import json
-    out_dir = Path(out_dir or cfg.out_dir)
+def synthesis_samples(cfg:RunConfig, samples_path=None) -> tuple[list[Sample], str]:
+    "`(samples, where)`: the given files, else the judged stores of the run's synthesis directory, else <out_dir>/samples*.jsonl or synth.out."
     run = Path(cfg.out_dir)
     if samples_path is None:
+        try:
+            from thinksafe.stages import synth_dir, stored_samples, STEERED, PLAIN
+            d = synth_dir(cfg)
+            if (d/f"{STEERED}.jsonl").exists():
+                return [s for n in (STEERED, PLAIN) if (d/f"{n}.jsonl").exists() for s in stored_samples(d, n)], str(d)
+        except ImportError: pass
         paths = [p for p in (run/"samples.jsonl", run/"samples_unsteered.jsonl") if p.exists()] or [run/cfg.synth.out]
     else: paths = [Path(p) for p in ([samples_path] if isinstance(samples_path, (str, Path)) else samples_path)]
     for p in paths:
         if not p.exists(): raise DataError("no synthesis output to diagnose (run synthesis first)", p)
-    samples = [s for p in paths for s in read_samples(p, repair=False)]
-    sp = ", ".join(map(str, paths))
+    return [s for p in paths for s in read_samples(p, repair=False)], ", ".join(map(str, paths))
+
+def run_tilt(cfg:RunConfig, samples_path=None, # a path or list of paths (default: the synthesis stores, else <out_dir>/samples*.jsonl, else <out_dir>/<synth.out>)
+             stats_path=None, # default: <out_dir>/synth_stats.json (copied into tilt.json when present)
+             model=None, # a loaded `(model, tokenizer)` pair (default: load `cfg.model`)
+             out_dir=None, steer_ctx:Optional[Callable]=None, tol:float=0.1, progress:bool=True,
+             settings:Optional[dict]=None, # scoring settings (default: those the samples were drawn with)
+            ) -> dict:
+    "Tilt diagnostic of a run's synthesis output; writes tilt.json, tilt_records.jsonl and a figure."
+    import json
+    out_dir = Path(out_dir or cfg.out_dir)
+    samples, sp = synthesis_samples(cfg, samples_path)
     if any("activation" in (s.steering or "") for s in samples if is_steered(s)) and steer_ctx is None:
         raise ConfigError("samples were drawn with activation steering: pass steer_ctx (an ActivationSteering factory) to score the steered context")
     if not any(is_plain(s) and s.verdict in ("safe", "unsafe") for s in samples):
         raise DataError("no plain (unsteered) harmful samples, so alpha_plain is unknown: synthesise with synth.compare_steering: true", sp)
     m, tok = model if model is not None else load_from_config(cfg.model)
-    res = tilt_diagnostic(m, tok, samples, cfg.model.think_format, tol=tol, steer_ctx=steer_ctx, progress=progress)
+    res = tilt_diagnostic(m, tok, samples, cfg.model.think_format, tol=tol, steer_ctx=steer_ctx, progress=progress, settings=settings)
     stats = Path(stats_path) if stats_path else Path(cfg.out_dir)/"synth_stats.json"
     summary = {"samples": str(sp), "model": cfg.model.name, "aggregate": res["aggregate"], "prompts": res["prompts"],
                "synth_stats": json.loads(stats.read_text()) if stats.exists() else None}
