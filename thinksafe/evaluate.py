@@ -383,7 +383,8 @@ def run_evaluation(cfg:RunConfig, # the run configuration (model, sampling, guar
     sets = [load_from_spec(spec, ec.data_dir, ec.limit, cfg.sampling.seed) for spec in ec.benchmarks]
     kinds = {s[0].kind for s in sets if s}
     if generator is None:
-        from thinksafe.generate import make_generator
+        try: from thinksafe.generate import make_generator
+        except ImportError: from thinksafe.stages import make_generator   # moved to the stages module
         generator = make_generator(cfg.model, cfg.sampling)
     needs_guard = bool(kinds & {"safety", "overrefusal"})
     if guard is None and needs_guard:
