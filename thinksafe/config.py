@@ -99,8 +99,10 @@ class GuardConfig:
     max_input_tokens: Optional[int] = None  # cut guard inputs beyond this; None = the guard's own context
     gpu_memory_utilization: float = 0.9     # vLLM engine of the guard (the student's engine is freed first)
     part: str = "both"               # what the guard reads: 'both' (whole response, the paper), 'answer', 'thinking'
+    on_missing: str = "error"        # Llama-Guard on vLLM, 'safe' and 'unsafe' both outside the top 20: 'error' (counted) or 'safe' (the reference's argmax)
     def __post_init__(self):
         one_of("guard", "name", self.name, GUARD_NAMES)
+        one_of("guard", "on_missing", self.on_missing, ("error", "safe"))
         one_of("guard", "backend", self.backend, ("hf", "vllm"))
         one_of("guard", "part", self.part, GUARD_PARTS)
         check("guard", [(self.threshold is not None and not 0 < self.threshold < 1, f"threshold must be in (0, 1) or null, got {self.threshold}"),
@@ -223,7 +225,7 @@ class RunConfig:
 PAPER = {
     "sampling.temperature": 0.6, "sampling.top_p": 0.95, "sampling.top_k": 20, "sampling.max_new_tokens": 16384, "sampling.n": 1,
     "steering.mode": "instruction", "steering.instruction": REFUSAL_INSTRUCTION,
-    "guard.name": "llama-guard", "guard.path": "meta-llama/Llama-Guard-3-8B", "guard.part": "both", "guard.max_input_tokens": None,
+    "guard.name": "llama-guard", "guard.path": "meta-llama/Llama-Guard-3-8B", "guard.part": "both", "guard.max_input_tokens": None, "guard.on_missing": "safe",
     "synth.prompts": "UWNSL/SafeChain", "synth.k": 1, "synth.accept": "any",
     "train.loss_type": "sft", "train.lora_r": 32, "train.lora_alpha": 16, "train.lora_dropout": 0.05, "train.target_modules": None,
     "train.learning_rate": 1e-5, "train.per_device_batch_size": 1, "train.effective_batch_size": 8, "train.warmup_ratio": 0.1,

@@ -422,6 +422,6 @@ def make_guard(gc:Optional[GuardConfig]=None, device:str="auto", dtype:str="auto
     kw = dict(batch_size=gc.batch_size, max_input_tokens=gc.max_input_tokens, backend=gc.backend, device=device, dtype=dtype,
               gpu_memory_utilization=gc.gpu_memory_utilization)
     if gc.name == "refusal-patterns": return RefusalPatternGuard(threshold=gc.threshold)
-    if gc.name == "llama-guard": return LlamaGuard(gc.path, threshold=gc.threshold, **kw)
+    if gc.name == "llama-guard": return LlamaGuard(gc.path, threshold=gc.threshold, on_missing=gc.on_missing, **kw)
     if gc.name == "wildguard": return WildGuard(gc.path, **kw)
     raise ConfigError(f"guard.name must be one of {', '.join(GUARD_NAMES)}, got {gc.name!r}")
