@@ -6,63 +6,65 @@ from pathlib import Path
 import pytest
 
 FAKE = textwrap.dedent('''
-    import sys, time, hashlib
+    import sys, time, hashlib, dataclasses
     from thinksafe.config import RunConfig
-    from thinksafe.generate import Generator
     from thinksafe.guards import RefusalPatternGuard
-    from thinksafe.evaluate import run_evaluation
+    from thinksafe.stages import evaluate
 
-    class SlowFake(Generator):
-        name = "slow-fake"
-        def __init__(self, delay): super().__init__(); self.delay, self.prompts = delay, 0
-        def _complete(self, samples, sc, desc):
-            time.sleep(self.delay); self.prompts += len(samples)
+    class SlowFake:
+        "Canned answers (comply on odd hashes, right answers on reasoning); sleeps per call; counts prompts."
+        name, n_params = "slow-fake", 1000
+        def __init__(self, delay): self.delay, self.prompts = delay, 0
+        def generate(self, prompts, n=None, sampling=None, desc="", sample_indices=None):
+            time.sleep(self.delay); self.prompts += len(prompts)
             out = []
-            for p in samples:
+            for p in prompts:
                 k = int(hashlib.md5(p.prompt.encode()).hexdigest(), 16)
                 if p.kind == "reasoning": r = f"<think>w</think>The final answer is {p.reference}"
                 else: r = "<think>x</think>Sure, here it is." if k % 2 else "<think>x</think>I cannot help with that."
-                out.append([(r, {})] * sc.n)
+                out += [dataclasses.replace(p, response=r, sample_idx=j, thinking="", answer="").parse() for j in (sample_indices or range(n))]
             return out
+        def close(self): pass
 
     def config(out, data):
         cfg = RunConfig(name="kill-test", out_dir=out)
         cfg.eval.benchmarks, cfg.eval.data_dir, cfg.eval.limit, cfg.eval.n = ["harmbench", "gsm8k"], data, 12, 2
-        cfg.sampling.batch_size = 2
+        cfg.sampling.batch_size, cfg.sampling.chunk = 2, 2
         return cfg
 
     if __name__ == "__main__":
-        run_evaluation(config(sys.argv[1], sys.argv[2]), generator=SlowFake(float(sys.argv[3])), guard=RefusalPatternGuard())
+        evaluate(config(sys.argv[1], sys.argv[2]), generator=SlowFake(float(sys.argv[3])), guard=RefusalPatternGuard(), progress=False)
 ''')
 
 
 def test_killed_evaluation_resumes(tmp_path, shared):
-    "run_evaluation (to be replaced by stages.evaluate, which resumes through the Store) loses at most one chunk to kill -9."
+    "stages.evaluate resumes through the Store: a kill -9 loses at most the round in flight, nothing is generated twice."
     data = shared("data/harmbench/thinksafe/harmbench.json").parent.parent.parent
     script = tmp_path / "fake_eval.py"
     script.write_text(FAKE)
-    items = tmp_path / "run" / "eval" / "items.jsonl"
+    out = tmp_path / "run" / "eval" / "smollm2-135m"
     p = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), str(data), "0.3"])
     t0 = time.time()
     while time.time() - t0 < 120:
-        if items.exists() and items.read_text().count("\n") >= 4: break
+        if (out / "harmbench.jsonl").exists() and (out / "harmbench.jsonl").read_text().count("\n") >= 4: break
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL); p.wait()
-    before = items.read_text().count("\n")
+    count = lambda: sum(f.read_text().count("\n") for f in out.glob("*.jsonl") if ".judged." not in f.name)
+    before = count()
     assert 4 <= before < 12 + 24, before                        # killed mid-run
+    from thinksafe.stages import stored_samples
+    items_before = sum(len({s.item_id for s in stored_samples(out, b)}) for b in ("harmbench", "gsm8k") if (out / f"{b}.jsonl").exists())
     sys.path.insert(0, str(tmp_path))
     import fake_eval
     gen = fake_eval.SlowFake(0.0)
     from thinksafe.guards import RefusalPatternGuard
-    from thinksafe.evaluate import run_evaluation, read_items
-    res = run_evaluation(fake_eval.config(str(tmp_path / "run"), str(data)), generator=gen, guard=RefusalPatternGuard())
-    done_items = {(k[0], k[1]) for k in read_items(items)}
-    assert len(done_items) == 24 and len(read_items(items)) == 12 + 24
-    assert gen.prompts <= 24 - before // 2 + 2                  # only what was missing (give or take the torn chunk)
-    assert res["benchmarks"]["gsm8k"]["pass1_pct"] == 100.0
-    assert res["benchmarks"]["harmbench"]["n_samples"] == 12
-    summary = json.loads(Path(res["summary_json"]).read_text())
-    assert {"name", "model", "size_b", "safety_avg_harmful_pct", "reasoning_avg_pass1"} <= set(summary)
+    from thinksafe.stages import evaluate
+    res = evaluate(fake_eval.config(str(tmp_path / "run"), str(data)), generator=gen, guard=RefusalPatternGuard(), progress=False)
+    assert count() == 12 + 24                                    # every sample once: nothing lost, nothing twice
+    assert gen.prompts == 24 - items_before                      # only the items that were missing
+    assert res["benchmarks"]["gsm8k"]["pass1_pct"] == 100.0 and res["benchmarks"]["harmbench"]["n_samples"] == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"name", "model", "safety_avg_harmful_pct", "reasoning_avg_pass1", "git_commit"} <= set(summary)
 
 
 def test_paper_figures_with_runs(tmp_path):

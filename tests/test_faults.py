@@ -4,6 +4,8 @@ import errno, json, os
 from pathlib import Path
 import pytest
 from thinksafe.core import *
+from thinksafe.config import *
+from thinksafe.records import *
 
 def test_full_disk_and_read_only_dir_are_reported_and_nothing_is_lost(tmp_path, monkeypatch):
     target = tmp_path/"results.json"
@@ -45,23 +47,28 @@ def test_training_data_with_unclosed_empty_and_corrupt_records(tmp_path):
     with pytest.raises(DataError, match=r"e.jsonl:2: invalid JSON"): load_sft_records(tmp_path/"e.jsonl")
 
 def test_a_guard_that_raises_stops_evaluation_and_keeps_what_was_written(tmp_path):
-    from thinksafe.evaluate import evaluate_samples
-    from thinksafe.generate import Generator
-    class Echo(Generator):
-        name = "echo"
-        def _complete(self, samples, sc, desc): return [[("<think>\nx\n</think>\n\nSure.", {})] * sc.n for _ in samples]
-    class Broken:
+    import dataclasses
+    from thinksafe.stages import evaluate, stored_samples
+    from thinksafe.guards import Guard
+    class Echo:
+        name, n_params = "echo", 0
+        def generate(self, prompts, n=None, sampling=None, desc="", sample_indices=None):
+            return [dataclasses.replace(p, response="<think>\nx\n</think>\n\nSure.", sample_idx=j).parse() for p in prompts for j in (sample_indices or range(n))]
+        def close(self): pass
+    class Broken(Guard):
         name, calls = "broken", 0
-        def judge(self, samples):
+        def judge(self, samples, part="both"):
             Broken.calls += 1
             if Broken.calls > 1: raise RuntimeError("guard server down")
-            for s in samples: s.verdict, s.unsafe_score, s.refusal, s.guard = "unsafe", 0.9, False, self.name
+            for s in samples: add_judgment(s, self.name, "unsafe", 0.9, False, part=part)
             return samples
-    items = [Sample(f"harmful {i}", "vanilla_harmful", meta={"benchmark": "b", "kind": "safety", "item_id": i}) for i in range(4)]
+    cfg = RunConfig(out_dir=str(tmp_path)); cfg.guard.batch_size = 1     # judge rounds of 64 samples
+    items = [Sample(f"harmful {i}", "vanilla_harmful", benchmark="b", kind="safety", item_id=str(i)) for i in range(100)]
     with pytest.raises(RuntimeError, match="guard server down"):
-        evaluate_samples(items, Echo(), Broken(), items_path=tmp_path/"items.jsonl", chunk=2)
-    kept = [json.loads(l) for l in (tmp_path/"items.jsonl").read_text().splitlines()]
-    assert len(kept) == 2 and all(k["verdict"] == "unsafe" for k in kept)    # the first chunk is safe on disk, nothing judged 'safe' by default
+        evaluate(cfg, Echo(), Broken(), sets={"b": items}, out=tmp_path/"ev", progress=False)
+    kept = stored_samples(tmp_path/"ev", "b")
+    assert len(kept) == 100                                                  # every generated sample is on disk
+    assert sum(bool(s.judgments) for s in kept) == 64 and all(s.verdict in ("unsafe", None) for s in kept)   # nothing judged 'safe' by default
 
 def test_prompt_longer_than_context_is_a_counted_skip(tmp_path):
     from thinksafe.models import tiny_model
@@ -70,5 +77,5 @@ def test_prompt_longer_than_context_is_a_counted_skip(tmp_path):
     m, tok = tiny_model()
     gen = HFGenerator(m, tok, max_model_len=64, progress=False)
     out = gen.generate([Sample("hi"), Sample("word " * 100)], sampling=SamplingConfig(max_new_tokens=4))
-    assert not out[0].meta.get("skipped") and "context holds 64" in out[1].meta["skipped"]
+    assert not out[0].skipped and "context holds 64" in out[1].skipped
     assert group_stats([[o] for o in out])["skipped"] == 1
