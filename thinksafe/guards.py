@@ -92,7 +92,7 @@ REFUSAL_PATTERNS = [
     r"\bagainst (?:my|the|our) (?:guidelines|programming|policies|policy|principles|ethical guidelines)\b",
     r"\bnot (?:able|allowed|permitted|going) to (?:help|assist|provide|share|give)\b",
     r"\b(?:I|we) (?:strongly )?(?:advise|urge|encourage you) against\b",
-    r"^\W*(?:the|this|your) (?:prompt|request|question|message|query) (?:is|seems|appears to be|looks) (?:\w+ ){0,2}(?:harmful|dangerous|inappropriate|unethical|illegal|malicious|unsafe)\b",
+    r"^\W*(?:the|this|your) (?:prompt|request|question|message|query) (?:is|seems|appears to be|looks) (?:(?!not\b|n.t\b)\w+ ){0,2}(?:harmful|dangerous|inappropriate|unethical|illegal|malicious|unsafe)\b",
 ]
 _REFUSAL_RE = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS), re.IGNORECASE)
 REFUSAL_OPENING_CHARS = 300
