@@ -213,3 +213,19 @@ def test_cli_path_counts_synthesis(tmp_path):
     doc = json.loads((tmp_path/"train"/"compute.json").read_text())
     assert sorted(doc["stages"]) == ["generation", "guard", "training"]
     assert doc["total"]["flops"] == 2 * 10 * 100 + 2 * 20 * 100 + doc["stages"]["training"]["flops"]
+
+def test_checkpointed_chunks_same_gradients(tiny, monkeypatch):
+    "Long batches recompute the vocabulary projection in backward (activation checkpointing): same loss, same gradients."
+    import thinksafe.train as T
+    pm, tok = _perturbed(tiny), tiny[1]
+    b = T.SFTCollator(tok.pad_token_id)([{**e, "use_kl": k} for e, k in zip(_examples(tok), (1, 0))])
+    def run():
+        pm.zero_grad()
+        r = T.response_losses(pm, b["input_ids"], b["labels"], None, b["position_ids"], b["use_kl"], b["example"], kl_chunk=4)
+        loss = T.reduce_losses(r, "sequence"); loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in pm.named_parameters() if p.grad is not None}
+    plain = run()
+    monkeypatch.setattr(T, "LOGITS_IN_MEMORY", 0)
+    ck = run()
+    assert abs(plain[0] - ck[0]) < 1e-6 and plain[1].keys() == ck[1].keys()
+    assert all(torch.allclose(plain[1][k], ck[1][k], atol=1e-6) for k in plain[1])

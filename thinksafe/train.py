@@ -21,11 +21,11 @@ from .store import *
 from .models import *
 
 # %% auto #0
-__all__ = ['normalize_response', 'load_sft_records', 'tokenize_example', 'sft_dataset', 'SFTCollator', 'collate', 'unwrap',
-           'final_hidden', 'response_losses', 'reduce_losses', 'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer',
-           'lora_config', 'world_size', 'grad_accum', 'sft_config', 'n_params', 'training_entry', 'write_run_compute',
-           'ComputeCallback', 'loss_curves', 'plot_curves', 'run_sft', 'response_kl', 'response_nll',
-           'budget_forced_generate']
+__all__ = ['LOGITS_IN_MEMORY', 'normalize_response', 'load_sft_records', 'tokenize_example', 'sft_dataset', 'SFTCollator',
+           'collate', 'seq_bounds', 'packed_attention', 'unwrap', 'final_hidden', 'response_losses', 'reduce_losses',
+           'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer', 'lora_config', 'world_size', 'grad_accum', 'sft_config',
+           'n_params', 'training_entry', 'write_run_compute', 'ComputeCallback', 'loss_curves', 'plot_curves',
+           'run_sft', 'response_kl', 'response_nll', 'budget_forced_generate']
 
 # %% ../nbs/13_train.ipynb #fb277307
 def normalize_response(text:str) -> Optional[str]:
@@ -112,6 +112,46 @@ def collate(examples:list[dict], pad_id:int) -> dict:
     b = SFTCollator(pad_id, padding_free=False)(examples)
     return {k: b[k] for k in ("input_ids", "attention_mask", "labels")}
 
+# %% ../nbs/13_train.ipynb #3f603d85
+import contextlib
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+def _packed_sdpa(module, query, key, value, attention_mask, **kw):
+    "SDPA per packed example (boundaries `cu_seq_lens_q`); anything else goes to transformers' SDPA."
+    cu = kw.pop("cu_seq_lens_q", None)
+    if cu is None or attention_mask is not None or query.shape[0] != 1: return sdpa_attention_forward(module, query, key, value, attention_mask, **kw)
+    kw.pop("is_causal", None)
+    b = cu.tolist()
+    outs = [sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, is_causal=True, **kw)[0] for s, e in zip(b[:-1], b[1:])]
+    return torch.cat(outs, 1), None
+
+def _packed_mask(*args, attention_mask=None, **kw):
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kw)
+
+AttentionInterface.register("thinksafe_packed", _packed_sdpa)
+AttentionMaskInterface.register("thinksafe_packed", _packed_mask)
+
+def seq_bounds(position_ids) -> dict:
+    "`cu_seq_lens_q/k` and `max_length_q/k` of a packed row, from its `position_ids` (restarting at 0 per example)."
+    starts = (position_ids[0] == 0).nonzero().flatten()
+    cu = torch.cat([starts, torch.tensor([position_ids.shape[1]], device=starts.device)]).to(torch.int32)
+    m = int(cu.diff().max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": m, "max_length_k": m}
+
+@contextlib.contextmanager
+def packed_attention(model, on:bool=True):
+    "Inside: SDPA/eager attention runs per packed example (no work across examples); the model's attention is restored on exit."
+    cfgs = {id(c): c for m in unwrap(model).modules() if (c := getattr(m, "config", None)) is not None and getattr(c, "_attn_implementation", None) in ("sdpa", "eager")}
+    old = {k: c._attn_implementation for k, c in cfgs.items()}
+    try:
+        if on:
+            for c in cfgs.values(): c._attn_implementation = "thinksafe_packed"
+        yield model
+    finally:
+        for k, c in cfgs.items(): c._attn_implementation = old[k]
+
 # %% ../nbs/13_train.ipynb #9e89b1bb
 def _token_terms(hs, hb, tgt, use_kl, weight, bias, kl_weight:float):
     logp = F.log_softmax(F.linear(hs, weight, bias).float(), -1)
@@ -136,11 +176,14 @@ def final_hidden(model, input_ids, attention_mask=None, position_ids=None):
     got = {}
     def grab(mod, args, out): got["h"] = out[0] if isinstance(out, tuple) else out.last_hidden_state
     hook = _base(model).get_decoder().register_forward_hook(grab)
-    try: model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, logits_to_keep=1)
+    packed = seq_bounds(position_ids) if attention_mask is None and position_ids is not None and input_ids.shape[0] == 1 else {}
+    try: model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, logits_to_keep=1, **packed)
     finally: hook.remove()
     return got["h"]
 
 # %% ../nbs/13_train.ipynb #7a1e0b52
+LOGITS_IN_MEMORY = 2**28   # logits (fp32 elements) kept for backward before the chunks are recomputed instead
+
 def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL examples need a PEFT adapter to disable
                     input_ids, labels, # labels: -100 where nothing is trained
                     attention_mask=None, position_ids=None, # padded rows, or one packed row with position_ids
@@ -177,7 +220,7 @@ def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL ex
         hb = torch.zeros_like(hs, requires_grad=False)
         hb[tok_kl] = hk.to(hs.dtype)
     loss, ce, kl = [], [], []
-    ckpt = torch.is_grad_enabled() and hs.shape[0] > kl_chunk
+    ckpt = torch.is_grad_enabled() and hs.shape[0] > kl_chunk and hs.shape[0] * head.weight.shape[0] > LOGITS_IN_MEMORY
     for i in range(0, hs.shape[0], kl_chunk):
         sl_ = slice(i, i + kl_chunk)
         args = (hs[sl_], None if hb is None else hb[sl_], tgt[sl_], tok_kl[sl_], head.weight, head.bias, kl_weight)
@@ -216,6 +259,9 @@ class ThinkSafeSFTTrainer(SFTTrainer):
         kw.setdefault("data_collator", SFTCollator(tok.pad_token_id if tok is not None else 0, args.packed))
         super().__init__(model, args=args, processing_class=processing_class, **kw)
         self.tokens_trained, self.tokens_base_forward = 0, 0
+
+    def train(self, *args, **kw):
+        with packed_attention(self.model, self.args.packed): return super().train(*args, **kw)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -418,4 +464,4 @@ def budget_forced_generate(model, tok, samples:Sequence[Sample], think_tokens:in
                         seed=seed, batch_size=batch_size)
     out = gen.generate(list(samples), sampling=sc)
     for o, s in zip(out, samples): o.sample_idx = s.sample_idx
-    return out, sum(o.meta.get("new_tokens", 0) for o in out)
+    return out, sum(o.new_tokens or o.meta.get("new_tokens", 0) or 0 for o in out)
