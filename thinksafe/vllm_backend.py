@@ -4,19 +4,20 @@
 
 # %% ../nbs/06_vllm_backend.ipynb #f977f1eb
 from __future__ import annotations
-import json
+import gc, json
 from pathlib import Path
 from typing import Optional
 from .core import *
 from .config import *
 from .records import *
 from .store import *
-from .models import *
+from .models import THINK_SYSTEM_PROMPT, chat_prompt, generation_prefix, resolve_model
 from .models import think_format as _think_format
-from .generate import *
+from fastcore.basics import patch
+from .generate import Generator, stop_token_ids, user_turn, with_prefix
 
 # %% auto #0
-__all__ = ['import_vllm', 'vllm_top_k', 'adapter_rank', 'llm_kwargs', 'VLLMGenerator']
+__all__ = ['import_vllm', 'vllm_top_k', 'adapter_rank', 'llm_kwargs', 'VLLMGenerator', 'release_engine']
 
 # %% ../nbs/06_vllm_backend.ipynb #fb639c6b
 def import_vllm():
@@ -52,13 +53,13 @@ def llm_kwargs(mc:ModelConfig, seed:int=0) -> dict:
 
 # %% ../nbs/06_vllm_backend.ipynb #9b6e7003
 class VLLMGenerator(Generator):
-    "Sampling with vLLM's offline `LLM.chat` (GPU); same interface and records as `HFGenerator`."
+    "Sampling with vLLM's offline `LLM.chat` (GPU); same interface, seeds and records as `HFGenerator`."
     def __init__(self, mc:ModelConfig, # name, dtype, tensor_parallel_size, max_model_len, gpu_memory_utilization, adapter
                  sampling:Optional[SamplingConfig]=None, # default sampling settings
-                 llm=None, # an already built `vllm.LLM` (reuse one engine for several generators)
+                 llm=None, # an already built `vllm.LLM` (then `close` leaves the engine to its owner)
                  progress:bool=True, **llm_kw): # extra `vllm.LLM` arguments (e.g. enforce_eager=True)
         super().__init__(sampling)
-        self.vllm, self.mc, self.progress = import_vllm(), mc, progress
+        self.vllm, self.mc, self.progress, self.owns_engine = import_vllm(), mc, progress, llm is None
         self.llm = llm if llm is not None else self.vllm.LLM(**{**llm_kwargs(mc, self.sampling.seed), **llm_kw})
         self.tokenizer = self.llm.get_tokenizer()
         self.fmt = _think_format(self.tokenizer, mc.think_format)
@@ -66,6 +67,7 @@ class VLLMGenerator(Generator):
         self.name = mc.name + (f"+{Path(mc.adapter).name}" if mc.adapter else "")
         self.context = mc.max_model_len or _engine_max_len(self.llm)
         self.stops = stop_token_ids(self.tokenizer)
+        self.n_params = _engine_params(self.llm)
         self.lora = None
         if mc.adapter:
             from vllm.lora.request import LoRARequest
@@ -85,31 +87,57 @@ class VLLMGenerator(Generator):
         return kw
 
     def sampling_params(self, sc:SamplingConfig, seed:int, max_tokens:Optional[int]=None):
-        "`vllm.SamplingParams` for one prompt."
-        return self.vllm.SamplingParams(n=sc.n, temperature=sc.temperature, top_p=sc.top_p, top_k=vllm_top_k(sc.top_k),
+        "`vllm.SamplingParams` of one sample: `n=1`, its own seed."
+        return self.vllm.SamplingParams(n=1, temperature=sc.temperature, top_p=sc.top_p, top_k=vllm_top_k(sc.top_k),
                                         max_tokens=max_tokens or sc.max_new_tokens, seed=seed, stop_token_ids=self.stops)
-
-    def _complete(self, samples, sc, desc):
-        lens = [len(self.tokenizer(chat_prompt(self.tokenizer, user_turn(s), self.fmt), add_special_tokens=False)["input_ids"]) for s in samples]
-        done, keep = [None] * len(samples), []
-        for i, L in enumerate(lens):
-            if self.context and L >= self.context:
-                done[i] = [("", {"skipped": f"prompt has {L} tokens, the context holds {self.context}", "prompt_tokens": L})] * sc.n
-            else: keep.append(i)
-        if not keep: return done
-        params = [self.sampling_params(sc, rows_seed(sc.seed, [(samples[i].prompt_id, 0)]),
-                                       min(sc.max_new_tokens, self.context - lens[i]) if self.context else None) for i in keep]
-        outs = self.llm.chat([self.messages(samples[i]) for i in keep], sampling_params=params, use_tqdm=self.progress,
-                             lora_request=self.lora, **self.chat_kwargs())
-        if len(outs) != len(keep): raise ThinkSafeError(f"vLLM returned {len(outs)} outputs for {len(keep)} prompts")
-        for i, ro in zip(keep, outs):
-            comps = sorted(ro.outputs, key=lambda c: c.index)
-            if len(comps) != sc.n: raise ThinkSafeError(f"vLLM returned {len(comps)} completions for a prompt, expected n={sc.n}")
-            done[i] = [(with_prefix(self.prefix, c.text), {"finish_reason": c.finish_reason, "new_tokens": len(c.token_ids),
-                                                          "prompt_tokens": len(ro.prompt_token_ids or [])}) for c in comps]
-        return done
 
 def _engine_max_len(llm) -> Optional[int]:
     "The context length vLLM chose for the model (None if it cannot be read)."
     try: return int(llm.llm_engine.model_config.max_model_len)
     except (AttributeError, TypeError, ValueError): return None
+
+def _engine_params(llm) -> Optional[int]:
+    "Parameters of the engine's model, from its config (None if unknown)."
+    from thinksafe.guards import model_params
+    return model_params(llm, "vllm")
+
+# %% ../nbs/06_vllm_backend.ipynb #3c9d0e12
+@patch
+def _complete(self:VLLMGenerator, samples, sc, desc, indices=None):
+    "One `LLM.chat` call: a request per (prompt, sample index), each with its sample's seed."
+    indices = list(range(sc.n)) if indices is None else indices
+    lens = [len(self.tokenizer(chat_prompt(self.tokenizer, user_turn(s), self.fmt), add_special_tokens=False)["input_ids"]) for s in samples]
+    done, jobs = [[None] * len(indices) for _ in samples], []
+    for i, L in enumerate(lens):
+        if self.context and L >= self.context:
+            done[i] = [("", {"skipped": f"prompt has {L} tokens, the context holds {self.context}", "prompt_tokens": L})] * len(indices)
+        else: jobs += [(i, a) for a in range(len(indices))]
+    if not jobs: return done
+    params = [self.sampling_params(sc, sample_seed(sc.seed, samples[i].prompt_id, indices[a]),
+                                   min(sc.max_new_tokens, self.context - lens[i]) if self.context else None) for i, a in jobs]
+    outs = self.llm.chat([self.messages(samples[i]) for i, _ in jobs], sampling_params=params, use_tqdm=self.progress,
+                         lora_request=self.lora, **self.chat_kwargs())
+    if len(outs) != len(jobs): raise ThinkSafeError(f"vLLM returned {len(outs)} outputs for {len(jobs)} requests")
+    for (i, a), ro in zip(jobs, outs):
+        if len(ro.outputs) != 1: raise ThinkSafeError(f"vLLM returned {len(ro.outputs)} completions for a request with n=1")
+        c = ro.outputs[0]
+        done[i][a] = (with_prefix(self.prefix, c.text), {"finish_reason": c.finish_reason, "new_tokens": len(c.token_ids),
+                                                         "prompt_tokens": len(ro.prompt_token_ids or []) or lens[i]})
+    return done
+
+# %% ../nbs/06_vllm_backend.ipynb #5b8c9d0e
+def release_engine():
+    "After the last reference to a vLLM engine is dropped: vLLM's parallel groups and distributed state torn down, garbage collected, CUDA cache emptied."
+    try: from vllm.distributed.parallel_state import destroy_model_parallel, destroy_distributed_environment
+    except ImportError: pass
+    else: destroy_model_parallel(); destroy_distributed_environment()
+    gc.collect()
+    import torch
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+
+@patch
+def close(self:VLLMGenerator):
+    "Drop the engine; free its GPU memory if this generator built it (idempotent)."
+    if getattr(self, "llm", None) is None: return
+    self.llm = None
+    if self.owns_engine: release_engine()
