@@ -14,12 +14,10 @@ from .store import *
 from .models import chat_prompt, left_padded_batches
 
 # %% auto #0
-__all__ = ['STEERING_MODES', 'steer_text', 'steering_name', 'steer', 'decoder_layers', 'default_layer', 'last_token_activations',
+__all__ = ['steer_text', 'steering_name', 'steer', 'decoder_layers', 'default_layer', 'last_token_activations',
            'refusal_direction', 'save_direction', 'load_direction', 'ActivationSteering']
 
 # %% ../nbs/07_steering.ipynb #b601addb
-STEERING_MODES = ("none", "instruction", "activation", "both")
-
 def steer_text(prompt:str, instruction:str=REFUSAL_INSTRUCTION) -> str:
     "The user turn sent for a harmful `prompt` under instruction steering."
     return instruction + prompt
