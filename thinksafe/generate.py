@@ -113,7 +113,7 @@ def top_k_top_p(logits, top_k:int=0, top_p:float=1.0):
 def draw(probs, ids, u):
     "Inverse-CDF sampling: per row, the first candidate whose cumulative probability exceeds that row's uniform."
     import torch
-    k = (probs.cumsum(-1) <= u[:, None].to(probs.dtype)).sum(-1)
+    k = (probs.cumsum(-1) <= u[:, None].to(probs.device, probs.dtype)).sum(-1)   # the uniforms live on the CPU
     k = torch.minimum(k, (probs > 0).sum(-1) - 1)       # never a candidate top-p removed (rounding at the top of the CDF)
     return ids.gather(-1, k[:, None])[:, 0]
 
