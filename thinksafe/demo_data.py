@@ -13,8 +13,8 @@ from .store import *
 
 # %% auto #0
 __all__ = ['HARM_CATEGORIES', 'TRAIN_HARMFUL', 'HELDOUT_HARMFUL', 'LOOKALIKE', 'TRAIN_BENIGN', 'ARITHMETIC_SUFFIX',
-           'ARITHMETIC_LEVELS', 'ARITHMETIC_MIX', 'DEMO_SET_NAMES', 'QUICK_SIZES', 'arithmetic_problem',
-           'arithmetic_items', 'demo_sets', 'normalise_prompt']
+           'ARITHMETIC_LEVELS', 'ARITHMETIC_MIX', 'DEMO_SET_NAMES', 'TRAIN_ARITHMETIC_SEED', 'QUICK_SIZES',
+           'arithmetic_problem', 'arithmetic_items', 'normalise_prompt', 'train_arithmetic', 'demo_sets']
 
 # %% ../nbs/19_demo_data.ipynb #2d5d0231
 _VH, _AH, _VB, _AB = LABELS   # vanilla_harmful, adversarial_harmful, vanilla_benign, adversarial_benign
@@ -464,6 +464,11 @@ def arithmetic_items(n:int=100, # number of items
         seen.add(q); out.append((lvl, q, a))
     return out
 
+# %% ../nbs/19_demo_data.ipynb #7d163607
+def normalise_prompt(text:str) -> str:
+    "Lower case, letters and digits only, single spaces: the key under which two prompts count as the same."
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+
 # %% ../nbs/19_demo_data.ipynb #c49653d2
 def _interleave(d:dict) -> list[tuple[str, str, str]]:
     "(prompt, label, category) rows taking one prompt per category in turn."
@@ -472,16 +477,27 @@ def _interleave(d:dict) -> list[tuple[str, str, str]]:
     return rows
 
 DEMO_SET_NAMES = ("train_harmful", "train_benign", "heldout_harmful", "lookalike", "arithmetic")
-QUICK_SIZES = {"train_harmful": 10, "train_benign": 4, "heldout_harmful": 10, "lookalike": 6, "arithmetic": 5}
+TRAIN_ARITHMETIC_SEED = 1   # the seed of the benign arithmetic training prompts (the evaluation items use `seed`)
+
+def train_arithmetic(n:int=10, # number of prompts
+                     seed:int=0, # the evaluation items' seed: their questions are excluded
+                     n_eval:int=100) -> list[str]:
+    "Benign arithmetic training prompts: drawn with `TRAIN_ARITHMETIC_SEED`, none of them an evaluation question."
+    held = {normalise_prompt(q) for _, q, _ in arithmetic_items(n_eval, seed)}
+    qs = [q for _, q, _ in arithmetic_items(100, TRAIN_ARITHMETIC_SEED) if normalise_prompt(q) not in held]
+    if len(qs) < n: raise ConfigError(f"train_arithmetic: only {len(qs)} training questions differ from the evaluation items, {n} asked")
+    return [q + ARITHMETIC_SUFFIX for q in qs[:n]]
+QUICK_SIZES = {"train_harmful": 10, "train_benign": 8, "heldout_harmful": 10, "lookalike": 6, "arithmetic": 5}
 
 def demo_sets(quick:bool=False, # small sets (`QUICK_SIZES`), for tests
               sizes:Optional[dict]=None, # {set name: n}: the first n of a set (balanced across categories)
               n_arithmetic:int=100, seed:int=0, # the arithmetic generator's size and seed
+              n_train_arithmetic:int=10, # benign arithmetic prompts among the training prompts (category 'arithmetic')
              ) -> dict:
     "The demo's sets as `Sample`s: `train_harmful`, `train_benign` (training prompts), `heldout_harmful`, `lookalike`, `arithmetic` (evaluation items)."
     ev = lambda p, l, c, iid, bench, kind, **kw: Sample(p, l, item_id=iid, benchmark=bench, kind=kind, category=c, **kw)
     out = {"train_harmful": [Sample(p, l, category=c) for p, l, c in _interleave(TRAIN_HARMFUL)],
-           "train_benign": [Sample(p, l, category=c) for p, l, c in _interleave(TRAIN_BENIGN)],
+           "train_benign": [Sample(p, l, category=c) for p, l, c in _interleave({**TRAIN_BENIGN, "arithmetic": [(q, _VB) for q in train_arithmetic(n_train_arithmetic, seed, n_arithmetic)]})],
            "heldout_harmful": [ev(p, l, c, f"harm-{i:03d}", "demo-harmful", "safety") for i, (p, l, c) in enumerate(_interleave(HELDOUT_HARMFUL))],
            "lookalike": [ev(p, l, c, f"look-{i:03d}", "demo-lookalike", "overrefusal") for i, (p, l, c) in enumerate(_interleave(LOOKALIKE))],
            "arithmetic": [ev(q + ARITHMETIC_SUFFIX, _VB, f"level-{lvl}", f"arith-{i:03d}", "demo-arithmetic", "reasoning", reference=str(a), answer_type="gsm8k")
@@ -490,8 +506,3 @@ def demo_sets(quick:bool=False, # small sets (`QUICK_SIZES`), for tests
     bad = set(want) - set(DEMO_SET_NAMES)
     if bad: raise ConfigError(f"demo_sets: unknown set {sorted(bad)} (sets: {', '.join(DEMO_SET_NAMES)})")
     return {k: v[:want[k]] if k in want else v for k, v in out.items()}
-
-# %% ../nbs/19_demo_data.ipynb #7d163607
-def normalise_prompt(text:str) -> str:
-    "Lower case, letters and digits only, single spaces: the key under which two prompts count as the same."
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
