@@ -88,7 +88,8 @@ def load_tokenizer(name:str, trust_remote_code:bool=False, revision=None):
 def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gguf
                device:str="auto", dtype:str="auto",
                adapter:Optional[str]=None, # a PEFT LoRA adapter directory to apply
-               trust_remote_code:bool=False, revision=None):
+               trust_remote_code:bool=False, revision=None,
+               merge:bool=True): # fold the adapter into the weights (inference); False keeps the PeftModel
     "Load `(model, tokenizer)` in eval mode on `device`."
     from transformers import AutoModelForCausalLM
     path, _ = resolve_model(name)
@@ -101,6 +102,7 @@ def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gg
         from peft import PeftModel
         if not (Path(adapter)/"adapter_config.json").exists(): raise ConfigError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, adapter)
+        if merge: model = model.merge_and_unload()     # inference: one plain network (the LoRA product folded into the weights) decodes at the base model's speed
     model.name_or_path_ = name
     return model.to(dev).eval(), tok
 
