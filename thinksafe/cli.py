@@ -41,8 +41,7 @@ def _show(result):
 
 # %% ../nbs/23_cli.ipynb #6a93d983
 def cmd_config(args):
-    cfg, rows = _config(args), None
-    rows = _call("config", "config_table", cfg)
+    rows = _call("config", "config_table", _config(args))
     w = max(len(r["key"]) for r in rows)
     head = f"{'key':<{w}}  {'value':<28}  {'default':<28}" + ("  paper" if args.paper else "")
     lines = [head] + [f"{r['key']:<{w}}  {_short(r['value']):<28}  {_short(r['default']):<28}" + (f"  {_short(r['paper'])}" if args.paper else "")

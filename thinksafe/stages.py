@@ -324,7 +324,7 @@ def _judged_by(samples:Sequence[Sample], kind:str, judge:Optional[str]) -> Optio
     keys = list(dict.fromkeys(k for s in samples for k in s.judgments))
     if judge: return judge if judge in keys else None
     if kind == "overrefusal": return next((k for k in keys if any(s.judgments[k].get("refusal") is not None for s in samples if k in s.judgments)), None)
-    return next((k for k in keys if k.endswith("]") is False), keys[0] if keys else None)
+    return next((k for k in keys if not k.endswith("]")), keys[0] if keys else None)
 
 # %% ../nbs/12_stages.ipynb #1b90291d
 def score_stage(cfg:RunConfig, out, # an evaluation directory
