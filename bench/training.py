@@ -2,8 +2,8 @@
 
 Previous path: TRL's prompt-completion batches padded to the longest example, HF's `model(**batch).loss` (logits for every
 position, prompt and padding included). Current path: `SFTCollator` packs the micro-batch into one row (position_ids, no
-padding; `packed_attention` runs attention per packed example) and `response_losses` projects only the trained positions
-onto the vocabulary. Same LoRA model, same examples,
+padding; `packed_attention` runs attention per packed example), `response_losses` projects only the trained positions
+onto the vocabulary, and `fast_dropout` draws LoRA's dropout masks four to a random word (what `run_sft` does on CPU). Same LoRA model, same examples,
 forward + backward per micro-batch, the two paths alternating so a busy machine slows both alike. Also measured in the same
 run: the machine's fp32 matmul peak (so each path's share of it), the CPU model and its SIMD flags. Writes bench/training.json.
     python bench/training.py [--steps 4] [--batch 4] [--threads 1]
@@ -53,14 +53,14 @@ def examples(tok, n:int, seed:int=0, min_words:int=24, max_words:int=600) -> lis
         out.append(tokenize_example(tok, *format_example(tok, p, resp)))
     return out
 
-def run(steps:int=4, batch:int=4, threads:int|None=1, out=ROOT/"bench"/"training.json", verbose:bool=True) -> dict:
+def run(steps:int=4, batch:int=4, threads:int|None=None, out=ROOT/"bench"/"training.json", verbose:bool=True) -> dict:
     "Tokens per second of forward+backward on the previous and the current training path; returns the result."
     if threads: torch.set_num_threads(threads)
     from peft import get_peft_model
     from thinksafe.config import TrainConfig
     from thinksafe.core import write_json
     from thinksafe.models import load_model
-    from thinksafe.train import lora_config, response_losses, reduce_losses, SFTCollator, n_params, packed_attention
+    from thinksafe.train import lora_config, response_losses, reduce_losses, SFTCollator, n_params, packed_attention, fast_dropout
     model, tok = load_model()
     model = get_peft_model(model, lora_config(TrainConfig(target_modules="all-linear"))); model.train()
     exs = examples(tok, steps * batch)
@@ -72,7 +72,7 @@ def run(steps:int=4, batch:int=4, threads:int|None=1, out=ROOT/"bench"/"training
         loss.backward(); return loss.item()
     def current(mb):
         b = packed(mb)
-        with packed_attention(model):
+        with packed_attention(model), fast_dropout(model):
             model.zero_grad(); r = response_losses(model, b["input_ids"], b["labels"], position_ids=b["position_ids"], example=b["example"])
             loss = reduce_losses(r, "token"); loss.backward()
         return loss.item()
@@ -93,7 +93,7 @@ def run(steps:int=4, batch:int=4, threads:int|None=1, out=ROOT/"bench"/"training
                      "s_per_step": round(s / len(mbs), 3), "ratio_vs_hf": round(s / sum(times["previous"]), 2), "s_per_microbatch_median": round(statistics.median(times[name]), 3), "tokens_per_s": round(tps, 1),
                      "gflops_per_s": round(4 * N * tps / 1e9, 2), "share_of_matmul_peak": round(4 * N * tps / 1e9 / peak, 3)})
     res = {"what": "LoRA SFT forward+backward per micro-batch, smollm2-135m fp32, LoRA r=32 all-linear, no gradient checkpointing; responses log-uniform 24-600 words",
-           "previous_path": "padded batch + HF model(**batch).loss (full logits)", "current_path": "packed row (position_ids) + attention per packed example + response_losses (logits at trained positions only)",
+           "previous_path": "padded batch + HF model(**batch).loss (full logits)", "current_path": "packed row (position_ids) + attention per packed example + response_losses (logits at trained positions only) + FastDropout",
            "cpu": cpu_info(), "threads": torch.get_num_threads(), "torch": torch.__version__, "n_params": N,
            "micro_batches": steps, "examples_per_microbatch": batch, "real_tokens": sum(real), "padded_tokens": sum(padded_tok),
            "padding_share_previous": round(1 - sum(real) / sum(padded_tok), 3), "matmul_peak_gflops": round(peak, 1),
@@ -113,5 +113,5 @@ def run(steps:int=4, batch:int=4, threads:int|None=1, out=ROOT/"bench"/"training
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4); ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1); ap.add_argument("--out", default=str(ROOT/"bench"/"training.json"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)"); ap.add_argument("--out", default=str(ROOT/"bench"/"training.json"))
     a = ap.parse_args(); run(a.steps, a.batch, a.threads, a.out)

@@ -16,6 +16,14 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
     r = json.loads((tmp_path/"demo"/"demo.json").read_text())
     assert {v["status"] for v in r["verdicts"]} <= {"shown", "not shown", "contradicted"} and len(r["verdicts"]) >= 5
     assert (tmp_path/"demo"/"figures"/"pareto.png").exists()
+    # ThinkSafe and the GRPO baseline counted the same way, and the measured ratio in the report
+    c = r["compute"]
+    assert set(c["stages"]) == {"generation", "guard", "training"} and c["thinksafe"]["flops"] > 0 and c["grpo"]["flops"] > 0
+    for method in ("thinksafe", "grpo"):
+        assert all(c["stages"][s][f"{method}_flops"] > 0 for s in ("generation", "training"))
+        assert all(c["stages"][s][f"{method}_wall_s"] > 0 for s in ("generation", "training")) and c["stages"]["guard"][f"{method}_wall_s"] >= 0
+    assert abs(c["flops_ratio"] - c["grpo"]["flops"] / c["thinksafe"]["flops"]) < 1e-9
+    assert f"GRPO / ThinkSafe = **{c['flops_ratio']:.2f}x FLOPs" in report
     t = time.time()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert p.returncode == 0 and "done earlier, reusing" in p.stdout + p.stderr

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_generate.ipynb #e886a026
 from __future__ import annotations
-import dataclasses
+import dataclasses, weakref
 from contextlib import contextmanager
 from dataclasses import asdict, field
 from functools import cache
@@ -21,7 +21,8 @@ from .models import think_format as _think_format
 # %% auto #0
 __all__ = ['OUTPUT_FIELDS', 'END_OF_TURN', 'DECODE_ATTENTION', 'THINK_CLOSING', 'as_samples', 'user_turn', 'sampling_record',
            'with_prefix', 'Generator', 'row_uniforms', 'top_k_top_p', 'draw', 'next_tokens', 'stop_token_ids',
-           'kv_cache', 'decode_attention', 'decoding_attention', 'Row', 'HFGenerator', 'chat']
+           'kv_cache', 'decode_attention', 'decoding_attention', 'can_pack', 'packed_linears', 'Row', 'HFGenerator',
+           'chat']
 
 # %% ../nbs/05_generate.ipynb #b1c5b328
 def as_samples(prompts:Sequence[Union[Sample, str]]) -> list[Sample]:
@@ -205,6 +206,36 @@ def decoding_attention(model, on:bool=True):
     try: yield
     finally: cfg._attn_implementation = old
 
+# %% ../nbs/05_generate.ipynb #5fb53705
+def _packed_linear(packed, bias, x):
+    import torch
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+def can_pack(model) -> bool:
+    "Whether `packed_linears` applies: a CPU fp32 model and a torch built with oneDNN."
+    import torch
+    p = next(model.parameters())
+    return p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+@contextmanager
+def packed_linears(model, packs:dict, # the packed weights kept between calls: {module: ((data_ptr, version), packed)}
+                   on:bool=True, batch_hint:int=64):
+    "While active, every plain `nn.Linear` of a CPU fp32 model multiplies with its weight prepacked once by oneDNN."
+    import torch
+    from functools import partial
+    if not on or not can_pack(model): yield; return
+    mods = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    saved = {m: m.__dict__.get("forward") for m in mods}
+    for m in mods:
+        key = (m.weight.data_ptr(), m.weight._version)
+        if m not in packs or packs[m][0] != key: packs[m] = (key, torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), batch_hint))
+        m.forward = partial(_packed_linear, packs[m][1], None if m.bias is None else m.bias.detach())
+    try: yield
+    finally:
+        for m, f in saved.items():
+            if f is None: del m.forward
+            else: m.forward = f
+
 # %% ../nbs/05_generate.ipynb #4f2e76db
 THINK_CLOSING = "\n</think>\n\n"
 
@@ -225,6 +256,7 @@ class Row:
 class HFGenerator(Generator):
     "Batched sampling with a transformers causal LM (CPU or CUDA): per-sample seeds, preallocated KV cache, finished rows dropped."
     fast_attention = True   # `decode_attention` on CPU
+    packed_weights = True   # `packed_linears` on CPU fp32
 
     def __init__(self, model, tokenizer,
                  think_format:str="auto", # 'auto', 'qwen3', 'r1', 'system', 'none' (see models.think_format)
@@ -236,6 +268,7 @@ class HFGenerator(Generator):
                  think_fraction:float=0.5): # share of the budget for thinking when `close_think`
         super().__init__(sampling)
         self.model, self.tokenizer, self.progress = model, tokenizer, progress
+        self.packs = weakref.WeakKeyDictionary()     # prepacked weights (`packed_linears`), freed with the model
         self.fmt = _think_format(tokenizer, think_format)
         self.prefix = generation_prefix(self.fmt)
         self.close_think = (self.fmt == "system") if close_think is None else close_think
@@ -263,7 +296,7 @@ class HFGenerator(Generator):
 
     def close(self):
         "Drop the model and tokenizer (their memory is freed once nobody else holds them)."
-        self.model = self.tokenizer = None
+        self.model = self.tokenizer = None; self.packs = {}
 
 # %% ../nbs/05_generate.ipynb #9a8b7c6d
 @patch
@@ -345,7 +378,7 @@ def _decode(self:HFGenerator, ids:list[list[int]], rows:list[Row], sc:SamplingCo
     import torch
     dev, live, stops = next(self.model.parameters()).device, list(range(len(ids))), set(self.stops)
     cache = kv_cache(self.model)
-    with torch.inference_mode(), decoding_attention(self.model, self.fast_attention):
+    with torch.inference_mode(), decoding_attention(self.model, self.fast_attention), packed_linears(self.model, self.packs, self.packed_weights):
         logits, att, last = self._prefill(ids, cache)
         while live:
             chosen = self._choose(logits, sc, [rows[r] for r in live])

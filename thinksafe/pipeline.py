@@ -13,10 +13,11 @@ from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'MARGIN', 'demo_config', 'demo_prompts',
-           'teacher_refusal', 'teacher_records', 'Steps', 'item_outcomes', 'paired', 'plot_demo_pareto',
-           'paired_difference', 'odds_ratio', 'verdicts', 'evaluate_model', 'train_model', 'steering_pairs', 'run_demo',
-           'cpu_name', 'perplexity_step', 'run_rounds', 'plot_rounds', 'write_report']
+__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'MARGIN', 'DEMO_GRPO', 'QUICK_DEMO_GRPO',
+           'demo_config', 'demo_prompts', 'teacher_refusal', 'teacher_records', 'Steps', 'item_outcomes', 'paired',
+           'plot_demo_pareto', 'paired_difference', 'odds_ratio', 'verdicts', 'evaluate_model', 'train_model',
+           'grpo_model', 'compute_comparison', 'steering_pairs', 'run_demo', 'cpu_name', 'perplexity_step',
+           'run_rounds', 'plot_rounds', 'write_report']
 
 # %% ../nbs/22_pipeline.ipynb #314969bf
 DEMO_SCALE = {
@@ -211,11 +212,39 @@ def evaluate_model(cfg:RunConfig, model, tok, adapter:Optional[str], sets:dict, 
     res = evaluate(c, HFGenerator(model, tok, name=name, sampling=c.sampling, progress=False), RefusalPatternGuard(), sets=sets, progress=False)
     return _jsonable({"dir": res["dir"], "benchmarks": res["benchmarks"], "summary": res["summary"]})
 
-def train_model(cfg:RunConfig, model, tok, data, name:str, loss_type:str="sft") -> str:
+def train_model(cfg:RunConfig, model, tok, data, name:str, loss_type:str="sft",
+                synth_compute=None) -> str: # the synthesis compute.json the training data came from (counted in this run's compute.json)
     "LoRA SFT of a fresh adapter on `data`; returns the adapter directory."
     from thinksafe.train import run_sft
     c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_type=loss_type))
-    return str(run_sft(c, data=data, out_dir=Path(cfg.out_dir)/"train"/slug(name), model=model, tokenizer=tok))
+    return str(run_sft(c, data=data, out_dir=Path(cfg.out_dir)/"train"/slug(name), model=model, tokenizer=tok, synth_compute=synth_compute))
+
+DEMO_GRPO = {"prompts": 16, "num_generations": 4, "completions_per_step": 8}             # 8 steps of 2 prompts x 4 completions
+QUICK_DEMO_GRPO = {"prompts": 2, "num_generations": 2, "completions_per_step": 4}
+
+def grpo_model(cfg:RunConfig, model, tok, prompts:Sequence[Sample], # the demo's training prompts (GRPO takes its harmful ones)
+               name:str="GRPO", sizes:Optional[dict]=None) -> str:
+    "The paper's RL baseline on the demo: GRPO (guard P(safe) + think format) for one pass over a few harmful prompts; returns the adapter."
+    from thinksafe.grpo import run_grpo
+    from thinksafe.guards import RefusalPatternGuard
+    g = sizes or DEMO_GRPO
+    tc = dataclasses.replace(cfg.train, grpo_num_generations=g["num_generations"], grpo_batch_size=g["completions_per_step"],
+                             per_device_batch_size=g["completions_per_step"], grpo_max_completion_length=cfg.sampling.max_new_tokens,
+                             epochs=1, max_steps=-1, save_steps=1000)
+    harm = [s for s in prompts if s.harmful][:g["prompts"]]
+    return str(run_grpo(dataclasses.replace(cfg, train=tc), prompts=harm, out_dir=Path(cfg.out_dir)/"train"/slug(name),
+                        guard=RefusalPatternGuard(), model=model, tokenizer=tok))
+
+def compute_comparison(thinksafe, grpo, # their compute.json files
+                       thinksafe_prompts:int) -> dict: # prompts ThinkSafe's synthesis sampled
+    "ThinkSafe's and GRPO's compute side by side (`grpo.compute_ratio`), and the ratio per training prompt (GRPO's runs see few)."
+    from thinksafe.grpo import compute_ratio
+    a, b = (json.loads(Path(x).read_text()) for x in (thinksafe, grpo))
+    res = compute_ratio(a, b, show=False)
+    n = b["stages"]["training"].get("prompts") or 0
+    res["prompts"] = {"thinksafe": thinksafe_prompts, "grpo": n}
+    res["flops_ratio_per_prompt"] = (b["total"]["flops"] / n) / (a["total"]["flops"] / thinksafe_prompts) if n and thinksafe_prompts else None
+    return res
 
 def steering_pairs(out) -> dict:
     "Sample 0 of every harmful prompt with and without the instruction (same seed): acceptance paired, and omega."
@@ -269,8 +298,10 @@ def run_demo(out_dir="runs/demo", # where every result goes
             data["NoSteering"] = (read_records(ns["synth"]) if Path(ns["synth"]).stat().st_size else []) + benign
         paths = {m: str(write_jsonl(out/"data"/f"{slug(m)}.jsonl", [to_safechain(s) for s in recs])) for m, recs in data.items()}
         if not any(s.harmful for s in kept): print(f"[demo] synthesis kept no harmful record: ThinkSafe trains on benign self-data only")
-        adapters = {m: steps(f"train {m}", train_model, cfg, base, tok, paths[m], m) for m in data}
-        if ablations: adapters["ThinkSafe+KL"] = steps("train ThinkSafe+KL", train_model, cfg, base, tok, paths["ThinkSafe"], "ThinkSafe+KL", "sft+kl")
+        adapters = {m: steps(f"train {m}", train_model, cfg, base, tok, paths[m], m, synth_compute=syn["compute"] if m == "ThinkSafe" else None) for m in data}
+        if ablations: adapters["ThinkSafe+KL"] = steps("train ThinkSafe+KL", train_model, cfg, base, tok, paths["ThinkSafe"], "ThinkSafe+KL", "sft+kl", synth_compute=syn["compute"])
+        grpo = steps("train GRPO", grpo_model, cfg, base, tok, sets["synth"], "GRPO", QUICK_DEMO_GRPO if quick else DEMO_GRPO)
+        if ablations: adapters["GRPO"] = grpo
         ev_sets = sets["eval"]
         results = {"Initial": steps("evaluate Initial", evaluate_model, cfg, base, tok, None, ev_sets, model)}
         for m, ad in adapters.items():
@@ -290,6 +321,7 @@ def run_demo(out_dir="runs/demo", # where every result goes
          "records": {m: {"harmful": sum(s.harmful for s in recs), "benign": sum(not s.harmful for s in recs)} for m, recs in data.items()},
          "seconds": {**seconds, "this run (wall)": round(time.time() - t0, 1)}, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
          "cpu": cpu_name(), **run_info()}
+    r["compute"] = compute_comparison(Path(adapters["ThinkSafe"]).parent/"compute.json", Path(grpo).parent/"compute.json", len(sets["synth"]))
     r["verdicts"] = verdicts(r)
     figs = out/"figures"
     if rounds:
@@ -441,6 +473,20 @@ def write_report(out, r:dict) -> Path:
     a("## Training data under the frozen student (the excess-KL proxy)\n")
     a("| training set (harmful records) | records | tokens | perplexity [95% CI] |\n|---|---|---|---|")
     for nm, s in r["perplexity"]["datasets"].items(): a(f"| {nm} | {s['n_records']} | {s['n_tokens']} | {s['ppl']:.2f} [{s['ppl_ci'][0]:.2f}, {s['ppl_ci'][1]:.2f}] |")
+    c = r.get("compute")
+    if c:
+        a("\n## Compute: ThinkSafe vs GRPO, counted the same way\n")
+        a("| stage | ThinkSafe TFLOPs | GRPO TFLOPs | ThinkSafe wall s | GRPO wall s |\n|---|---|---|---|---|")
+        for st, v in c["stages"].items(): a(f"| {st} | {v['thinksafe_flops'] / 1e12:.3g} | {v['grpo_flops'] / 1e12:.3g} | {v['thinksafe_wall_s']:.1f} | {v['grpo_wall_s']:.1f} |")
+        a(f"| total | {c['thinksafe']['flops'] / 1e12:.3g} | {c['grpo']['flops'] / 1e12:.3g} | {c['thinksafe']['wall_s']:.1f} | {c['grpo']['wall_s']:.1f} |")
+        per = c.get("flops_ratio_per_prompt")
+        a(f"\nMeasured on this run: GRPO / ThinkSafe = **{c['flops_ratio']:.2f}x FLOPs, {c['wall_ratio']:.2f}x wall time**. ThinkSafe: sampling "
+          f"{c['prompts']['thinksafe']} training prompts (the unsteered comparison samples included), judging, LoRA SFT; GRPO: one pass over "
+          f"{c['prompts']['grpo']} harmful prompts (generation, guard reward, LoRA update with the reference model's forward)"
+          + (f"; per training prompt, GRPO costs {per:.2f}x ThinkSafe's FLOPs." if per else ".")
+          + " FLOPs: 2N per generated or judged token, 4N per LoRA-trained token, 2N per frozen forward (`compute.json` of each run). "
+          "The embedded guard is a phrase matcher (0 FLOPs); with Llama-Guard each judged token costs 2N of the guard. "
+          "The paper's ~1/8 compares runs of equal quality; this GRPO run is far too short to reach any quality, so only the cost per prompt is comparable here.\n")
     if r.get("rounds"):
         a("## Iterative ThinkSafe: three on-policy rounds\n")
         a("| round | records (new) | acceptance with instruction [95% CI] | harmful % | over-refusal % | arithmetic % | generated tokens | FLOPs |\n|---|---|---|---|---|---|---|---|")

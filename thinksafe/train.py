@@ -22,10 +22,10 @@ from .models import *
 
 # %% auto #0
 __all__ = ['LOGITS_IN_MEMORY', 'normalize_response', 'load_sft_records', 'tokenize_example', 'sft_dataset', 'SFTCollator',
-           'collate', 'seq_bounds', 'packed_attention', 'unwrap', 'final_hidden', 'response_losses', 'reduce_losses',
-           'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer', 'lora_config', 'world_size', 'grad_accum', 'sft_config',
-           'n_params', 'training_entry', 'write_run_compute', 'ComputeCallback', 'loss_curves', 'plot_curves',
-           'run_sft', 'response_kl', 'response_nll', 'budget_forced_generate']
+           'collate', 'seq_bounds', 'packed_attention', 'FastDropout', 'fast_dropout', 'unwrap', 'final_hidden',
+           'response_losses', 'reduce_losses', 'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer', 'lora_config', 'world_size',
+           'grad_accum', 'sft_config', 'n_params', 'training_entry', 'write_run_compute', 'ComputeCallback',
+           'loss_curves', 'plot_curves', 'run_sft', 'response_kl', 'response_nll', 'budget_forced_generate']
 
 # %% ../nbs/13_train.ipynb #fb277307
 def normalize_response(text:str) -> Optional[str]:
@@ -152,6 +152,32 @@ def packed_attention(model, on:bool=True):
     finally:
         for k, c in cfgs.items(): c._attn_implementation = old[k]
 
+# %% ../nbs/13_train.ipynb #b9e735dc
+class FastDropout(torch.nn.Module):
+    "Dropout with masks cut from 64-bit random words, four 15-bit uniforms each (p rounded to 1/32768)."
+    def __init__(self, p:float):
+        super().__init__(); self.p, self.level = float(p), round(float(p) * 32768)
+    def forward(self, x):
+        if not self.training or self.level == 0: return x
+        n = x.numel()
+        u = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_().view(torch.int16)[:n].view(x.shape).bitwise_and(0x7FFF)
+        return x * (u >= self.level).to(x.dtype).mul_(1 / (1 - self.level / 32768))
+
+@contextlib.contextmanager
+def fast_dropout(model, on:bool=True):
+    "Inside: the LoRA dropouts of `model` are `FastDropout`s with the same p; the originals come back on exit."
+    swaps = []
+    if on:
+        for m in model.modules():
+            d = getattr(m, "lora_dropout", None)
+            if isinstance(d, torch.nn.ModuleDict):
+                for k, v in list(d.items()):
+                    if type(v) is torch.nn.Dropout and v.p > 0:
+                        f = FastDropout(v.p); f.train(v.training); d[k] = f; swaps.append((d, k, v))
+    try: yield model
+    finally:
+        for d, k, v in swaps: d[k] = v
+
 # %% ../nbs/13_train.ipynb #9e89b1bb
 def _token_terms(hs, hb, tgt, use_kl, weight, bias, kl_weight:float):
     logp = F.log_softmax(F.linear(hs, weight, bias).float(), -1)
@@ -261,7 +287,8 @@ class ThinkSafeSFTTrainer(SFTTrainer):
         self.tokens_trained, self.tokens_base_forward = 0, 0
 
     def train(self, *args, **kw):
-        with packed_attention(self.model, self.args.packed): return super().train(*args, **kw)
+        cpu = next(self.model.parameters()).device.type == "cpu"
+        with packed_attention(self.model, self.args.packed), fast_dropout(self.model, cpu): return super().train(*args, **kw)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
