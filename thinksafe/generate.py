@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_generate.ipynb #e886a026
 from __future__ import annotations
-import dataclasses, weakref
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import asdict, field
 from functools import cache
@@ -206,7 +206,7 @@ def decoding_attention(model, on:bool=True):
     try: yield
     finally: cfg._attn_implementation = old
 
-# %% ../nbs/05_generate.ipynb #5fb53705
+# %% ../nbs/05_generate.ipynb #a748fb19
 def _packed_linear(packed, bias, x):
     import torch
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
@@ -268,7 +268,6 @@ class HFGenerator(Generator):
                  think_fraction:float=0.5): # share of the budget for thinking when `close_think`
         super().__init__(sampling)
         self.model, self.tokenizer, self.progress = model, tokenizer, progress
-        self.packs = weakref.WeakKeyDictionary()     # prepacked weights (`packed_linears`), freed with the model
         self.fmt = _think_format(tokenizer, think_format)
         self.prefix = generation_prefix(self.fmt)
         self.close_think = (self.fmt == "system") if close_think is None else close_think
@@ -296,7 +295,7 @@ class HFGenerator(Generator):
 
     def close(self):
         "Drop the model and tokenizer (their memory is freed once nobody else holds them)."
-        self.model = self.tokenizer = None; self.packs = {}
+        self.model = self.tokenizer = None
 
 # %% ../nbs/05_generate.ipynb #9a8b7c6d
 @patch
@@ -378,7 +377,7 @@ def _decode(self:HFGenerator, ids:list[list[int]], rows:list[Row], sc:SamplingCo
     import torch
     dev, live, stops = next(self.model.parameters()).device, list(range(len(ids))), set(self.stops)
     cache = kv_cache(self.model)
-    with torch.inference_mode(), decoding_attention(self.model, self.fast_attention), packed_linears(self.model, self.packs, self.packed_weights):
+    with torch.inference_mode(), decoding_attention(self.model, self.fast_attention):
         logits, att, last = self._prefill(ids, cache)
         while live:
             chosen = self._choose(logits, sc, [rows[r] for r in live])
@@ -407,14 +406,15 @@ def _complete(self:HFGenerator, samples, sc, desc, indices=None):
         else: jobs += [(i, a) for a in range(len(indices))]
     jobs.sort(key=lambda r: (-len(enc[r[0]]), r))       # longest first: little padding, and a memory problem shows at once
     bar = tqdm(total=len(jobs), desc=desc, unit="seq", disable=not self.progress or not jobs)
-    for b in range(0, len(jobs), sc.batch_size):
-        batch = jobs[b:b + sc.batch_size]
-        rows = [self._row(sc, len(enc[i]), sample_seed(sc.seed, samples[i].prompt_id, indices[a])) for i, a in batch]
-        for (i, a), x in zip(batch, self._decode([enc[i] for i, _ in batch], rows, sc)):
-            text = self.tokenizer.decode(x.new, skip_special_tokens=True)
-            done[i][a] = (with_prefix(self.prefix, text), {"finish_reason": x.reason, "new_tokens": len(x.new),
-                                                           "prompt_tokens": len(enc[i]), "think_closed_by": x.closed_by})
-        bar.update(len(batch))
+    with packed_linears(self.model, {}, self.packed_weights and bool(jobs)):   # packed for this call only: the copy is freed after it
+        for b in range(0, len(jobs), sc.batch_size):
+            batch = jobs[b:b + sc.batch_size]
+            rows = [self._row(sc, len(enc[i]), sample_seed(sc.seed, samples[i].prompt_id, indices[a])) for i, a in batch]
+            for (i, a), x in zip(batch, self._decode([enc[i] for i, _ in batch], rows, sc)):
+                text = self.tokenizer.decode(x.new, skip_special_tokens=True)
+                done[i][a] = (with_prefix(self.prefix, text), {"finish_reason": x.reason, "new_tokens": len(x.new),
+                                                               "prompt_tokens": len(enc[i]), "think_closed_by": x.closed_by})
+            bar.update(len(batch))
     bar.close()
     return done
 

@@ -32,6 +32,8 @@ DEMO_SCALE = {
     "train.epochs": (2, "paper 1-3"),
     "train.max_length": (192, "the demo's prompts and responses fit"),
     "sampling.batch_size": (64, "sequences per forward pass on CPU; never changes a sample"),
+    "GRPO (the compute comparison)": ("4 harmful prompts x 4 completions, 2 steps", "paper: 8 completions per prompt over the whole pool; here only its cost per prompt is comparable"),
+    "synth.rounds / round_data (--ablations)": ("3 / latest", "each round trains a fresh adapter on its own records, so a round costs the same as the first"),
 }
 
 def demo_config(out_dir="runs/demo", quick:bool=False) -> RunConfig:
@@ -219,7 +221,7 @@ def train_model(cfg:RunConfig, model, tok, data, name:str, loss_type:str="sft",
     c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_type=loss_type))
     return str(run_sft(c, data=data, out_dir=Path(cfg.out_dir)/"train"/slug(name), model=model, tokenizer=tok, synth_compute=synth_compute))
 
-DEMO_GRPO = {"prompts": 16, "num_generations": 4, "completions_per_step": 8}             # 8 steps of 2 prompts x 4 completions
+DEMO_GRPO = {"prompts": 4, "num_generations": 4, "completions_per_step": 8}    # 2 steps of 2 prompts x 4 completions (~40 s a step on 2 CPU cores)
 QUICK_DEMO_GRPO = {"prompts": 2, "num_generations": 2, "completions_per_step": 4}
 
 def grpo_model(cfg:RunConfig, model, tok, prompts:Sequence[Sample], # the demo's training prompts (GRPO takes its harmful ones)
@@ -229,7 +231,8 @@ def grpo_model(cfg:RunConfig, model, tok, prompts:Sequence[Sample], # the demo's
     from thinksafe.guards import RefusalPatternGuard
     g = sizes or DEMO_GRPO
     tc = dataclasses.replace(cfg.train, grpo_num_generations=g["num_generations"], grpo_batch_size=g["completions_per_step"],
-                             per_device_batch_size=g["completions_per_step"], grpo_max_completion_length=cfg.sampling.max_new_tokens,
+                             per_device_batch_size=g["completions_per_step"], effective_batch_size=g["completions_per_step"],
+                             grpo_max_completion_length=cfg.sampling.max_new_tokens,
                              epochs=1, max_steps=-1, save_steps=1000)
     harm = [s for s in prompts if s.harmful][:g["prompts"]]
     return str(run_grpo(dataclasses.replace(cfg, train=tc), prompts=harm, out_dir=Path(cfg.out_dir)/"train"/slug(name),
@@ -301,14 +304,13 @@ def run_demo(out_dir="runs/demo", # where every result goes
         adapters = {m: steps(f"train {m}", train_model, cfg, base, tok, paths[m], m, synth_compute=syn["compute"] if m == "ThinkSafe" else None) for m in data}
         if ablations: adapters["ThinkSafe+KL"] = steps("train ThinkSafe+KL", train_model, cfg, base, tok, paths["ThinkSafe"], "ThinkSafe+KL", "sft+kl", synth_compute=syn["compute"])
         grpo = steps("train GRPO", grpo_model, cfg, base, tok, sets["synth"], "GRPO", QUICK_DEMO_GRPO if quick else DEMO_GRPO)
-        if ablations: adapters["GRPO"] = grpo
         ev_sets = sets["eval"]
         results = {"Initial": steps("evaluate Initial", evaluate_model, cfg, base, tok, None, ev_sets, model)}
         for m, ad in adapters.items():
             am, _ = load_model(model, adapter=ad)
             results[m] = steps(f"evaluate {m}", evaluate_model, cfg, am, tok, ad, ev_sets, f"{model}+{slug(m)}")
             del am
-        rounds = run_rounds(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, rounds=3)), base, tok, ev_sets, steps=steps,
+        rounds = run_rounds(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, rounds=3, round_data="latest")), base, tok, ev_sets, steps=steps,
                             first=(synth_dir(cfg), adapters["ThinkSafe"])) if ablations else None
         ppl = steps("perplexity", perplexity_step, cfg, base, tok, {"self": kept, "DirectRefusal": data["DirectRefusal"],
                                                                      "teacher": teacher_records(sets["control_harmful"], teacher_refusal)})
