@@ -18,7 +18,7 @@ DATA = ROOT.parent / "shared" / "data"
 def make_records(n_star:int=8, n_self:int=16, seed:int=0):
     "A STAR-1 slice (long R1 traces) plus `n_self` self-generated-like records: short refusals of varied length."
     from thinksafe.divergence import load_records
-    from thinksafe.core import Sample
+    from thinksafe.records import Sample
     star = load_records(DATA / "star1" / "STAR-1.json", limit=n_star + n_self)
     rng = random.Random(seed)
     selfish = []

@@ -198,3 +198,18 @@ def test_no_harmful_prompts(tmp_path):
     from thinksafe.core import DataError
     with pytest.raises(DataError, match="no harmful prompts"):
         run_preflight(_cfg(tmp_path, synth=SynthConfig(labels=["vanilla_benign"])), generator=Tilted(2), guard=RefusalPatternGuard(), progress=False)
+
+
+def test_cli_preflight_checks_a_synthesis(tmp_path, monkeypatch, capsys):
+    "`thinksafe preflight --check synth_stats.json` prints the table, the verdict and whether the synthesis kept what it predicted."
+    from thinksafe import cli
+    from thinksafe.stages import synthesize
+    cfg = _cfg(tmp_path, synth=SynthConfig(k=3, accept="first"))
+    syn = synthesize(cfg, generator=Tilted(4), guard=RefusalPatternGuard(), progress=False)
+    monkeypatch.setattr(pf, "make_generator", lambda mc, sc=None: Tilted(4))
+    monkeypatch.setattr(pf, "make_judge", lambda gc: RefusalPatternGuard())
+    cli.main(["preflight", "--set", f"out_dir={tmp_path}", "--set", "model.name=tilted-student", "--set", "synth.k=3",
+              "--prompts", "24", "--k", "12", "--check", str(syn["stats"])])
+    out = capsys.readouterr().out
+    assert "verdict:" in out and "Mantel-Haenszel" in out
+    assert f"synthesis {syn['stats']}: kept" in out and ("inside" in out.split("kept")[-1])

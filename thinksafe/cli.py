@@ -58,7 +58,12 @@ def cmd_plan(args):
 
 def cmd_preflight(args):
     res = _call("preflight", "run_preflight", _config(args), n_prompts=args.prompts, k=args.k, pool_size=args.pool_size)
-    return _call("preflight", "format_preflight", res)
+    text = _call("preflight", "format_preflight", res)
+    if args.check:       # a finished synthesis: did it keep what the preflight predicted?
+        c = _call("preflight", "check_against_synthesis", res, args.check)
+        text += (f"\n\nsynthesis {args.check}: kept {c['kept']} harmful records; predicted {c['predicted']:.1f} "
+                 f"(prediction interval [{c['prediction_interval'][0]:.1f}, {c['prediction_interval'][1]:.1f}]): {'inside' if c['inside'] else 'OUTSIDE'}")
+    return text
 
 def cmd_chat(args):
     cfg = _config(args)
@@ -155,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps["preflight"].add_argument("--prompts", type=int, default=32, help="harmful prompts sampled from the pool (default 32)")
     ps["preflight"].add_argument("--k", type=int, default=8, help="samples per prompt and condition (default 8)")
     ps["preflight"].add_argument("--pool-size", dest="pool_size", type=int, help="prompts synthesis will use, for the expected yield (default: the pool)")
+    ps["preflight"].add_argument("--check", metavar="SYNTH_STATS", help="a finished synthesis's synth_stats.json: compare the records it kept with the prediction")
     ps["chat"].add_argument("prompt"); ps["chat"].add_argument("--steer", action="store_true", help="prepend the refusal instruction")
     ps["chat"].add_argument("--max-new-tokens", type=int, default=128)
     for n in ("generate", "judge"): ps[n].add_argument("--eval", action="store_true", help="the benchmarks (eval section) instead of the synthesis pool"); _shard(ps[n])

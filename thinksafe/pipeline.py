@@ -13,11 +13,11 @@ from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'MARGIN', 'DEMO_GRPO', 'QUICK_DEMO_GRPO',
-           'demo_config', 'demo_prompts', 'teacher_refusal', 'teacher_records', 'Steps', 'item_outcomes', 'paired',
-           'plot_demo_pareto', 'paired_difference', 'odds_ratio', 'verdicts', 'evaluate_model', 'train_model',
-           'grpo_model', 'compute_comparison', 'steering_pairs', 'run_demo', 'cpu_name', 'perplexity_step',
-           'run_rounds', 'plot_rounds', 'write_report']
+__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'MARGIN', 'DEMO_PREFLIGHT', 'DEMO_GRPO',
+           'QUICK_DEMO_GRPO', 'demo_config', 'demo_prompts', 'teacher_refusal', 'teacher_records', 'Steps',
+           'item_outcomes', 'paired', 'plot_demo_pareto', 'paired_difference', 'odds_ratio', 'verdicts',
+           'evaluate_model', 'train_model', 'grpo_model', 'compute_comparison', 'steering_pairs', 'run_demo',
+           'cpu_name', 'perplexity_step', 'run_rounds', 'plot_rounds', 'write_report']
 
 # %% ../nbs/22_pipeline.ipynb #314969bf
 DEMO_SCALE = {
@@ -221,6 +221,7 @@ def train_model(cfg:RunConfig, model, tok, data, name:str, loss_type:str="sft",
     c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_type=loss_type))
     return str(run_sft(c, data=data, out_dir=Path(cfg.out_dir)/"train"/slug(name), model=model, tokenizer=tok, synth_compute=synth_compute))
 
+DEMO_PREFLIGHT = {"prompts": 16, "k": 8}     # `thinksafe preflight` at the demo's settings (--ablations): 16 x 8 samples per condition
 DEMO_GRPO = {"prompts": 4, "num_generations": 4, "completions_per_step": 8}    # 2 steps of 2 prompts x 4 completions (~40 s a step on 2 CPU cores)
 QUICK_DEMO_GRPO = {"prompts": 2, "num_generations": 2, "completions_per_step": 4}
 
@@ -290,6 +291,9 @@ def run_demo(out_dir="runs/demo", # where every result goes
     with Steps(out, {"config": config_to_dict(cfg), "quick": quick}) as steps:
         write_jsonl(out/"prompts_train.jsonl", [{"instruction": s.prompt, "label": s.label} for s in sets["synth"]])
         cfg.synth.prompts = str(out/"prompts_train.jsonl")
+        if ablations:            # the pre-flight check first, as a researcher runs it: will synthesis find refusals on this model?
+            from thinksafe.preflight import run_preflight
+            pre = steps("preflight", lambda: _jsonable(run_preflight(cfg, n_prompts=DEMO_PREFLIGHT["prompts"], k=DEMO_PREFLIGHT["k"], generator=gen, guard=guard, progress=False)))
         syn = steps("synthesize", lambda: _jsonable(synthesize(cfg, gen, guard, progress=False)))
         kept = read_records(syn["synth"]) if Path(syn["synth"]).stat().st_size else []
         benign = [s for s in kept if not s.harmful]
@@ -323,6 +327,9 @@ def run_demo(out_dir="runs/demo", # where every result goes
          "records": {m: {"harmful": sum(s.harmful for s in recs), "benign": sum(not s.harmful for s in recs)} for m, recs in data.items()},
          "seconds": {**seconds, "this run (wall)": round(time.time() - t0, 1)}, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
          "cpu": cpu_name(), **run_info()}
+    if ablations:
+        from thinksafe.preflight import check_against_synthesis
+        r["preflight"] = {"result": pre, "check": check_against_synthesis(pre, syn["stats"]), "seconds": seconds.get("preflight")}
     r["compute"] = compute_comparison(Path(adapters["ThinkSafe"]).parent/"compute.json", Path(grpo).parent/"compute.json", len(sets["synth"]))
     r["verdicts"] = verdicts(r)
     figs = out/"figures"
@@ -393,11 +400,13 @@ def run_rounds(cfg:RunConfig, base, tok, # the base model, loaded once (each rou
         union += kept
         recs = union if mode == "union" else kept
         path = str(write_jsonl(root/f"round-{r}"/"train.jsonl", [to_safechain(s) for s in recs]))
-        adapter = first[1] if first and r == 0 else run(f"round {r} train", train_model, dataclasses.replace(cfg, out_dir=str(root/f"round-{r}")), base, tok, path, f"round-{r}")
+        adapter = first[1] if first and r == 0 else run(f"round {r} train", train_model, dataclasses.replace(cfg, out_dir=str(root/f"round-{r}")), base, tok, path, f"round-{r}",
+                                                        synth_compute=syn["compute"])
+        cj = Path(adapter).parent/"compute.json"      # this round's sampling, judging and training
         row = {"round": r, "records": len(recs), "new_records": len(kept), "harmful_records": sum(s.harmful for s in recs),
                "alpha": {c: v["harmful"].get("alpha_pooled") for c, v in syn["stats_dict"]["conditions"].items()},
                "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in syn["stats_dict"]["conditions"].items()},
-               "compute": json.loads(Path(syn["compute"]).read_text()) if Path(syn["compute"]).exists() else None, "adapter": adapter}
+               "compute": json.loads(cj.read_text()) if cj.exists() else None, "adapter": adapter}
         if eval_sets:
             am = load_model(cfg.model.name, adapter=adapter)[0]
             ev = run(f"round {r} evaluate", evaluate_model, cfg if first and r == 0 else dataclasses.replace(cfg, out_dir=str(root)), am, tok, adapter, eval_sets, f"round-{r}")
@@ -475,6 +484,16 @@ def write_report(out, r:dict) -> Path:
     a("## Training data under the frozen student (the excess-KL proxy)\n")
     a("| training set (harmful records) | records | tokens | perplexity [95% CI] |\n|---|---|---|---|")
     for nm, s in r["perplexity"]["datasets"].items(): a(f"| {nm} | {s['n_records']} | {s['n_tokens']} | {s['ppl']:.2f} [{s['ppl_ci'][0]:.2f}, {s['ppl_ci'][1]:.2f}] |")
+    if r.get("preflight"):
+        from thinksafe.preflight import format_preflight
+        pf, ck = r["preflight"]["result"], r["preflight"]["check"]
+        a("\n## Pre-flight: will ThinkSafe work on this model?\n")
+        a(f"`thinksafe preflight` at the demo's settings ({pf['prompts']} harmful prompts x {pf['k']} samples with and without steering, "
+          f"{r['preflight']['seconds']} s), before synthesis:\n")
+        a("```\n" + format_preflight(pf) + "\n```\n")
+        a(f"Checked against the synthesis that followed ({ck['prompts']} harmful prompts, K = {ck['K']}, rule `{ck['rule']}`): predicted "
+          f"{ck['predicted']:.1f} harmful records (95% prediction interval [{ck['prediction_interval'][0]:.1f}, {ck['prediction_interval'][1]:.1f}]), "
+          f"kept {ck['kept']}: **{'inside' if ck['inside'] else 'outside'}** the interval.\n")
     c = r.get("compute")
     if c:
         a("\n## Compute: ThinkSafe vs GRPO, counted the same way\n")
@@ -491,13 +510,14 @@ def write_report(out, r:dict) -> Path:
           "The paper's ~1/8 compares runs of equal quality; this GRPO run is far too short to reach any quality, so only the cost per prompt is comparable here.\n")
     if r.get("rounds"):
         a("## Iterative ThinkSafe: three on-policy rounds\n")
-        a("| round | records (new) | acceptance with instruction [95% CI] | harmful % | over-refusal % | arithmetic % | generated tokens | FLOPs |\n|---|---|---|---|---|---|---|---|")
+        a("| round | records (new) | acceptance with instruction [95% CI] | without [95% CI] | harmful % | over-refusal % | arithmetic % | tokens sampled | TFLOPs (sample + judge + train) |\n|---|---|---|---|---|---|---|---|---|")
         for row in r["rounds"]:
-            ac, rt = row["alpha_ci"].get("steered") or [0, 0], row["rates"]
-            comp = (row.get("compute") or {}).get("stages", {}).get("generation", {})
-            a(f"| {row['round'] + 1} | {row['records']} ({row['new_records']}) | {100 * (row['alpha'].get('steered') or 0):.1f} [{100 * ac[0]:.1f}, {100 * ac[1]:.1f}] | "
+            rt, comp = row["rates"], row.get("compute") or {}
+            acc = lambda c: "-" if row["alpha"].get(c) is None else _ci(100 * row["alpha"][c], [100 * x for x in row["alpha_ci"][c]])
+            a(f"| {row['round'] + 1} | {row['records']} ({row['new_records']}) | {acc('steered')} | {acc('unsteered')} | "
               f"{_ci(rt['heldout-harmful']['pct'], rt['heldout-harmful']['ci'])} | {_ci(rt['lookalike']['pct'], rt['lookalike']['ci'])} | "
-              f"{_ci(rt['arithmetic']['pct'], rt['arithmetic']['ci'])} | {comp.get('tokens', 0)} | {comp.get('flops', 0):.3g} |")
+              f"{_ci(rt['arithmetic']['pct'], rt['arithmetic']['ci'])} | {comp.get('stages', {}).get('generation', {}).get('tokens', 0)} | "
+              f"{comp.get('total', {}).get('flops', 0) / 1e12:.3g} |")
         a("\nRound 1 is the single-round ThinkSafe of the table above (its samples, adapter and evaluation are reused). ![rounds](figures/rounds.png)\n")
     a("\n## Settings scaled for the demo\n")
     for k, (v, why) in DEMO_SCALE.items(): a(f"- `{k}` = {v}" + (f": {why}" if why else ""))
