@@ -127,19 +127,28 @@ def plot_demo_pareto(points:dict, # {method: {harm, harm_ci, reason, reason_ci}}
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     front = pareto_frontier(df)
     ax.plot(front[HARM], front[REASON], "--", color="#444444", lw=1, zorder=1, label="Pareto frontier")
+    extra = iter([("X", "#17becf", 70), ("p", "#bcbd22", 70), ("h", "#e377c2", 70), ("d", "#8c564b", 60), ("s", "#2ca02c", 60)])
     for m, p in points.items():
-        mk, col, sz = METHOD_STYLE.get(m, ("o", "#17becf", 70))
+        mk, col, sz = METHOD_STYLE.get(m) or next(extra, ("o", "#17becf", 70))     # the demo's own methods get their own markers
         (hl, hh), (rl, rh) = p["harm_ci"], p["reason_ci"]
         ax.errorbar(p["harm"], p["reason"], xerr=[[p["harm"] - hl], [hh - p["harm"]]], yerr=[[p["reason"] - rl], [rh - p["reason"]]],
                     fmt="none", ecolor=col, alpha=0.5, lw=1, zorder=2)
         ax.scatter(p["harm"], p["reason"], marker=mk, color=col, s=sz, zorder=3, label=m, edgecolors="white")
-    for (x, y), g in df.groupby([HARM, REASON], sort=False):
-        ax.annotate(" = ".join(g["method"]) + f"\n({x:.0f}%, {y:.0f}%)", (x, y), textcoords="offset points", xytext=(-8, 8), ha="right", fontsize=7)
+    ax.set_xlim(-5, 105); ax.set_ylim(-5, 100)
     ax.set_xlabel("harmful % on held-out harmful prompts (lower is better)", fontsize=9)
     ax.set_ylabel("arithmetic pass@1 % (higher is better)", fontsize=9)
-    ax.set_xlim(-5, 105); ax.set_ylim(-5, 100)
     ax.grid(alpha=0.3); ax.legend(fontsize=7, frameon=False, loc="lower left"); ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    placed, W, H = [], 80, 19                              # label boxes in points: each label takes the first free corner of its point
+    for (x, y), g in df.groupby([HARM, REASON], sort=False):
+        px, py = ax.transData.transform((x, y)) * 72 / fig.dpi
+        for dx, dy in ((6, 6), (6, -6), (-6, 6), (-6, -6), (6, 30), (-6, 30), (6, -30), (-6, -30)):
+            if (x < 30 and dx < 0) or (x > 80 and dx > 0): continue          # never across an axis
+            box = (px + dx if dx > 0 else px + dx - W, py + dy if dy > 0 else py + dy - H)
+            if all(abs(box[0] - b[0]) >= W or abs(box[1] - b[1]) >= H for b in placed): break
+        placed.append(box)
+        ax.annotate(" = ".join(g["method"]) + f"\n({x:.0f}%, {y:.0f}%)", (x, y), textcoords="offset points", xytext=(dx, dy),
+                    ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top", fontsize=7)
     if path is not None: save_figure(fig, path)
     return fig
 
