@@ -21,8 +21,8 @@ from .models import think_format as _think_format
 # %% auto #0
 __all__ = ['OUTPUT_FIELDS', 'END_OF_TURN', 'DECODE_ATTENTION', 'THINK_CLOSING', 'as_samples', 'user_turn', 'sampling_record',
            'with_prefix', 'Generator', 'row_uniforms', 'top_k_top_p', 'draw', 'next_tokens', 'stop_token_ids',
-           'kv_cache', 'decode_attention', 'decoding_attention', 'can_pack', 'packed_linears', 'Row', 'HFGenerator',
-           'chat']
+           'kv_cache', 'drop_rows', 'decode_attention', 'decoding_attention', 'can_pack', 'packed_linears', 'Row',
+           'HFGenerator', 'chat']
 
 # %% ../nbs/05_generate.ipynb #b1c5b328
 def as_samples(prompts:Sequence[Union[Sample, str]]) -> list[Sample]:
@@ -143,6 +143,7 @@ def stop_token_ids(tok, model=None) -> list[int]:
 @cache
 def _kv_layer():
     "The cache layer class (built on first use: transformers is imported lazily)."
+    import torch
     from transformers.cache_utils import DynamicLayer
     class PreallocatedLayer(DynamicLayer):
         "A `DynamicLayer` that writes keys and values into buffers grown by doubling, instead of concatenating per token."
@@ -169,6 +170,14 @@ def _kv_layer():
             if self.is_initialized and self.kb is not None:
                 self.kb, self.vb = self.kb.repeat_interleave(repeats, 0), self.vb.repeat_interleave(repeats, 0)
                 self.keys, self.values = self.kb[..., :self.n, :], self.vb[..., :self.n, :]
+        def keep_rows(self, holes:list, movers:list, rows:int):
+            "Keep the first `rows` rows after copying rows `movers` into rows `holes`: only the moved rows' filled part is copied."
+            if self.is_initialized and self.kb is not None:
+                if holes:
+                    h, m = (torch.tensor(x, device=self.kb.device) for x in (holes, movers))
+                    self.kb[h, :, :self.n], self.vb[h, :, :self.n] = self.kb[m, :, :self.n], self.vb[m, :, :self.n]
+                self.kb, self.vb = self.kb[:rows], self.vb[:rows]
+                self.keys, self.values = self.kb[..., :self.n, :], self.vb[..., :self.n, :]
     return PreallocatedLayer
 
 def kv_cache(model):
@@ -177,6 +186,15 @@ def kv_cache(model):
     c = DynamicCache(config=model.config)
     c.layers = [_kv_layer()() for _ in c.layers]
     return c
+
+def drop_rows(cache, keep:list[int]) -> list[int]:
+    "Shrink a `kv_cache` batch to the rows `keep` (ascending): kept rows past the new end move into the freed places. Returns the new order (old row per new row)."
+    B, kept = len(keep), set(keep)
+    holes, movers = [i for i in range(B) if i not in kept], [j for j in keep if j >= B]
+    for layer in cache.layers: layer.keep_rows(holes, movers, B)
+    order = list(range(B))
+    for h, m in zip(holes, movers): order[h] = m
+    return order
 
 # %% ../nbs/05_generate.ipynb #5e9b0f3d
 def decode_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
@@ -384,10 +402,10 @@ def _decode(self:HFGenerator, ids:list[list[int]], rows:list[Row], sc:SamplingCo
             feed = [self._step(rows[r], t, stops) for r, t in zip(live, chosen)]
             keep = [a for a, t in enumerate(feed) if t is not None]
             if not keep: break
-            if len(keep) < len(live):                      # drop finished rows, and their cache
+            if len(keep) < len(live):                      # drop finished rows and their cache: the last rows move into the gaps
+                keep = drop_rows(cache, keep)
                 sel = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(sel); att, last = att[sel], last[sel]
-                live = [live[a] for a in keep]
+                att, last, live = att[sel], last[sel], [live[a] for a in keep]
             att, last = torch.cat([att, att.new_ones(len(live), 1)], 1), last + 1
             logits = self._forward(torch.tensor([[feed[a]] for a in keep], device=dev), att, last, cache)
     return rows
