@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_stages.ipynb #a086656e
 from __future__ import annotations
-import gc, time, json, copy, dataclasses
+import gc, time, json, copy, dataclasses, contextlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -17,10 +17,10 @@ from .synthesize import load_prompts, accept, condition_stats, is_candidate, DEM
 
 # %% auto #0
 __all__ = ['STEERED', 'PLAIN', 'SYNTH_STATS', 'make_generator', 'make_judge', 'free', 'n_params', 'generation_fingerprint',
-           'round_size', 'generate_stage', 'judgments_name', 'guard_fingerprint', 'stored_samples', 'judge_stage',
-           'agreement_table', 'select_stage', 'synth_dir', 'synthesis_prompts', 'synthesize', 'eval_dir',
-           'benchmark_stores', 'score_stage', 'load_eval_sets', 'evaluate', 'compare', 'format_compare', 'guard_config',
-           'generate_run', 'judge_run']
+           'round_size', 'generate_stores', 'generate_stage', 'judgments_name', 'guard_fingerprint', 'stored_samples',
+           'judge_stage', 'agreement_table', 'select_stage', 'synth_dir', 'synthesis_prompts', 'synthesize', 'eval_dir',
+           'benchmark_stores', 'score_stage', 'load_eval_sets', 'eval_groups', 'evaluate', 'compare', 'format_compare',
+           'guard_config', 'generate_run', 'judge_run']
 
 # %% ../nbs/12_stages.ipynb #82c339ac
 def make_generator(mc:ModelConfig, sampling:Optional[SamplingConfig]=None, **kw):
@@ -100,51 +100,65 @@ class _NoHook:
     def __exit__(self, *exc): pass
 
 # %% ../nbs/12_stages.ipynb #6a0d9de5
-def generate_stage(cfg:RunConfig,
-                   items:Sequence[Sample], # prompts or benchmark items (their item_id keys the store)
-                   out, # the run directory
-                   name:str="samples", # the store
-                   n:Optional[int]=None, # samples per item (default synth.k)
-                   indices:Optional[Sequence[int]]=None, # sample indices to generate (default range(n))
-                   steering:Optional[SteeringConfig]=None, # default cfg.steering; SteeringConfig(mode='none') for plain
-                   max_new_tokens:Optional[int]=None, # default sampling.max_new_tokens
-                   generator=None, # a Generator; default: built from cfg.model and freed at the end
-                   shard=None, # 'I/N': this process's share of the items
-                   progress:bool=True) -> dict:
-    "Generate the missing samples of `items` into `out/<name>.jsonl`; resumable; returns counts, tokens and seconds."
+def generate_stores(cfg:RunConfig,
+                    sets:dict, # {store name: items}: prompts or benchmark items (their item_id keys each store)
+                    out, # the run directory
+                    n:Optional[int]=None, # samples per item (default synth.k)
+                    indices:Optional[Sequence[int]]=None, # sample indices to generate (default range(n))
+                    steering:Optional[SteeringConfig]=None, # default cfg.steering; SteeringConfig(mode='none') for plain
+                    max_new_tokens:Optional[int]=None, # default sampling.max_new_tokens
+                    generator=None, # a Generator; default: built from cfg.model and freed at the end
+                    shard=None, # 'I/N': this process's share of the items
+                    progress:bool=True) -> dict:
+    "Generate the missing samples of every store in shared generator calls (fuller batches); resumable; {name: counts, tokens, seconds}."
     out, steering = Path(out), steering or cfg.steering
     n = n or cfg.synth.k
     idx = list(range(n)) if indices is None else list(indices)
     budget = max_new_tokens or cfg.sampling.max_new_tokens
     sc = dataclasses.replace(cfg.sampling, max_new_tokens=budget, n=len(idx) or 1)
-    store = Store(out, name, generation_fingerprint(cfg, steering, budget), shard=shard)
+    stores = {name: Store(out, name, generation_fingerprint(cfg, steering, budget), shard=shard) for name in sets}
     gen = generator if isinstance(generator, _Lazy) else _Lazy(generator, lambda: make_generator(cfg.model, sc))
-    tokens = prompt_tokens = made = 0; t0 = time.time()
-    with store:
-        done = store.read()
-        todo = [s for s in items if in_shard(s.item_id, store.shard) and any((s.item_id, j) not in done for j in idx)]
+    res = {name: {"store": str(st.path), "items": len(sets[name]), "generated": 0, "tokens": 0, "prompt_tokens": 0, "n_params": None} for name, st in stores.items()}
+    t0 = time.time()
+    with contextlib.ExitStack() as stack:
+        done = {name: stack.enter_context(st).read() for name, st in stores.items()}
+        todo = [(name, s) for name, items in sets.items() for s in items
+                if in_shard(s.item_id, stores[name].shard) and any((s.item_id, j) not in done[name] for j in idx)]
         size = round_size(cfg, len(todo))
         hook = None
         try:
             for r in range(0, len(todo), size):
                 part = todo[r:r + size]
                 g = gen.get()
-                if hook is None and steering.mode in ("activation", "both"): hook = _activation_hook(steering, g, items, out)
-                groups = [[s for s in part if s.harmful], [s for s in part if not s.harmful]] if hook is not None else [part]
+                if hook is None and steering.mode in ("activation", "both"): hook = _activation_hook(steering, g, [s for v in sets.values() for s in v], out)
+                groups = [[x for x in part if x[1].harmful], [x for x in part if not x[1].harmful]] if hook is not None else [part]
                 for group in groups:          # activation steering hooks harmful prompts only: then two calls, else one
-                    batch = steer(group, steering)
-                    if not batch: continue
+                    if not group: continue
+                    batch = steer([s for _, s in group], steering)
                     with (hook() if hook is not None and batch[0].harmful else _NoHook()):
-                        outs = g.generate(batch, n=len(idx), sampling=sc, desc=f"generate {name}", sample_indices=idx)
-                    new = [o for o in outs if o.key not in done]
-                    store.append(new)
-                    for o in new: done[o.key] = o
-                    made += len(new); tokens += sum(o.new_tokens or 0 for o in new); prompt_tokens += sum(o.prompt_tokens or 0 for o in new)
+                        outs = g.generate(batch, n=len(idx), sampling=sc, desc=f"generate {', '.join(sets)}", sample_indices=idx)
+                    new = defaultdict(list)   # outputs are input-major, len(idx) per input
+                    for (name, _), k in zip(group, range(0, len(outs), len(idx))): new[name] += [o for o in outs[k:k + len(idx)] if o.key not in done[name]]
+                    for name, got in new.items():
+                        stores[name].append(got); done[name].update((o.key, o) for o in got)
+                        c = res[name]; c["generated"] += len(got)
+                        c["tokens"] += sum(o.new_tokens or 0 for o in got); c["prompt_tokens"] += sum(o.prompt_tokens or 0 for o in got)
             params = n_params(gen.get()) if todo else None
         finally:
             if gen is not generator: gen.close()
-    return {"store": str(store.path), "items": len(items), "generated": made, "tokens": tokens, "prompt_tokens": prompt_tokens,
-            "n_params": params, "seconds": round(time.time() - t0, 2)}
+    wall, total = time.time() - t0, sum(c["tokens"] + c["prompt_tokens"] for c in res.values())
+    for c in res.values():            # one call's wall time, shared by the stores as their tokens are
+        c["n_params"] = params if c["generated"] else None
+        c["seconds"] = round(wall * ((c["tokens"] + c["prompt_tokens"]) / total if total else 1 / len(res)), 2)
+    return res
+
+def generate_stage(cfg:RunConfig,
+                   items:Sequence[Sample], # prompts or benchmark items (their item_id keys the store)
+                   out, # the run directory
+                   name:str="samples", # the store
+                   **kw) -> dict: # as `generate_stores`: n, indices, steering, max_new_tokens, generator, shard, progress
+    "Generate the missing samples of `items` into `out/<name>.jsonl`; resumable; returns counts, tokens and seconds."
+    return generate_stores(cfg, {name: items}, out, **kw)[name]
 
 # %% ../nbs/12_stages.ipynb #d8b7925b
 def judgments_name(store:str, key:str) -> str:
@@ -367,6 +381,12 @@ def load_eval_sets(cfg:RunConfig) -> dict:
         if items: sets[items[0].benchmark] = items
     return sets
 
+def eval_groups(cfg:RunConfig, sets:dict) -> dict:
+    "The benchmarks grouped by samples per item ({n: {name: items}}): reasoning sets get `eval.n`, the others 1."
+    groups = defaultdict(dict)
+    for name, items in sets.items(): groups[cfg.eval.n if items[0].kind == "reasoning" else 1][name] = items
+    return dict(groups)
+
 def _refusal_judge(cfg:RunConfig, guard):
     "The XSTest refusal judge: `eval.refusal_guard` ('name' or 'name:path'), else the run's guard."
     if not cfg.eval.refusal_guard: return guard
@@ -384,10 +404,9 @@ def evaluate(cfg:RunConfig, generator=None, guard=None, refusal_guard=None, # mo
     gen = _Lazy(generator, lambda: make_generator(cfg.model, cfg.sampling))
     compute, judges = out/"compute.json", {}
     try:
-        for name, items in sets.items():
-            n = cfg.eval.n if items[0].kind == "reasoning" else 1
-            _count(compute, "generation", "generate", generate_stage(cfg, items, out, name, n=n, steering=none, max_new_tokens=cfg.eval.max_new_tokens,
-                                                                     generator=gen, progress=progress))
+        for n, group in eval_groups(cfg, sets).items():     # the benchmarks that share n in one generator call: fuller batches
+            for r in generate_stores(cfg, group, out, n=n, steering=none, max_new_tokens=cfg.eval.max_new_tokens, generator=gen, progress=progress).values():
+                _count(compute, "generation", "generate", r)
     finally: gen.close()
     for kinds, g in ((("safety",), guard), (("overrefusal",), refusal_guard if refusal_guard is not None else _refusal_judge(cfg, guard))):
         names = [n for n, items in sets.items() if items[0].kind in kinds]
@@ -437,10 +456,9 @@ def generate_run(cfg:RunConfig, evaluation:bool=False, shard=None, generator=Non
     try:
         if evaluation:
             out = eval_dir(cfg)
-            for name, items in load_eval_sets(cfg).items():
-                n = cfg.eval.n if items[0].kind == "reasoning" else 1
-                res[name] = generate_stage(cfg, items, out, name, n=n, steering=SteeringConfig(mode="none"), max_new_tokens=cfg.eval.max_new_tokens,
-                                           generator=gen, shard=shard, progress=progress)
+            for n, group in eval_groups(cfg, load_eval_sets(cfg)).items():
+                res.update(generate_stores(cfg, group, out, n=n, steering=SteeringConfig(mode="none"), max_new_tokens=cfg.eval.max_new_tokens,
+                                           generator=gen, shard=shard, progress=progress))
         else:
             out = synth_dir(cfg)
             prompts, _ = synthesis_prompts(cfg)
