@@ -31,7 +31,7 @@ DEMO_SCALE = {
     "train.effective_batch_size": (2, "paper 8"),
     "train.epochs": (2, "paper 1-3"),
     "train.max_length": (192, "the demo's prompts and responses fit"),
-    "sampling.batch_size": (256, "sequences per forward pass on CPU; never changes a sample; all 220 evaluation items in one batch ran 1.2x faster than batches of 64"),
+    "sampling.batch_size": (256, "sequences per forward pass on CPU; the same random draws at any size; all 220 evaluation items in one batch ran 1.2x faster than batches of 64"),
     "GRPO (the compute comparison)": ("2 harmful prompts x 4 completions, one step", "paper: 8 completions per prompt over the whole pool; here only its cost per prompt is comparable"),
     "synth.rounds / round_data (--ablations)": ("3 / latest", "each round trains a fresh adapter on its own records, so a round costs the same as the first"),
 }
