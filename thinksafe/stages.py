@@ -19,8 +19,8 @@ from .synthesize import load_prompts, accept, condition_stats, is_candidate, DEM
 __all__ = ['STEERED', 'PLAIN', 'SYNTH_STATS', 'make_generator', 'make_judge', 'free', 'n_params', 'generation_fingerprint',
            'round_size', 'generate_stores', 'generate_stage', 'judgments_name', 'guard_fingerprint', 'stored_samples',
            'judge_stage', 'agreement_table', 'select_stage', 'synth_dir', 'synthesis_prompts', 'synthesize', 'eval_dir',
-           'benchmark_stores', 'score_stage', 'load_eval_sets', 'eval_groups', 'evaluate', 'compare', 'format_compare',
-           'guard_config', 'generate_run', 'judge_run']
+           'benchmark_stores', 'score_stage', 'load_eval_sets', 'generate_eval', 'evaluate', 'compare',
+           'format_compare', 'guard_config', 'generate_run', 'judge_run']
 
 # %% ../nbs/12_stages.ipynb #82c339ac
 def make_generator(mc:ModelConfig, sampling:Optional[SamplingConfig]=None, **kw):
@@ -381,11 +381,14 @@ def load_eval_sets(cfg:RunConfig) -> dict:
         if items: sets[items[0].benchmark] = items
     return sets
 
-def eval_groups(cfg:RunConfig, sets:dict) -> dict:
-    "The benchmarks grouped by samples per item ({n: {name: items}}): reasoning sets get `eval.n`, the others 1."
-    groups = defaultdict(dict)
+def generate_eval(cfg:RunConfig, sets:dict, out, generator=None, shard=None, progress:bool=True) -> dict:
+    "Every benchmark's samples (reasoning: `eval.n` per item, else 1; the evaluation budget, no steering), the sets that share n in one generator call; {name: counts}."
+    groups, res = defaultdict(dict), {}
     for name, items in sets.items(): groups[cfg.eval.n if items[0].kind == "reasoning" else 1][name] = items
-    return dict(groups)
+    for n, group in groups.items():
+        res.update(generate_stores(cfg, group, out, n=n, steering=SteeringConfig(mode="none"), max_new_tokens=cfg.eval.max_new_tokens,
+                                   generator=generator, shard=shard, progress=progress))
+    return res
 
 def _refusal_judge(cfg:RunConfig, guard):
     "The XSTest refusal judge: `eval.refusal_guard` ('name' or 'name:path'), else the run's guard."
@@ -400,13 +403,10 @@ def evaluate(cfg:RunConfig, generator=None, guard=None, refusal_guard=None, # mo
     "generate -> judge -> score on every benchmark, one model in memory at a time; resumable; returns the results."
     out = Path(out) if out is not None else eval_dir(cfg)
     sets = sets if sets is not None else load_eval_sets(cfg)
-    none = SteeringConfig(mode="none")
     gen = _Lazy(generator, lambda: make_generator(cfg.model, cfg.sampling))
     compute, judges = out/"compute.json", {}
     try:
-        for n, group in eval_groups(cfg, sets).items():     # the benchmarks that share n in one generator call: fuller batches
-            for r in generate_stores(cfg, group, out, n=n, steering=none, max_new_tokens=cfg.eval.max_new_tokens, generator=gen, progress=progress).values():
-                _count(compute, "generation", "generate", r)
+        for r in generate_eval(cfg, sets, out, gen, progress=progress).values(): _count(compute, "generation", "generate", r)
     finally: gen.close()
     for kinds, g in ((("safety",), guard), (("overrefusal",), refusal_guard if refusal_guard is not None else _refusal_judge(cfg, guard))):
         names = [n for n, items in sets.items() if items[0].kind in kinds]
@@ -456,9 +456,7 @@ def generate_run(cfg:RunConfig, evaluation:bool=False, shard=None, generator=Non
     try:
         if evaluation:
             out = eval_dir(cfg)
-            for n, group in eval_groups(cfg, load_eval_sets(cfg)).items():
-                res.update(generate_stores(cfg, group, out, n=n, steering=SteeringConfig(mode="none"), max_new_tokens=cfg.eval.max_new_tokens,
-                                           generator=gen, shard=shard, progress=progress))
+            res = generate_eval(cfg, load_eval_sets(cfg), out, gen, shard, progress)
         else:
             out = synth_dir(cfg)
             prompts, _ = synthesis_prompts(cfg)
