@@ -12,9 +12,9 @@ from .core import *
 
 # %% auto #0
 __all__ = ['REFUSAL_INSTRUCTION', 'THINK_FORMATS', 'STEERING_MODES', 'GUARD_NAMES', 'GUARD_PARTS', 'ACCEPT_RULES', 'LOSS_TYPES',
-           'PAPER', 'check', 'one_of', 'ModelConfig', 'SamplingConfig', 'SteeringConfig', 'GuardConfig', 'SynthConfig',
-           'TrainConfig', 'EvalConfig', 'RunConfig', 'config_from_dict', 'set_key', 'load_config', 'config_to_dict',
-           'flat_config', 'config_table']
+           'GRPO_GENERATION', 'PAPER', 'NOT_CONFIG_KEYS', 'check', 'one_of', 'ModelConfig', 'SamplingConfig',
+           'SteeringConfig', 'GuardConfig', 'SynthConfig', 'TrainConfig', 'EvalConfig', 'RunConfig', 'config_from_dict',
+           'set_key', 'load_config', 'config_to_dict', 'flat_config', 'config_table']
 
 # %% ../nbs/01_config.ipynb #10a54654
 def check(section:str, rules:Iterable[tuple]):
@@ -44,17 +44,20 @@ class ModelConfig:
     max_model_len: Optional[int] = None     # context length (vLLM); prompts longer than the model's context are skipped and counted
     tensor_parallel_size: int = 1           # vLLM
     gpu_memory_utilization: float = 0.9     # vLLM: share of GPU memory this engine may take (one engine is alive at a time)
+    kv_cache_gb: Optional[float] = None     # vLLM: KV cache size in GiB (None: from gpu_memory_utilization on a GPU, 2 on a CPU)
+    enforce_eager: Optional[bool] = None    # vLLM: no torch.compile/CUDA graphs (None: eager on a CPU, compiled on a GPU)
     def __post_init__(self):
         one_of("model", "backend", self.backend, ("hf", "vllm"))
         one_of("model", "think_format", self.think_format, THINK_FORMATS)
         check("model", [(not self.name, "name is empty: set model.name to smollm2-135m, an HF id or a local directory"),
                         (not 0 < self.gpu_memory_utilization <= 1, f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"),
-                        (self.tensor_parallel_size < 1, f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")])
+                        (self.tensor_parallel_size < 1, f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}"),
+                        (self.kv_cache_gb is not None and self.kv_cache_gb <= 0, f"kv_cache_gb must be > 0 or null, got {self.kv_cache_gb}")])
 
 @dataclass
 class SamplingConfig:
     "How the student samples when it writes training data (synthesis)."
-    n: int = 1                 # samples per prompt (K)
+    n: int = 1                 # samples per prompt of one generator call; not a config key (synthesis: synth.k, evaluation: eval.n)
     temperature: float = 0.6
     top_p: float = 0.95
     top_k: int = 20            # 0 disables (R1-Distill in the reference)
@@ -138,6 +141,7 @@ class SynthConfig:
                         (self.limit is not None and self.limit < 1, f"limit must be >= 1 or null, got {self.limit}")])
 
 LOSS_TYPES = ("sft", "sft+kl")
+GRPO_GENERATION = ("auto", "hf", "vllm-colocate", "vllm-server")
 
 @dataclass
 class TrainConfig:
@@ -177,6 +181,8 @@ class TrainConfig:
     grpo_format_weight: float = 1.0  # weight of the think-format reward (the guard's P(safe) has weight 1; the reference weighs them equally)
     grpo_batch_size: int = 64        # completions per optimizer step over all processes (the reference: 64 = 8 prompts x 8 generations)
     grpo_loss_type: str = "grpo"     # TRL loss_type; the reference uses 'grpo' (TRL's default is 'dapo')
+    grpo_epochs: float = 1.0         # GRPO's own epochs over the prompts (the reference: 1); train.epochs is the SFT's
+    grpo_generation: str = "auto"    # 'auto' (vllm-colocate when model.backend is vllm, else hf), 'hf', 'vllm-colocate', 'vllm-server'
     def __post_init__(self):
         one_of("train", "loss_type", self.loss_type, LOSS_TYPES)
         check("train", [(self.lora_r < 1, f"lora_r must be >= 1, got {self.lora_r}"),
@@ -187,6 +193,8 @@ class TrainConfig:
                         (self.gradient_accumulation_steps is None and self.effective_batch_size % self.per_device_batch_size, f"effective_batch_size={self.effective_batch_size} is not a multiple of per_device_batch_size={self.per_device_batch_size}"),
                         (self.kl_reduction not in ("token", "sequence"), f"kl_reduction must be 'token' or 'sequence', got {self.kl_reduction!r}"),
                         (self.grpo_loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"), f"grpo_loss_type must be one of grpo, dapo, dr_grpo, bnpo, got {self.grpo_loss_type!r}"),
+                        (self.grpo_generation not in GRPO_GENERATION, f"grpo_generation must be one of {', '.join(GRPO_GENERATION)}, got {self.grpo_generation!r}"),
+                        (self.grpo_epochs <= 0, f"grpo_epochs must be > 0, got {self.grpo_epochs}"),
                         (self.grpo_num_generations < 2, f"grpo_num_generations must be >= 2 (GRPO compares completions of one prompt), got {self.grpo_num_generations}"),
                         (self.grpo_batch_size % self.grpo_num_generations, f"grpo_batch_size={self.grpo_batch_size} must be a multiple of grpo_num_generations={self.grpo_num_generations}"),
                         (not 0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
@@ -223,14 +231,14 @@ class RunConfig:
 
 # %% ../nbs/01_config.ipynb #c358fde1
 PAPER = {
-    "sampling.temperature": 0.6, "sampling.top_p": 0.95, "sampling.top_k": 20, "sampling.max_new_tokens": 16384, "sampling.n": 1,
+    "sampling.temperature": 0.6, "sampling.top_p": 0.95, "sampling.top_k": 20, "sampling.max_new_tokens": 16384,
     "steering.mode": "instruction", "steering.instruction": REFUSAL_INSTRUCTION,
     "guard.name": "llama-guard", "guard.path": "meta-llama/Llama-Guard-3-8B", "guard.part": "both", "guard.max_input_tokens": None, "guard.on_missing": "safe",
     "synth.prompts": "UWNSL/SafeChain", "synth.k": 1, "synth.accept": "any",
     "train.loss_type": "sft", "train.lora_r": 32, "train.lora_alpha": 16, "train.lora_dropout": 0.05, "train.target_modules": None,
     "train.learning_rate": 1e-5, "train.per_device_batch_size": 1, "train.effective_batch_size": 8, "train.warmup_ratio": 0.1,
     "train.max_length": 16384, "train.kl_reduction": "sequence",
-    "train.grpo_batch_size": 64, "train.grpo_loss_type": "grpo", "train.grpo_max_completion_length": 16384, "train.grpo_format_weight": 1.0,
+    "train.grpo_batch_size": 64, "train.grpo_loss_type": "grpo", "train.grpo_epochs": 1, "train.grpo_generation": "vllm-server", "train.grpo_max_completion_length": 16384, "train.grpo_format_weight": 1.0,
     "train.lr_scheduler": "cosine", "train.max_grad_norm": 1.0, "train.gradient_checkpointing": True, "train.mask_prompt": True,
     "train.grpo_num_generations": 8, "train.grpo_beta": 0.04, "train.grpo_epsilon": 0.2, "train.grpo_temperature": 0.7,
     "eval.benchmarks": ["harmbench", "strongreject", "wildjailbreak", "xstest", "aime2024", "gpqa", "math500", "gsm8k"],
@@ -238,6 +246,8 @@ PAPER = {
 }
 
 # %% ../nbs/01_config.ipynb #a327887a
+NOT_CONFIG_KEYS = {"sampling.n": "'sampling.n' is read by no stage: samples per prompt are synth.k (synthesis) and eval.n (evaluation)"}
+
 def _build(cls, d, where, src):
     if not isinstance(d, dict): raise ConfigError(f"{src}: '{where or 'top level'}' must be a mapping, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
@@ -245,6 +255,7 @@ def _build(cls, d, where, src):
     for k, v in d.items():
         key = f"{where}.{k}" if where else k
         if k not in known: raise ConfigError(f"{src}: unknown key '{key}' (known: {', '.join(known)})")
+        if key in NOT_CONFIG_KEYS: raise ConfigError(f"{src}: {NOT_CONFIG_KEYS[key]}")
         sub = known[k].default_factory if known[k].default_factory is not dataclasses.MISSING else None
         kw[k] = _build(type(sub()), v, key, src) if sub and dataclasses.is_dataclass(sub()) else v
     try: return cls(**kw)
@@ -262,6 +273,7 @@ def set_key(cfg:RunConfig, dotted:str, value) -> RunConfig:
         if not hasattr(obj, p): raise ConfigError(f"unknown key '{dotted}'")
         obj = getattr(obj, p)
     if not dataclasses.is_dataclass(obj) or last not in {f.name for f in fields(obj)}: raise ConfigError(f"unknown key '{dotted}'")
+    if dotted in NOT_CONFIG_KEYS: raise ConfigError(NOT_CONFIG_KEYS[dotted])
     setattr(obj, last, value)
     if hasattr(obj, "__post_init__"): obj.__post_init__()
     return cfg
@@ -283,7 +295,13 @@ def load_config(path=None, overrides:Iterable[str]=() # 'section.key=value' stri
         set_key(cfg, k.strip(), yaml.safe_load(v))
     return cfg
 
-def config_to_dict(cfg) -> dict: return asdict(cfg)
+def config_to_dict(cfg) -> dict:
+    "A config as nested dicts, without the fields that are not config keys (what `config_from_dict` reads back)."
+    d = asdict(cfg)
+    for key in NOT_CONFIG_KEYS:
+        section, k = key.split(".")
+        if isinstance(d.get(section), dict): d[section].pop(k, None)
+    return d
 
 def flat_config(cfg) -> dict:
     "`{'section.key': value}` for every key of a config."
