@@ -21,8 +21,8 @@ from .models import think_format as _think_format
 # %% auto #0
 __all__ = ['OUTPUT_FIELDS', 'END_OF_TURN', 'DECODE_ATTENTION', 'THINK_CLOSING', 'as_samples', 'user_turn', 'sampling_record',
            'with_prefix', 'Generator', 'row_uniforms', 'top_k_top_p', 'draw', 'next_tokens', 'stop_token_ids',
-           'kv_cache', 'drop_rows', 'decode_attention', 'decoding_attention', 'can_pack', 'packed_linears', 'Row',
-           'HFGenerator', 'cache_keyword', 'chat']
+           'cache_keyword', 'kv_cache', 'drop_rows', 'decode_attention', 'decoding_attention', 'can_pack',
+           'packed_linears', 'Row', 'HFGenerator', 'chat']
 
 # %% ../nbs/05_generate.ipynb #b1c5b328
 def as_samples(prompts:Sequence[Union[Sample, str]]) -> list[Sample]:
@@ -179,6 +179,14 @@ def _kv_layer():
                 self.kb, self.vb = self.kb[:rows], self.vb[:rows]
                 self.keys, self.values = self.kb[..., :self.n, :], self.vb[..., :self.n, :]
     return PreallocatedLayer
+
+def cache_keyword(model) -> str:
+    "The name under which `model.forward` takes its KV cache: `cache` (transformers >= 5.20) or `past_key_values`."
+    import inspect
+    params = inspect.signature(model.forward).parameters
+    name = next((k for k in ("cache", "past_key_values") if k in params), None)
+    if name is None: raise ThinkSafeError(f"{type(model).__name__}.forward takes no KV cache (neither 'cache' nor 'past_key_values')")
+    return name
 
 def kv_cache(model):
     "A transformers `DynamicCache` for `model` whose layers write into preallocated buffers."
@@ -354,14 +362,6 @@ def _choose(self:HFGenerator, logits, sc:SamplingConfig, rows:list) -> list[int]
     return next_tokens(logits, sc, torch.stack([x.u[min(x.drawn, len(x.u) - 1)] for x in rows])).tolist()
 
 # %% ../nbs/05_generate.ipynb #2e4f6a8b
-def cache_keyword(model) -> str:
-    "The name under which `model.forward` takes its KV cache: `cache` (transformers >= 5.20) or `past_key_values`."
-    import inspect
-    params = inspect.signature(model.forward).parameters
-    name = next((k for k in ("cache", "past_key_values") if k in params), None)
-    if name is None: raise ThinkSafeError(f"{type(model).__name__}.forward takes no KV cache (neither 'cache' nor 'past_key_values')")
-    return name
-
 @patch
 def _forward(self:HFGenerator, ids, att, pos, cache):
     "Next-token logits at the last position of every row."
