@@ -229,3 +229,28 @@ def test_checkpointed_chunks_same_gradients(tiny, monkeypatch):
     ck = run()
     assert abs(plain[0] - ck[0]) < 1e-6 and plain[1].keys() == ck[1].keys()
     assert all(torch.allclose(plain[1][k], ck[1][k], atol=1e-6) for k in plain[1])
+
+def test_sequence_reduction_is_for_kl_only(tiny, tmp_path):
+    "`kl_reduction: sequence` (the paper configs) leaves plain SFT at the token mean, as the reference's SFTTrainer; ThinkSafe+KL takes it."
+    from thinksafe.config import TrainConfig
+    from thinksafe.train import ThinkSafeSFTTrainer, sft_config, sft_dataset, response_losses, reduce_losses
+    from thinksafe.models import format_example
+    from thinksafe.train import tokenize_example
+    pm, tok = _perturbed(tiny), tiny[1]
+    recs = [RECS[0], {**RECS[1], "response": RECS[1]["response"] + " No. Never. I will not explain that to anyone, sorry." * 3}]
+    exs = [tokenize_example(tok, *format_example(tok, r["prompt"], r["response"])) for r in recs]
+    def loss(loss_type):
+        tc = TrainConfig(loss_type=loss_type, kl_reduction="sequence", gradient_accumulation_steps=1)
+        tr = ThinkSafeSFTTrainer(copy.deepcopy(pm), args=sft_config(tc, tmp_path/loss_type), processing_class=tok,
+                                 train_dataset=sft_dataset(recs, tok, kl=loss_type == "sft+kl"))
+        tr.current_gradient_accumulation_steps = 1
+        b = tr.data_collator([{**e, "use_kl": 0} for e in exs])
+        n = int(b["labels"][:, 1:].ne(-100).sum())
+        with torch.no_grad():
+            r = response_losses(tr.model, b["input_ids"], b["labels"], position_ids=b["position_ids"], example=b["example"])
+            return tr.compute_loss(tr.model, dict(b), num_items_in_batch=n).item(), reduce_losses(r, "token").item(), reduce_losses(r, "sequence").item()
+    got, token, seq = loss("sft")
+    assert abs(token - seq) > 1e-3                   # the two reductions differ on this batch
+    assert abs(got - token) < 1e-5, (got, token, seq)
+    got, token, seq = loss("sft+kl")
+    assert abs(got - seq) < 1e-5, (got, token, seq)

@@ -14,7 +14,7 @@ from .store import *
 
 # %% auto #0
 __all__ = ['EMBEDDED_MODELS', 'THINK_SYSTEM_PROMPT', 'QWEN3_STYLE_TEMPLATE', 'R1_STYLE_TEMPLATE', 'embedded_gguf', 'convert_gguf',
-           'embedded_model_dir', 'resolve_model', 'load_tokenizer', 'load_model', 'load_from_config',
+           'embedded_model_dir', 'resolve_model', 'load_tokenizer', 'model_device', 'load_model', 'load_from_config',
            'left_padded_batches', 'think_format', 'generation_prefix', 'chat_prompt', 'format_example',
            'encode_example', 'styled_tokenizer', 'tiny_model', 'tiny_model_dir']
 
@@ -85,6 +85,14 @@ def load_tokenizer(name:str, trust_remote_code:bool=False, revision=None):
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
+def model_device(device:str="auto", # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+                 local_rank:Optional[int]=None, # this process's GPU index; default: $LOCAL_RANK (accelerate/torchrun)
+                ) -> str:
+    "The device this process loads a model on: a bare 'cuda' (or 'auto' on a GPU) is this process's own GPU under a multi-process launch."
+    dev = pick_device(device)
+    if local_rank is None: local_rank = int(os.environ.get("LOCAL_RANK", "-1") or -1)
+    return f"cuda:{local_rank}" if dev == "cuda" and local_rank >= 0 else dev
+
 def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gguf
                device:str="auto", dtype:str="auto",
                adapter:Optional[str]=None, # a PEFT LoRA adapter directory to apply
@@ -93,7 +101,7 @@ def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gg
     "Load `(model, tokenizer)` in eval mode on `device`."
     from transformers import AutoModelForCausalLM
     path, _ = resolve_model(name)
-    dev = pick_device(device)
+    dev = model_device(device)
     try: model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dev, dtype), use_safetensors=True,
                                                       trust_remote_code=trust_remote_code, revision=revision)
     except OSError as e: raise _hub_error(name, e) from e

@@ -305,7 +305,7 @@ class ThinkSafeSFTTrainer(SFTTrainer):
                 self.tokens_base_forward += int((keep & am.bool()).sum()) if am is not None else int(keep.sum())
         r = response_losses(model, inputs["input_ids"], inputs["labels"], am, inputs.get("position_ids"), use_kl, example,
                             self.args.kl_chunk, self.args.kl_weight)
-        if self.args.kl_reduction == "sequence":
+        if self.args.kl and self.args.kl_reduction == "sequence":   # the reference's KL trainer; its plain SFT is SFTTrainer's token mean
             loss, self.loss_is_scaled_for_ga = reduce_losses(r, "sequence"), False       # the Trainer divides by the accumulation steps
         else:
             loss, self.loss_is_scaled_for_ga = reduce_losses(r, "token", num_items_in_batch), num_items_in_batch is not None
