@@ -4,7 +4,7 @@
 
 # %% ../nbs/23_cli.ipynb #f5f6ebfd
 from __future__ import annotations
-import sys, argparse, importlib
+import sys, errno, argparse, importlib
 from pathlib import Path
 from typing import Optional
 from .core import *
@@ -13,12 +13,14 @@ from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['SHORTCUTS', 'COMMANDS', 'cmd_config', 'cmd_plan', 'cmd_preflight', 'cmd_chat', 'cmd_generate', 'cmd_judge',
-           'cmd_select', 'cmd_synthesize', 'cmd_train', 'cmd_grpo', 'cmd_evaluate', 'cmd_score', 'cmd_compare',
-           'cmd_perplexity', 'cmd_tilt', 'cmd_figures', 'cmd_demo', 'build_parser', 'main']
+__all__ = ['SHORTCUTS', 'LOADS_STUDENT', 'OS_ERRORS', 'COMMANDS', 'cmd_config', 'cmd_plan', 'cmd_preflight', 'cmd_chat',
+           'cmd_generate', 'cmd_judge', 'cmd_select', 'cmd_synthesize', 'cmd_train', 'cmd_grpo', 'cmd_evaluate',
+           'cmd_score', 'cmd_compare', 'cmd_perplexity', 'cmd_tilt', 'cmd_figures', 'cmd_demo', 'error_line',
+           'build_parser', 'main']
 
 # %% ../nbs/23_cli.ipynb #9d4dc3ac
 SHORTCUTS = (("model", "model.name"), ("backend", "model.backend"), ("adapter", "model.adapter"), ("out_dir", "out_dir"))
+LOADS_STUDENT = ("preflight", "chat", "generate", "synthesize", "evaluate", "tilt")   # commands that load model.name (+ model.adapter)
 
 def _config(args) -> RunConfig:
     "The run configuration from `--config`, `--set` and the shortcut flags (applied last, checked like the file)."
@@ -26,6 +28,7 @@ def _config(args) -> RunConfig:
     for flag, key in SHORTCUTS:
         v = getattr(args, flag, None)
         if v is not None: set_key(cfg, key, str(v))
+    if cfg.model.adapter and getattr(args, "command", None) in LOADS_STUDENT: check_adapter(cfg.model.adapter)   # before any model loads
     return cfg
 
 def _call(module:str, fn:str, *args, **kw):
@@ -104,6 +107,26 @@ def cmd_figures(args):
 def cmd_demo(args):
     return _call("pipeline", "run_demo", out_dir=args.out_dir or "runs/demo", fresh=args.fresh, quick=args.quick,
                  ablations=args.ablations, config=args.config, overrides=args.set or [])
+
+# %% ../nbs/23_cli.ipynb #2915427b
+OS_ERRORS = {errno.ENOSPC: ("disk full", "free space there or choose another --out-dir"),
+             errno.EDQUOT: ("disk quota exceeded", "free space there or choose another --out-dir"),
+             errno.EROFS: ("read-only file system", "choose a writable --out-dir"),
+             errno.EACCES: ("permission denied", "make it writable for you (chmod u+rwx) or choose another --out-dir"),
+             errno.EPERM: ("operation not permitted", "make it writable for you or choose another --out-dir"),
+             errno.ENOENT: ("no such file or directory", "check the path")}
+
+def error_line(e:BaseException) -> str:
+    "The one line `main` prints for an error a user can fix: the path, what went wrong, what to do."
+    if isinstance(e, OSError):
+        what, todo = OS_ERRORS.get(e.errno, (e.strerror or str(e), None))
+        path = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        msg = f"{path}: {what}" if path is not None else what
+        if todo: msg += f"; {todo}"
+    else:
+        msg, cause = str(e), e.__cause__
+        if isinstance(e, OutputError) and isinstance(cause, OSError) and cause.errno in OS_ERRORS: msg += f"; {OS_ERRORS[cause.errno][1]}"
+    return "; ".join(l.strip() for l in msg.splitlines() if l.strip()) or type(e).__name__
 
 # %% ../nbs/23_cli.ipynb #86b45ea8
 def _common(p, model:bool=False, adapter:bool=False, out_dir:bool=True, backend:Optional[bool]=None):
@@ -189,7 +212,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try: _show(args.func(args))
     except ThinkSafeError as e:
-        print(f"thinksafe {args.command}: error: {e}", file=sys.stderr); return 2
+        print(f"thinksafe {args.command}: error: {error_line(e)}", file=sys.stderr); return 2
+    except OSError as e:
+        print(f"thinksafe {args.command}: error: {error_line(e)}", file=sys.stderr); return 1
     except KeyboardInterrupt:
         print(f"\nthinksafe {args.command}: interrupted; rerun the same command to resume where it stopped.", file=sys.stderr); return 130
     return 0

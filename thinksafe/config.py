@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_config.ipynb #67cf48e1
 from __future__ import annotations
-import dataclasses
+import dataclasses, typing, types, json
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -12,9 +12,11 @@ from .core import *
 
 # %% auto #0
 __all__ = ['REFUSAL_INSTRUCTION', 'THINK_FORMATS', 'STEERING_MODES', 'GUARD_NAMES', 'GUARD_PARTS', 'ACCEPT_RULES', 'LOSS_TYPES',
-           'GRPO_GENERATION', 'PAPER', 'NOT_CONFIG_KEYS', 'check', 'one_of', 'ModelConfig', 'SamplingConfig',
-           'SteeringConfig', 'GuardConfig', 'SynthConfig', 'TrainConfig', 'EvalConfig', 'RunConfig', 'config_from_dict',
-           'set_key', 'load_config', 'config_to_dict', 'flat_config', 'config_table']
+           'GRPO_GENERATION', 'PAPER', 'NULL_SPELLINGS', 'BOOL_SPELLINGS', 'NOT_CONFIG_KEYS', 'ADAPTER_WEIGHTS',
+           'check', 'one_of', 'ModelConfig', 'SamplingConfig', 'SteeringConfig', 'GuardConfig', 'SynthConfig',
+           'TrainConfig', 'EvalConfig', 'RunConfig', 'type_words', 'parse_value', 'key_type', 'config_from_dict',
+           'set_key', 'load_config', 'override_value', 'config_to_dict', 'flat_config', 'config_table',
+           'safetensors_problem', 'check_adapter']
 
 # %% ../nbs/01_config.ipynb #10a54654
 def check(section:str, rules:Iterable[tuple]):
@@ -245,19 +247,97 @@ PAPER = {
     "eval.n": 8, "eval.max_new_tokens": 32768, "eval.refusal_guard": "wildguard:allenai/wildguard",
 }
 
+# %% ../nbs/01_config.ipynb #70c8f64b
+NULL_SPELLINGS = ("", "~", "null", "Null", "NULL", "None", "none")
+BOOL_SPELLINGS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_TYPE_WORDS = {bool: "true or false (bool)", int: "a whole number (int)", float: "a number (float)", str: "text (str)",
+               list: "a list such as [a, b]", dict: "a mapping such as {a: 1}"}
+
+def _optional(tp):
+    "The `X` of `Optional[X]`, or None when `tp` is not optional."
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType): return None
+    rest = [a for a in typing.get_args(tp) if a is not type(None)]
+    return rest[0] if len(rest) == 1 and len(typing.get_args(tp)) == 2 else None
+
+def type_words(tp) -> str:
+    "What a declared type accepts, in words."
+    inner = _optional(tp)
+    if inner is not None: return f"{type_words(inner)} or null"
+    return _TYPE_WORDS.get(typing.get_origin(tp) or tp, str(tp))
+
+def _number(value) -> float:
+    "A float from a number or its text (`2e-5`, `1_000`, ` 3 `); ValueError otherwise."
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)): raise ValueError
+    x = float(value.strip()) if isinstance(value, str) else float(value)
+    if x != x: raise ValueError      # nan
+    return x
+
+def _as_type(tp, value):
+    "`value` read as type `tp`; ValueError when it is not one."
+    if tp is Any: return value
+    inner = _optional(tp)
+    if inner is not None:
+        if value is None or (isinstance(value, str) and value.strip() in NULL_SPELLINGS): return None
+        return _as_type(inner, value)
+    tp = typing.get_origin(tp) or tp
+    if tp is bool:
+        if isinstance(value, bool): return value
+        if isinstance(value, int) and value in (0, 1): return bool(value)
+        if isinstance(value, str) and value.strip().lower() in BOOL_SPELLINGS: return BOOL_SPELLINGS[value.strip().lower()]
+        raise ValueError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool): return value
+        if isinstance(value, str):
+            try: return int(value.strip())
+            except ValueError: pass
+        x = _number(value)
+        if not x.is_integer(): raise ValueError
+        return int(x)
+    if tp is float: return value if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else _number(value)
+    if tp is str:
+        if isinstance(value, str): return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
+        raise ValueError
+    if tp in (list, dict):
+        if isinstance(value, tp): return value
+        if tp is list and isinstance(value, tuple): return list(value)
+        raise ValueError
+    return value
+
+def _shown(value, n:int=60) -> str:
+    s = repr(value)
+    return s if len(s) <= n else s[:n - 3] + "..."
+
+def parse_value(key:str, # 'section.key', for the message
+                value, # what YAML (or `--set`) gave
+                tp): # the declared type (from `typing.get_type_hints`)
+    "`value` as the type `key` declares, or one `ConfigError` line naming the key, the value and the type."
+    try: return _as_type(tp, value)
+    except (ValueError, OverflowError): raise ConfigError(f"{key} must be {type_words(tp)}, got {_shown(value)}") from None
+
+def key_type(dotted:str, cls=None):
+    "The declared type of `section.key` in `RunConfig` (a dataclass type for a section); `ConfigError` if there is no such key."
+    obj, parts = cls or RunConfig, dotted.split(".")
+    for i, p in enumerate(parts):
+        hints = typing.get_type_hints(obj) if dataclasses.is_dataclass(obj) else {}
+        if p not in hints: raise ConfigError(f"unknown key '{dotted}'")
+        obj = hints[p]
+    return obj
+
 # %% ../nbs/01_config.ipynb #a327887a
 NOT_CONFIG_KEYS = {"sampling.n": "'sampling.n' is read by no stage: samples per prompt are synth.k (synthesis) and eval.n (evaluation)"}
 
 def _build(cls, d, where, src):
     if not isinstance(d, dict): raise ConfigError(f"{src}: '{where or 'top level'}' must be a mapping, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
-    kw = {}
+    kw, hints = {}, typing.get_type_hints(cls)
     for k, v in d.items():
         key = f"{where}.{k}" if where else k
         if k not in known: raise ConfigError(f"{src}: unknown key '{key}' (known: {', '.join(known)})")
         if key in NOT_CONFIG_KEYS: raise ConfigError(f"{src}: {NOT_CONFIG_KEYS[key]}")
-        sub = known[k].default_factory if known[k].default_factory is not dataclasses.MISSING else None
-        kw[k] = _build(type(sub()), v, key, src) if sub and dataclasses.is_dataclass(sub()) else v
+        if dataclasses.is_dataclass(hints[k]): kw[k] = _build(hints[k], v, key, src); continue
+        try: kw[k] = parse_value(key, v, hints[k])
+        except ConfigError as e: raise ConfigError(f"{src}: {e}") from None
     try: return cls(**kw)
     except ConfigError as e: raise ConfigError(f"{src}: {e}") from None
 
@@ -274,7 +354,9 @@ def set_key(cfg:RunConfig, dotted:str, value) -> RunConfig:
         obj = getattr(obj, p)
     if not dataclasses.is_dataclass(obj) or last not in {f.name for f in fields(obj)}: raise ConfigError(f"unknown key '{dotted}'")
     if dotted in NOT_CONFIG_KEYS: raise ConfigError(NOT_CONFIG_KEYS[dotted])
-    setattr(obj, last, value)
+    tp = typing.get_type_hints(type(obj))[last]
+    if dataclasses.is_dataclass(tp): raise ConfigError(f"'{dotted}' is a section: set its keys ({dotted}.KEY=value)")
+    setattr(obj, last, parse_value(dotted, value, tp))
     if hasattr(obj, "__post_init__"): obj.__post_init__()
     return cfg
 
@@ -287,13 +369,31 @@ def load_config(path=None, overrides:Iterable[str]=() # 'section.key=value' stri
         p = Path(path)
         if not p.exists(): raise ConfigError(f"config file not found: {p}")
         try: d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{p}: invalid YAML: {e}") from None
+        except yaml.YAMLError as e: raise ConfigError(f"{p}{_yaml_where(e)}: invalid YAML: {_yaml_problem(e)}") from None
     cfg = config_from_dict(d, str(path or "config"))
     for o in overrides or ():
         if "=" not in o: raise ConfigError(f"override {o!r} must look like section.key=value")
         k, v = o.split("=", 1)
-        set_key(cfg, k.strip(), yaml.safe_load(v))
+        set_key(cfg, k.strip(), override_value(k.strip(), v))
     return cfg
+
+def _yaml_where(e) -> str:
+    mark = getattr(e, "problem_mark", None)
+    return f":{mark.line + 1}" if mark is not None else ""
+
+def _yaml_problem(e) -> str:
+    return " ".join(str(getattr(e, "problem", None) or e).split())
+
+def override_value(key:str, text:str):
+    "The value of `--set key=text`: parsed as YAML, except that a text key keeps the text as written (`revision=0123`, `instruction=Say: no`)."
+    import yaml
+    tp = key_type(key)
+    texty = tp is str or _optional(tp) is str
+    try: value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        if texty: return text.strip()
+        raise ConfigError(f"--set {key}={text}: invalid YAML: {_yaml_problem(e)}") from None
+    return text.strip() if texty and value is not None and not isinstance(value, str) else value
 
 def config_to_dict(cfg) -> dict:
     "A config as nested dicts, without the fields that are not config keys (what `config_from_dict` reads back)."
@@ -316,3 +416,44 @@ def config_table(cfg:Optional[RunConfig]=None) -> list[dict]:
     "Every key with its default, this config's value and the paper's (None where the paper fixes none)."
     default, this = flat_config(RunConfig()), flat_config(cfg or RunConfig())
     return [{"key": k, "default": default[k], "value": this[k], "paper": PAPER.get(k)} for k in default]
+
+# %% ../nbs/01_config.ipynb #b67d3c13
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+def safetensors_problem(path) -> Optional[str]:
+    "Why a `.safetensors` file cannot be whole (empty, cut off, unreadable header), or None; reads the header only."
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8: return "is empty" if size == 0 else f"is cut off ({size} bytes)"
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if 8 + n > size: return f"is cut off ({size} bytes, shorter than its own header)"
+        try: header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError): return "has an unreadable header (not a safetensors file?)"
+    if not isinstance(header, dict): return "has an unreadable header (not a safetensors file?)"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets", ())) == 2]
+    need = 8 + n + max(ends, default=0)
+    return f"is cut off ({size} bytes, its header promises {need})" if need > size else None
+
+def check_adapter(path # a PEFT LoRA adapter directory (model.adapter)
+                 ) -> dict: # its adapter_config.json
+    "Check a PEFT adapter directory without loading it; one `DataError` line naming the file that is missing, empty or cut off."
+    d = Path(path)
+    redo = "train the adapter again or point model.adapter at a whole one"
+    if not d.is_dir(): raise DataError("is not a directory: model.adapter must be a PEFT adapter directory" if d.exists() else "no such adapter directory (model.adapter)", d)
+    p = d/"adapter_config.json"
+    if not p.is_file(): raise DataError("missing: not a PEFT adapter directory (`thinksafe train` writes one)", p)
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if not text.strip(): raise DataError(f"is empty: the adapter was not saved completely; {redo}", p)
+    try: conf = json.loads(text)
+    except ValueError as e: raise DataError(f"is not valid JSON (cut off?): {e.msg} at line {e.lineno}; {redo}", p) from None
+    if not isinstance(conf, dict): raise DataError(f"must hold a JSON object, got {type(conf).__name__}; {redo}", p)
+    missing = [k for k in ("r", "base_model_name_or_path") if k not in conf]
+    if missing: raise DataError(f"has no {' and no '.join(map(repr, missing))}: not a LoRA adapter config written by PEFT; {redo}", p)
+    if not isinstance(conf["r"], int) or isinstance(conf["r"], bool) or conf["r"] < 1: raise DataError(f"'r' must be a whole number >= 1, got {conf['r']!r}", p)
+    weights = [d/w for w in ADAPTER_WEIGHTS if (d/w).is_file()]
+    if not weights: raise DataError(f"has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); {redo}", d)
+    w = weights[0]
+    problem = safetensors_problem(w) if w.suffix == ".safetensors" else ("is empty" if w.stat().st_size == 0 else None)
+    if problem: raise DataError(f"{problem}: the adapter was not saved completely; {redo}", w)
+    return conf
