@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_benchmarks.ipynb #c2282416
 from __future__ import annotations
-import os, re, random, dataclasses
+import os, re, sys, random, dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -266,20 +266,28 @@ def select_items(items:list, limit:Optional[int]=None, sample:bool=False, seed:i
     return [items[i] for i in keep]
 
 def _user_records(rows, src, columns, default_label):
+    "A user file's items, keyed by their `item_id` column or by their text (an edited row is a new item); duplicates merged with a warning."
+    first, dups = {}, 0
     for r in map_columns(rows, columns, src, required=["prompt"]):
-        lab = r.get("label") or default_label
+        lab, prompt = r.get("label") or default_label, str(r["prompt"])
         if lab not in LABELS: raise DataError(f"unknown label {lab!r} (expected one of {', '.join(LABELS)})", src, r["_line"])
-        yield dict(_line=r["_line"], prompt=str(r["prompt"]), label=lab, reference=None if r.get("reference") is None else str(r["reference"]),
-                   item_id=str(r.get("item_id") or f"row{r['_line']}"))
+        ref = None if r.get("reference") is None else str(r["reference"])
+        seen = first.setdefault(prompt, (lab, ref, r["_line"]))
+        if seen[:2] != (lab, ref):
+            what, i = ("label", 0) if seen[0] != lab else ("reference", 1)
+            raise DataError(f"this prompt has {what} {(lab, ref)[i]!r} but line {seen[2]} gives it {seen[i]!r}: one prompt, one {what}", src, r["_line"])
+        if seen[2] != r["_line"] and not r.get("item_id"): dups += 1; continue
+        yield dict(_line=r["_line"], prompt=prompt, label=lab, reference=ref, item_id=str(r.get("item_id") or prompt_id(prompt)))
+    if dups: print(f"warning: {src}: {dups} duplicate prompt{'s' if dups > 1 else ''} merged: each is evaluated once", file=sys.stderr)
 
 # %% ../nbs/10_benchmarks.ipynb #e313aa55
 def resolve_source(bench:Benchmark, data_dir=None, path=None) -> tuple[list, str]:
     "`(rows, source)` of a registered benchmark: an explicit `path`, else a file under `data_dir`, else its pinned URL, else the Hub."
     if path is not None:
         if not Path(path).exists(): raise DataError(f"benchmark file not found (path= for {bench.name!r})", path)
-        return load_table(path), str(path)
+        return read_table(path), str(path)
     src = find_local(bench, data_dir)
-    if src is not None: return load_table(src), str(src)
+    if src is not None: return read_table(src), str(src)
     if bench.url is not None:
         url, sha = bench.url
         try: f = fetch_url(url, sha, f"{bench.name}{Path(url).suffix}", what=f"benchmark {bench.name!r}")
@@ -324,7 +332,7 @@ def load_benchmark(name:str, # a registered name (see `BENCHMARKS`) or a path to
         kind = kind or "safety"
         if kind not in ("safety", "overrefusal", "reasoning"): raise ConfigError(f"benchmark kind must be safety, overrefusal or reasoning, not {kind!r}")
         bname = src.stem if name == str(path or name) else name
-        rows = load_table(src)
+        rows = read_table(src)
         recs = list(_user_records(rows, src, columns or {"prompt": "prompt"},
                                   label or ("vanilla_harmful" if kind == "safety" else "vanilla_benign")))
         if kind == "reasoning" and any(r["reference"] is None for r in recs):

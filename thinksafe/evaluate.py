@@ -14,9 +14,9 @@ from .store import *
 from .benchmarks import *
 
 # %% auto #0
-__all__ = ['CHECKERS', 'METRICS', 'call_with_timeout', 'answer_region', 'last_boxed', 'check_math', 'stated_number',
-           'extract_gsm8k', 'check_gsm8k', 'extract_choice', 'check_choice', 'check_answer', 'bootstrap_items',
-           'pass_at_k', 'outcome_of', 'mcnemar', 'benchmark_metrics', 'results_table', 'run_summary',
+__all__ = ['CHECKERS', 'METRICS', 'call_with_timeout', 'answer_region', 'last_boxed', 'unevaluated', 'check_math',
+           'stated_number', 'extract_gsm8k', 'check_gsm8k', 'extract_choice', 'check_choice', 'check_answer',
+           'bootstrap_items', 'pass_at_k', 'outcome_of', 'mcnemar', 'benchmark_metrics', 'results_table', 'run_summary',
            'make_refusal_guard']
 
 # %% ../nbs/11_evaluate.ipynb #55f2e946
@@ -55,16 +55,24 @@ def last_boxed(text:str) -> Optional[str]:
     return None
 
 # %% ../nbs/11_evaluate.ipynb #f4c457d1
+_OPERATION = re.compile(r"\d\s*(?:[-+÷]|\\div|(?:[*×]|\\times|\\cdot)(?!\s*10\s*\^))\s*-?\d")   # 6 \times 10^5 is a result
+
+def unevaluated(pred:str, gold:str) -> bool:
+    "Is `pred` arithmetic left undone (e.g. '2 + 3' for the gold answer 5): an operation between numbers that the gold answer does not write?"
+    return bool(_OPERATION.search(str(pred))) and not _OPERATION.search(str(gold))
+
 def _mv_equal(gold_text:str, pred_text:str) -> bool:
     from math_verify import parse, verify
     gold = parse(f"${gold_text}$", parsing_timeout=None) or parse(gold_text, parsing_timeout=None)
     pred = parse(f"${pred_text}$", parsing_timeout=None) if pred_text is not None else []
+    if pred and unevaluated(pred[-1], gold_text): return False
     return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
 
 def _mv_extract_equal(gold_text:str, text:str) -> bool:
     from math_verify import parse, verify
     gold = parse(f"${gold_text}$", parsing_timeout=None) or parse(gold_text, parsing_timeout=None)
     pred = parse(text, parsing_timeout=None)
+    if pred and unevaluated(pred[-1], gold_text): return False      # a restated question is not an answer
     return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
 
 def check_math(response:str, reference:str, timeout:float=5.0) -> bool:
@@ -248,8 +256,8 @@ METRICS = {"safety": ("harmful_pct", "harmful_answer_pct", "harmful_thinking_pct
            "reasoning": ("pass1_pct",)}
 
 def results_table(metrics:dict, # {benchmark: benchmark_metrics(...)}
-                  model:str=""):
-    "A tidy DataFrame: benchmark, kind, metric, value, its 95% interval (ci_low, ci_high), judge, n_items, n_samples, model."
+                  model:str="", info:Optional[dict]=None): # e.g. run_info(): thinksafe_version and git_commit, a column each
+    "A tidy DataFrame: benchmark, kind, metric, value, its 95% interval (ci_low, ci_high), judge, n_items, n_samples, model (and `info`'s columns)."
     import pandas as pd
     rows = []
     for b, m in metrics.items():
@@ -258,8 +266,8 @@ def results_table(metrics:dict, # {benchmark: benchmark_metrics(...)}
             judge = m.get("checker") if m["kind"] == "reasoning" else m.get("guard")
             ci = m.get(f"{k}_ci") or (None, None)
             rows.append(dict(benchmark=b, kind=m["kind"], metric=k, value=m[k], ci_low=ci[0], ci_high=ci[1], judge=judge,
-                             n_items=m["n_items"], n_samples=m["n_samples"], model=model))
-    return pd.DataFrame(rows, columns=["benchmark", "kind", "metric", "value", "ci_low", "ci_high", "judge", "n_items", "n_samples", "model"])
+                             n_items=m["n_items"], n_samples=m["n_samples"], model=model, **(info or {})))
+    return pd.DataFrame(rows, columns=["benchmark", "kind", "metric", "value", "ci_low", "ci_high", "judge", "n_items", "n_samples", "model", *(info or {})])
 
 def run_summary(metrics:dict, name:str, model:str, size_b:Optional[float]=None) -> dict:
     "The run-result JSON the Pareto figure overlays."

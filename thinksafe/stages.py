@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_stages.ipynb #a086656e
 from __future__ import annotations
-import gc, time, json, copy, dataclasses, contextlib
+import gc, time, json, copy, hashlib, dataclasses, contextlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -16,9 +16,10 @@ from .steering import steer, steering_name, ActivationSteering, load_direction, 
 from .synthesize import load_prompts, accept, condition_stats, is_candidate, DEMO_PROMPTS
 
 # %% auto #0
-__all__ = ['STEERED', 'PLAIN', 'SYNTH_STATS', 'make_generator', 'make_judge', 'free', 'n_params', 'generation_fingerprint',
-           'round_size', 'generate_stores', 'generate_stage', 'judgments_name', 'guard_fingerprint', 'stored_samples',
-           'judge_stage', 'agreement_table', 'select_stage', 'synth_dir', 'synthesis_prompts', 'synthesize', 'eval_dir',
+__all__ = ['STEERED', 'PLAIN', 'SYNTH_STATS', 'make_generator', 'make_judge', 'free', 'n_params', 'input_digests',
+           'generation_fingerprint', 'round_size', 'generate_stores', 'generate_stage', 'judgments_name',
+           'guard_fingerprint', 'stored_samples', 'judge_stage', 'agreement_table', 'select_stage', 'synth_dir',
+           'synthesis_prompts', 'stage_compute', 'write_compute', 'check_complete', 'synthesize', 'eval_dir',
            'benchmark_stores', 'score_stage', 'load_eval_sets', 'generate_eval', 'evaluate', 'compare',
            'format_compare', 'guard_config', 'generate_run', 'judge_run']
 
@@ -64,13 +65,21 @@ class _Lazy:
 # %% ../nbs/12_stages.ipynb #cd01eda7
 STEERED, PLAIN = "samples-steered", "samples-plain"    # synthesis stores: steered harmful prompts (+ benign as is), and plain harmful prompts
 
-def generation_fingerprint(cfg:RunConfig, steering:SteeringConfig, max_new_tokens:int) -> dict:
-    "What changes the distribution of a generated sample."
+def input_digests(cfg:RunConfig, steering:Optional[SteeringConfig]=None, items:Sequence[Sample]=()) -> dict:
+    "Content digests of the local files a generation reads: the model (a local folder or file), the adapter, a given steering direction, the items' files."
+    d = {"model": path_digest(cfg.model.name), "adapter": path_digest(cfg.model.adapter),
+         "direction": path_digest(steering.direction_path) if steering is not None and steering.mode != "none" else None,
+         "items": sources_digest(items)}
+    return {k: v for k, v in d.items() if v}
+
+def generation_fingerprint(cfg:RunConfig, steering:SteeringConfig, max_new_tokens:int,
+                           items:Sequence[Sample]=()) -> dict: # the store's items: their source files' digests are part of it
+    "What changes the distribution of a generated sample: settings, and the content of every local input (`inputs`), so a retrained adapter is not served old samples."
     mc, sc = cfg.model, cfg.sampling
     st = "none" if steering.mode == "none" else {k: v for k, v in config_to_dict(steering).items() if k != "n_direction_prompts"}
     return {"model": mc.name, "adapter": mc.adapter, "revision": mc.revision, "dtype": mc.dtype, "backend": mc.backend,
             "think_format": mc.think_format, "sampling": {"temperature": sc.temperature, "top_p": sc.top_p, "top_k": sc.top_k, "seed": sc.seed},
-            "max_new_tokens": max_new_tokens, "steering": st}
+            "max_new_tokens": max_new_tokens, "steering": st, "inputs": input_digests(cfg, steering, items)}
 
 def round_size(cfg:RunConfig, pending:int) -> int:
     "Items per resumable round: `sampling.chunk`, else all on vLLM, else 8 forward batches."
@@ -99,6 +108,17 @@ class _NoHook:
     def __enter__(self): return self
     def __exit__(self, *exc): pass
 
+def _tokens(s) -> int:
+    "Tokens a sample's generation processed: prompt + generated; a skipped sample (prompt over the context) none."
+    return 0 if s.skipped else (s.prompt_tokens or 0) + (s.new_tokens or 0)
+
+def _mark_compute(outs:Sequence[Sample], seconds:float, params:Optional[int]):
+    "Record in each sample what producing it cost (`meta['compute']`: its share of the call's seconds, by tokens, and the generator's size)."
+    total = sum(map(_tokens, outs))
+    for o in outs:
+        share = seconds * (_tokens(o) / total if total else 1 / max(len(outs), 1))
+        o.meta = {**o.meta, "compute": {"seconds": round(share, 4), "n_params": params}}
+
 # %% ../nbs/12_stages.ipynb #6a0d9de5
 def generate_stores(cfg:RunConfig,
                     sets:dict, # {store name: items}: prompts or benchmark items (their item_id keys each store)
@@ -109,14 +129,15 @@ def generate_stores(cfg:RunConfig,
                     max_new_tokens:Optional[int]=None, # default sampling.max_new_tokens
                     generator=None, # a Generator; default: built from cfg.model and freed at the end
                     shard=None, # 'I/N': this process's share of the items
-                    progress:bool=True) -> dict:
+                    progress:bool=True,
+                    fresh:bool=False) -> dict: # a store made with other settings or inputs is deleted and generated again (else: refused)
     "Generate the missing samples of every store in shared generator calls (fuller batches); resumable; {name: counts, tokens, seconds}."
     out, steering = Path(out), steering or cfg.steering
     n = n or cfg.synth.k
     idx = list(range(n)) if indices is None else list(indices)
     budget = max_new_tokens or cfg.sampling.max_new_tokens
     sc = dataclasses.replace(cfg.sampling, max_new_tokens=budget, n=len(idx) or 1)
-    stores = {name: Store(out, name, generation_fingerprint(cfg, steering, budget), shard=shard) for name in sets}
+    stores = {name: Store(out, name, generation_fingerprint(cfg, steering, budget, sets[name]), shard=shard, fresh=fresh) for name in sets}
     gen = generator if isinstance(generator, _Lazy) else _Lazy(generator, lambda: make_generator(cfg.model, sc))
     res = {name: {"store": str(st.path), "items": len(sets[name]), "generated": 0, "tokens": 0, "prompt_tokens": 0, "n_params": None} for name, st in stores.items()}
     t0 = time.time()
@@ -125,7 +146,7 @@ def generate_stores(cfg:RunConfig,
         todo = [(name, s) for name, items in sets.items() for s in items
                 if in_shard(s.item_id, stores[name].shard) and any((s.item_id, j) not in done[name] for j in idx)]
         size = round_size(cfg, len(todo))
-        hook = None
+        hook, params = None, None
         try:
             for r in range(0, len(todo), size):
                 part = todo[r:r + size]
@@ -135,15 +156,18 @@ def generate_stores(cfg:RunConfig,
                 for group in groups:          # activation steering hooks harmful prompts only: then two calls, else one
                     if not group: continue
                     batch = steer([s for _, s in group], steering)
+                    if params is None: params = n_params(g)
+                    t1 = time.time()
                     with (hook() if hook is not None and batch[0].harmful else _NoHook()):
                         outs = g.generate(batch, n=len(idx), sampling=sc, desc=f"generate {', '.join(sets)}", sample_indices=idx)
+                    _mark_compute(outs, time.time() - t1, params)
                     new = defaultdict(list)   # outputs are input-major, len(idx) per input
                     for (name, _), k in zip(group, range(0, len(outs), len(idx))): new[name] += [o for o in outs[k:k + len(idx)] if o.key not in done[name]]
                     for name, got in new.items():
                         stores[name].append(got); done[name].update((o.key, o) for o in got)
                         c = res[name]; c["generated"] += len(got)
-                        c["tokens"] += sum(o.new_tokens or 0 for o in got); c["prompt_tokens"] += sum(o.prompt_tokens or 0 for o in got)
-            params = n_params(gen.get()) if todo else None
+                        c["tokens"] += sum(o.new_tokens or 0 for o in got if not o.skipped)
+                        c["prompt_tokens"] += sum(o.prompt_tokens or 0 for o in got if not o.skipped)
         finally:
             if gen is not generator: gen.close()
     wall, total = time.time() - t0, sum(c["tokens"] + c["prompt_tokens"] for c in res.values())
@@ -165,8 +189,15 @@ def judgments_name(store:str, key:str) -> str:
     "The store holding one judge's judgments of a sample store."
     return f"{store}.judged.{slug(key)}"
 
-def _judgment_store(out, store:str, key:str, fp=None, shard=None) -> Store:
-    return Store(out, judgments_name(store, key), fp, shard=shard, load=lambda d, p, i: d, key=lambda r: (r["item_id"], r["sample_idx"]))
+def _judgment_store(out, store:str, key:str, fp=None, shard=None, fresh:bool=False) -> Store:
+    return Store(out, judgments_name(store, key), fp, shard=shard, load=lambda d, p, i: d, key=lambda r: (r["item_id"], r["sample_idx"]), fresh=fresh)
+
+def _samples_digest(out, name:str) -> Optional[str]:
+    "A digest of the fingerprint of the samples a judgment store judges (judgments of other samples are refused)."
+    fp = Path(out)/f"{name}.fingerprint.json"
+    if not fp.exists(): return None
+    d = {k: v for k, v in json.loads(fp.read_text(encoding="utf-8")).items() if k != "written_by"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 def guard_fingerprint(gc:GuardConfig, guard) -> dict:
     "What changes a guard's judgments."
@@ -191,7 +222,8 @@ def judge_stage(cfg:RunConfig, out, # the run directory
                 guard=None, # a Guard; default: built from cfg.guard (and freed at the end)
                 gc:Optional[GuardConfig]=None, # the guard's config (default cfg.guard)
                 part:Optional[str]=None, # 'both' | 'answer' | 'thinking' (default gc.part)
-                shard=None, progress:bool=True) -> dict:
+                shard=None, progress:bool=True,
+                fresh:bool=False) -> dict: # judgments made with other guard settings (or of other samples) are made again (else: refused)
     "Add a guard's judgments to the stored samples that lack them; never loads the student."
     out, gc = Path(out), gc or cfg.guard
     part = part or gc.part
@@ -201,23 +233,27 @@ def judge_stage(cfg:RunConfig, out, # the run directory
     try:
         g = judge.get()
         key = judgment_key(g.name, part)
-        with _judgment_store(out, name, key, guard_fingerprint(gc, g), shard) as st:
+        fp = {**guard_fingerprint(gc, g), "samples": _samples_digest(out, name)}
+        with _judgment_store(out, name, key, fp, shard, fresh) as st:
             done = st.read()
             todo = [s for s in samples if s.key not in done and not s.skipped]
-            size = max(64, cfg.guard.batch_size * 8)
+            size, params = max(64, cfg.guard.batch_size * 8), n_params(g)
             for r in range(0, len(todo), size):
                 batch = [dataclasses.replace(s, judgments={}) for s in todo[r:r + size]]
+                t1 = time.time()
                 judged = g.judge(batch, part=part)
+                took, total = time.time() - t1, sum(map(_tokens, batch))
                 if len(judged) != len(batch): raise ThinkSafeError(f"guard {g.name!r} returned {len(judged)} verdicts for {len(batch)} samples")
                 recs = []
                 for s in judged:
                     j = s.judgments.get(key) or dict(verdict=s.verdict, unsafe_score=s.unsafe_score, refusal=s.refusal, guard=g.name, part=part, truncated=False)
-                    recs.append({"item_id": s.item_id, "sample_idx": s.sample_idx, **{**j, "guard": g.name, "part": part}})
-                    tokens += (s.prompt_tokens or 0) + (s.new_tokens or 0)
+                    share = took * (_tokens(s) / total if total else 1 / len(judged))
+                    recs.append({"item_id": s.item_id, "sample_idx": s.sample_idx, **{**j, "guard": g.name, "part": part},
+                                 "compute": {"tokens": _tokens(s), "seconds": round(share, 4), "n_params": params}})
+                    tokens += _tokens(s)
                 st.append(recs)
                 done.update({(d["item_id"], d["sample_idx"]): d for d in recs})
             verdicts = Counter(d["verdict"] for d in done.values())
-            params = n_params(g)
     finally:
         if judge is not guard: judge.close()
     return {"judge": key, "judged": len(todo), "verdicts": dict(verdicts), "truncated": sum(bool(d.get("truncated")) for d in done.values()),
@@ -251,11 +287,12 @@ def select_stage(cfg:RunConfig, out, # the synthesis run directory
                  source:str="steered") -> dict: # the condition whose kept samples are written ('plain': rejection sampling without steering)
     "Write the kept records (`synth.out`, SafeChain format) and `synth_stats.json`; returns paths and stats."
     out, sy = Path(out), cfg.synth
+    check_complete(out, [f"samples-{c}" for c in conditions])
     groups = {c: _groups(stored_samples(out, f"samples-{c}"), items, judge) for c in conditions if Store(out, f"samples-{c}").files()}
     if "steered" not in groups: raise ThinkSafeError(f"{out} has no generated samples (samples-steered.jsonl): run `thinksafe generate` first")
     if "plain" in groups: groups["plain"] = [g for g in groups["plain"] if g[0].harmful]
     kept = accept(groups[source], sy.accept, sy.min_safe)
-    path = write_jsonl(out/sy.out, [to_safechain(s) for s in kept])
+    path = out/sy.out
     plain = {g[0].item_id: g for g in groups.get("plain", [])}
     per_prompt = []
     for g in groups["steered"]:
@@ -268,8 +305,12 @@ def select_stage(cfg:RunConfig, out, # the synthesis run directory
              "k": sy.k, "adaptive": sy.adaptive, "accept": sy.accept, "min_safe": sy.min_safe, "prompts": len(groups["steered"]), "records": len(kept),
              "conditions": {("unsteered" if c == "plain" else c): condition_stats(g, sy.accept, sy.min_safe) for c, g in groups.items()},
              "per_prompt": per_prompt, **run_info()}
-    stats_path = write_json(out/(SYNTH_STATS if source == "steered" else f"synth_stats_{source}.json"), stats)
+    stats_path = out/(SYNTH_STATS if source == "steered" else f"synth_stats_{source}.json")
+    records = "".join(json.dumps({**to_safechain(s), **writer_info()}, ensure_ascii=False) + "\n" for s in kept)
+    write_together({path: records, stats_path: _json(stats)})      # the records and their statistics, replaced together
     return {"synth": str(path), "stats": str(stats_path), "records": len(kept), "stats_dict": stats}
+
+def _json(obj) -> str: return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
 
 # %% ../nbs/12_stages.ipynb #96a7859d
 def synth_dir(cfg:RunConfig) -> Path:
@@ -286,13 +327,59 @@ def synthesis_prompts(cfg:RunConfig) -> tuple[list[Sample], list]:
     return kept, dropped
 
 def _count(path, stage:str, kind:str, r:dict):
-    "Add a stage's tokens (prompt + generated), FLOPs and wall time to compute.json."
+    "Add one call's tokens (prompt + generated), FLOPs and wall time to compute.json (`write_compute` counts what the stores hold)."
     if r.get("generated", r.get("judged", 0)): add_compute(path, stage, compute_entry(kind, r.get("n_params") or 0, r["tokens"] + r.get("prompt_tokens", 0), r["seconds"]))
+
+def _judged_stores(out, name:str) -> list[str]:
+    "The judgment stores of the sample store `name` (each once, however many shards)."
+    return sorted({f.name.split(".shard-")[0].removesuffix(".jsonl") for f in Path(out).glob(f"{name}.judged.*.jsonl")})
+
+def stage_compute(out, names:Sequence[str], # the sample stores of a run directory
+                  kind:str="generate") -> Optional[dict]: # 'generate': making the samples; 'judge': every guard's judgments of them
+    "The compute a directory's stores hold: each sample (or judgment) once, whichever run or shard made it, skipped prompts at zero tokens."
+    out, recs = Path(out), []
+    for name in names:
+        if kind == "generate": recs += [{**s.meta.get("compute", {}), "tokens": _tokens(s)} for s in Store(out, name).read().values()]
+        else:
+            for base in _judged_stores(out, name):
+                js = Store(out, base, load=lambda d, p, i: d, key=lambda r: (r["item_id"], r["sample_idx"]))
+                recs += [d.get("compute", {}) for d in js.read().values()]
+    recs = [r for r in recs if r]
+    if not recs: return None
+    params = next((r["n_params"] for r in recs if r.get("n_params")), 0)
+    return {"kind": kind, "n_params": int(params), "tokens": sum(r.get("tokens", 0) for r in recs),
+            "flops": float(sum(FLOPS_PER_TOKEN[kind] * (r.get("n_params") or 0) * r.get("tokens", 0) for r in recs)),
+            "wall_s": round(sum(r.get("seconds", 0) for r in recs), 3), "records": len(recs)}
+
+def write_compute(out, names:Sequence[str]) -> dict:
+    "Set the 'generation' and 'guard' stages of `out/compute.json` from the stores `names` (other stages kept); with version and commit."
+    path = Path(out)/"compute.json"
+    doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
+    for stage, kind in (("generation", "generate"), ("guard", "judge")):
+        e = stage_compute(out, names, kind)
+        if e is not None: doc["stages"][stage] = e
+    st = doc["stages"].values()
+    doc["total"] = {"tokens": sum(e.get("tokens", 0) for e in st), "flops": sum(e.get("flops", 0) for e in st),
+                    "wall_s": round(sum(e.get("wall_s", 0) for e in st), 3)}
+    doc.update(writer_info())
+    write_together({path: json.dumps(doc, indent=2, default=str) + "\n"})
+    return doc
+
+def check_complete(out, names:Sequence[str]):
+    "Refuse a store (or its judgments) whose last line was cut by a killed run: its record would be silently dropped."
+    out = Path(out)
+    for name in names:
+        for base in [name, *_judged_stores(out, name)]:
+            for t in Store(out, base).torn():
+                again = "thinksafe judge" if ".judged." in t.name else "thinksafe generate"
+                raise ThinkSafeError(f"{t}: its last line was cut (a run was killed while writing it): run `{again}` (with --eval for an "
+                                     "evaluation) again to redo that record; it resumes")
 
 # %% ../nbs/12_stages.ipynb #cf93d144
 def synthesize(cfg:RunConfig, generator=None, guard=None, # models to use (default: built from cfg, one at a time, freed)
                out=None, # default synth_dir(cfg)
-               progress:bool=True) -> dict:
+               progress:bool=True,
+               fresh:bool=False) -> dict: # stores made with other settings or inputs are generated again (else: refused)
     "generate -> judge -> select, one model in memory at a time; resumable; returns paths and stats."
     out = Path(out) if out is not None else synth_dir(cfg)
     prompts, dropped = synthesis_prompts(cfg)
@@ -311,16 +398,16 @@ def synthesize(cfg:RunConfig, generator=None, guard=None, # models to use (defau
                 if cfg.synth.adaptive and name == STEERED and key is not None:
                     ok = {s.item_id for s in stored_samples(out, name) if key in s.judgments and is_candidate(use_judgment(s, key))}
                     its = [s for s in its if s.item_id not in ok]
-                _count(compute, "generation", "generate", generate_stage(cfg, its, out, name, indices=idx, steering=st, generator=gen, progress=progress))
+                generate_stage(cfg, its, out, name, indices=idx, steering=st, generator=gen, progress=progress, fresh=fresh)
             if heavy or not cfg.synth.adaptive: gen.close()  # a guard with a model never shares memory with the student
             for name, _, _ in conds:
-                r = judge_stage(cfg, out, name, guard=judge, progress=progress)
-                key = r["judge"]; _count(compute, "guard", "judge", r)
+                key = judge_stage(cfg, out, name, guard=judge, progress=progress, fresh=fresh)["judge"]
+            write_compute(out, [name for name, _, _ in conds])
             if heavy: judge.close()
     finally: gen.close(); judge.close()
     res = select_stage(cfg, out, judge=key, items=prompts)
     res["stats_dict"]["decontaminated"] = len(dropped)
-    write_json(out/SYNTH_STATS, res["stats_dict"])
+    write_together({out/SYNTH_STATS: _json(res["stats_dict"])})
     return {**res, "dir": str(out), "samples": str(out/f"{STEERED}.jsonl"), "compute": str(compute)}
 
 # %% ../nbs/12_stages.ipynb #1469e2f1
@@ -348,8 +435,9 @@ def score_stage(cfg:RunConfig, out, # an evaluation directory
     "Metrics with intervals per benchmark; writes results.json, results.csv, summary.json; returns them."
     from thinksafe.evaluate import benchmark_metrics, check_answer, results_table, run_summary
     out, judges = Path(out), judges or {}
-    metrics = {}
-    for name in names or benchmark_stores(out):
+    names, metrics = list(names or benchmark_stores(out)), {}
+    check_complete(out, names)
+    for name in names:
         samples = stored_samples(out, name)
         if not samples: continue
         kind = samples[0].kind
@@ -363,12 +451,11 @@ def score_stage(cfg:RunConfig, out, # an evaluation directory
                 if key in s.judgments: use_judgment(s, key)
         metrics[name] = benchmark_metrics(samples)
     model = model_slug(cfg.model.name, cfg.model.adapter)
-    table = results_table(metrics, model)
+    table = results_table(metrics, model, writer_info())
     summary = {**run_summary(metrics, cfg.name, model), **run_info()}
     results = {"name": cfg.name, "model": cfg.model.name, "adapter": cfg.model.adapter, "benchmarks": metrics, "summary": summary,
                "config": config_to_dict(cfg), **run_info()}
-    write_json(out/"results.json", results); write_json(out/"summary.json", summary)
-    atomic_write_text(out/"results.csv", table.to_csv(index=False))
+    write_together({out/"results.json": _json(results), out/"summary.json": _json(summary), out/"results.csv": table.to_csv(index=False)})
     return results
 
 # %% ../nbs/12_stages.ipynb #2255a7b0
@@ -381,13 +468,13 @@ def load_eval_sets(cfg:RunConfig) -> dict:
         if items: sets[items[0].benchmark] = items
     return sets
 
-def generate_eval(cfg:RunConfig, sets:dict, out, generator=None, shard=None, progress:bool=True) -> dict:
+def generate_eval(cfg:RunConfig, sets:dict, out, generator=None, shard=None, progress:bool=True, fresh:bool=False) -> dict:
     "Every benchmark's samples (reasoning: `eval.n` per item, else 1; the evaluation budget, no steering), the sets that share n in one generator call; {name: counts}."
     groups, res = defaultdict(dict), {}
     for name, items in sets.items(): groups[cfg.eval.n if items[0].kind == "reasoning" else 1][name] = items
     for n, group in groups.items():
         res.update(generate_stores(cfg, group, out, n=n, steering=SteeringConfig(mode="none"), max_new_tokens=cfg.eval.max_new_tokens,
-                                   generator=generator, shard=shard, progress=progress))
+                                   generator=generator, shard=shard, progress=progress, fresh=fresh))
     return res
 
 def _refusal_judge(cfg:RunConfig, guard):
@@ -399,14 +486,14 @@ def _refusal_judge(cfg:RunConfig, guard):
 def evaluate(cfg:RunConfig, generator=None, guard=None, refusal_guard=None, # models (default: from cfg, one at a time)
              out=None, # default eval_dir(cfg)
              sets:Optional[dict]=None, # {name: items} (default: cfg.eval.benchmarks)
-             progress:bool=True) -> dict:
+             progress:bool=True,
+             fresh:bool=False) -> dict: # stores made with other settings or inputs (a retrained adapter, a changed file) are made again (else: refused)
     "generate -> judge -> score on every benchmark, one model in memory at a time; resumable; returns the results."
     out = Path(out) if out is not None else eval_dir(cfg)
     sets = sets if sets is not None else load_eval_sets(cfg)
     gen = _Lazy(generator, lambda: make_generator(cfg.model, cfg.sampling))
-    compute, judges = out/"compute.json", {}
-    try:
-        for r in generate_eval(cfg, sets, out, gen, progress=progress).values(): _count(compute, "generation", "generate", r)
+    judges = {}
+    try: generate_eval(cfg, sets, out, gen, progress=progress, fresh=fresh)
     finally: gen.close()
     for kinds, g in ((("safety",), guard), (("overrefusal",), refusal_guard if refusal_guard is not None else _refusal_judge(cfg, guard))):
         names = [n for n, items in sets.items() if items[0].kind in kinds]
@@ -414,9 +501,9 @@ def evaluate(cfg:RunConfig, generator=None, guard=None, refusal_guard=None, # mo
         judge = g if isinstance(g, _Lazy) else _Lazy(g, lambda: make_judge(cfg.guard))
         try:
             for name in names:
-                r = judge_stage(cfg, out, name, guard=judge, part="both", progress=progress)
-                judges[name] = r["judge"]; _count(compute, "guard", "judge", r)
+                judges[name] = judge_stage(cfg, out, name, guard=judge, part="both", progress=progress, fresh=fresh)["judge"]
         finally: judge.close()
+    write_compute(out, list(sets))
     return {**score_stage(cfg, out, list(sets), judges), "dir": str(out)}
 
 # %% ../nbs/12_stages.ipynb #a1622f50
@@ -450,25 +537,26 @@ def guard_config(spec:Optional[str], base:GuardConfig) -> GuardConfig:
     name, _, path = spec.partition(":")
     return dataclasses.replace(base, name=name, path=path or (base.path if base.name == name else None))
 
-def generate_run(cfg:RunConfig, evaluation:bool=False, shard=None, generator=None, progress:bool=True) -> dict:
+def generate_run(cfg:RunConfig, evaluation:bool=False, shard=None, generator=None, progress:bool=True, fresh:bool=False) -> dict:
     "The generate stage on the synthesis pool (or, `evaluation`, on every benchmark); returns per-store counts."
     gen, res = _Lazy(generator, lambda: make_generator(cfg.model, cfg.sampling)), {}
     try:
         if evaluation:
             out = eval_dir(cfg)
-            res = generate_eval(cfg, load_eval_sets(cfg), out, gen, shard, progress)
+            res = generate_eval(cfg, load_eval_sets(cfg), out, gen, shard, progress, fresh)
         else:
             out = synth_dir(cfg)
             prompts, _ = synthesis_prompts(cfg)
-            res[STEERED] = generate_stage(cfg, prompts, out, STEERED, generator=gen, shard=shard, progress=progress)
+            res[STEERED] = generate_stage(cfg, prompts, out, STEERED, generator=gen, shard=shard, progress=progress, fresh=fresh)
             if cfg.synth.compare_steering and cfg.steering.mode != "none":
                 res[PLAIN] = generate_stage(cfg, [s for s in prompts if s.harmful], out, PLAIN, steering=SteeringConfig(mode="none"),
-                                            generator=gen, shard=shard, progress=progress)
-            for r in res.values(): _count(out/"compute.json", "generation", "generate", r)
+                                            generator=gen, shard=shard, progress=progress, fresh=fresh)
+        write_compute(out, list(res))
     finally: gen.close()
     return {"dir": str(out), **{f"{k} generated": v["generated"] for k, v in res.items()}}
 
-def judge_run(cfg:RunConfig, evaluation:bool=False, guard:Optional[str]=None, part:Optional[str]=None, shard=None, progress:bool=True) -> dict:
+def judge_run(cfg:RunConfig, evaluation:bool=False, guard:Optional[str]=None, part:Optional[str]=None, shard=None, progress:bool=True,
+              fresh:bool=False) -> dict:
     "The judge stage with the guard `guard` ('name[:path]', default cfg.guard) on every store of the run."
     gc = guard_config(guard, cfg.guard)
     judge = _Lazy(None, lambda: make_judge(gc))
@@ -478,8 +566,8 @@ def judge_run(cfg:RunConfig, evaluation:bool=False, guard:Optional[str]=None, pa
     res = {}
     try:
         for name in names:
-            res[name] = judge_stage(cfg, out, name, guard=judge, gc=gc, part=part, shard=shard, progress=progress)
-            if not evaluation: _count(out/"compute.json", "guard", "judge", res[name])
+            res[name] = judge_stage(cfg, out, name, guard=judge, gc=gc, part=part, shard=shard, progress=progress, fresh=fresh)
+        write_compute(out, names)
     finally: judge.close()
     lines = {f"{n} judged": r["judged"] for n, r in res.items()}
     for n, r in res.items():

@@ -4,16 +4,19 @@
 
 # %% ../nbs/03_store.ipynb #d591b92e
 from __future__ import annotations
-import os, re, json, errno, hashlib
+import os, re, json, time, errno, hashlib, tempfile, functools
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 from fastcore.basics import patch
 from .core import *
 from .records import *
+from .core import _wrap_oserror
 
 # %% auto #0
-__all__ = ['sample_seed', 'parse_shard', 'in_shard', 'slug', 'model_slug', 'StoreLocked', 'fingerprint_diff', 'Store']
+__all__ = ['QUICK_ABOVE', 'DIGEST_PATTERNS', 'PUBLIC_MODE', 'sample_seed', 'parse_shard', 'in_shard', 'slug', 'model_slug',
+           'file_digest', 'path_digest', 'sources_digest', 'make_readable', 'writer_info', 'remove_stale_tmp',
+           'write_together', 'StoreLocked', 'fingerprint_diff', 'Store']
 
 # %% ../nbs/03_store.ipynb #ee456f84
 def sample_seed(seed:int, # the run seed (sampling.seed)
@@ -52,6 +55,86 @@ def model_slug(name:str, # model name or path
     a = Path(str(adapter).rstrip("/"))
     return f"{base}+{slug(a.parent.name if a.name in ('adapter', 'final') and a.parent.name else a.name)}"
 
+# %% ../nbs/03_store.ipynb #7b3e51d0
+QUICK_ABOVE = 64 << 20   # files over this size (model weights) are digested by their size and first and last MiB
+
+def file_digest(path, # a file
+                quick_above:int=QUICK_ABOVE) -> str:
+    "16 hex digits of a file's SHA-256; a file over `quick_above` bytes: of its size and its first and last MiB."
+    h, size = hashlib.sha256(), Path(path).stat().st_size
+    with open(path, "rb") as f:
+        if size <= quick_above:
+            for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
+        else:
+            h.update(str(size).encode()); h.update(f.read(1 << 20))
+            f.seek(-(1 << 20), os.SEEK_END); h.update(f.read())
+    return h.hexdigest()[:16]
+
+DIGEST_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.gguf", "*.model", "*.jinja", "*.txt")  # a model or adapter folder's weights and configs
+
+def path_digest(path) -> Optional[str]:
+    "`name@digest` of a local file, or of a folder's weights and configs (top level); None when `path` is not on this disk."
+    if not path: return None
+    p = Path(str(path)).expanduser()
+    if p.is_file(): return f"{p.name}@{file_digest(p)}"
+    if not p.is_dir(): return None
+    files = sorted({f for pat in DIGEST_PATTERNS for f in p.glob(pat) if f.is_file()})
+    h = hashlib.sha256()
+    for f in files: h.update(f"{f.name}\0{file_digest(f)}\n".encode())
+    return f"{p.name}/@{h.hexdigest()[:16]}"
+
+def sources_digest(items:Iterable) -> Optional[str]:
+    "Digests of the local files the items were read from (`meta['source']`), or None when none is a local file."
+    srcs = sorted({str(s.meta.get("source")) for s in items if getattr(s, "meta", None) and s.meta.get("source")})
+    got = [d for d in map(path_digest, srcs) if d]
+    return ", ".join(got) or None
+
+# %% ../nbs/03_store.ipynb #c41f2a7e
+PUBLIC_MODE = 0o644   # every result file is readable by group and others, whatever the umask (the README's promise)
+
+def _umask() -> int:
+    old = os.umask(0); os.umask(old)
+    return old
+
+def make_readable(path):
+    "Give `path` at least mode 0644 (and what the umask also allows, e.g. 0664 under umask 002)."
+    os.chmod(path, PUBLIC_MODE | (0o666 & ~_umask()))
+
+@functools.lru_cache(maxsize=None)
+def writer_info() -> dict:
+    "This process's package version and git commit (`run_info`, looked up once)."
+    return run_info()
+
+def remove_stale_tmp(dir, # a results folder
+                     prefix:str="", # only temp files of names starting with this
+                     age:float=600.0) -> int:
+    "Delete the `.NAME.*.tmp` files a killed writer left (older than `age` seconds); returns how many."
+    n, now = 0, time.time()
+    for p in Path(dir).glob(f".{prefix}*.tmp"):
+        try:
+            if now - p.stat().st_mtime > age: p.unlink(); n += 1
+        except OSError: pass
+    return n
+
+def write_together(files:dict # {path: text}
+                  ) -> list[Path]:
+    "Replace several files together: all written to temp files first, then renamed; any failure leaves every old file as it was."
+    tmps, paths = [], [Path(p) for p in files]
+    try:
+        for path, text in zip(paths, files.values()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(path.parent, path.name)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            tmps.append(tmp)
+            with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text); f.flush(); os.fsync(f.fileno())
+            make_readable(tmp)
+        for path, tmp in zip(paths, tmps): os.replace(tmp, path)
+    except OSError as e:
+        for t in tmps:
+            if os.path.exists(t): os.unlink(t)
+        raise _wrap_oserror(paths[max(len(tmps) - 1, 0)], e) from None
+    return paths
+
 # %% ../nbs/03_store.ipynb #2834459a
 class StoreLocked(ThinkSafeError):
     "Another process is writing this run."
@@ -64,8 +147,8 @@ def _flat(d, pre=""):
     return out
 
 def fingerprint_diff(old:dict, new:dict) -> list[str]:
-    "The settings that differ, as 'key: old -> new'."
-    a, b = _flat(old), _flat(new)
+    "The settings (and input files, `inputs.*`) that differ, as 'key: old -> new'; who wrote the store (`written_by`) is not compared."
+    a, b = ({k: v for k, v in _flat(d).items() if not k.startswith("written_by")} for d in (old, new))
     same = lambda x, y: json.dumps(x, sort_keys=True, default=str) == json.dumps(y, sort_keys=True, default=str)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if not same(a.get(k), b.get(k))]
 
@@ -76,9 +159,10 @@ class Store:
                  fingerprint:Optional[dict]=None, # settings that change the records; checked on enter
                  shard=None, # 'I/N', (I, N) or None
                  load:Callable=Sample.from_dict, # dict (+ path, line) -> record
-                 key:Callable=lambda r: r.key): # record -> key
+                 key:Callable=lambda r: r.key, # record -> key
+                 fresh:bool=False): # on a changed fingerprint, delete the store (and its judgments) and start over instead of refusing
         self.dir, self.name, self.fingerprint, self.shard = Path(dir), name, fingerprint, parse_shard(shard)
-        self.load, self.key, self._lock = load, key, None
+        self.load, self.key, self.fresh, self._lock, self._run_lock = load, key, fresh, None, None
 
     @property
     def path(self) -> Path:
@@ -93,22 +177,43 @@ class Store:
     def __repr__(self): return f"Store({str(self.dir)!r}, {self.name!r}, shard={self.shard})"
 
 # %% ../nbs/03_store.ipynb #3d577d2f
+def _flock(path:Path, shared:bool=False):
+    "An open lock file holding a non-blocking flock (shared or exclusive); `BlockingIOError(pid)` when another process holds it."
+    import fcntl
+    f = open(path, "a+")
+    try: fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0); pid = f.read().strip() or "?"; f.close()
+        raise BlockingIOError(pid) from None
+    return f
+
+def _unlock(f):
+    import fcntl
+    if f is not None: fcntl.flock(f, fcntl.LOCK_UN); f.close()
+
 @patch
 def __enter__(self:Store):
-    "Take the lock, then check (or record) the fingerprint."
-    import fcntl
-    self.dir.mkdir(parents=True, exist_ok=True)
-    lock = self.dir/(f".{self.path.stem}.lock")
-    f = open(lock, "a+")
-    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    "Take the lock (a shard also shares the unsharded run's lock, so the two never run together), then check (or record) the fingerprint."
+    main, own = self.dir/f".{self.name}.lock", self.dir/f".{self.path.stem}.lock"
+    try:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try: self._run_lock = _flock(main, shared=self.shard is not None)
+        except BlockingIOError as e:
+            if self.shard is None: raise StoreLocked(f"{self.dir}: another process (pid {e}) is writing {self.path.name}, or shards of it; "
+                                                     "wait for it to finish, or use another --out-dir (or --shard I/N to split the run)") from None
+            raise StoreLocked(f"{self.dir}: an unsharded run (pid {e}) is writing {self.name}.jsonl: a shard cannot run beside it "
+                              "(it would repeat its work); wait for it to finish, or run every process with --shard I/N") from None
+        if self.shard is not None:
+            try: self._lock = _flock(own)
+            except BlockingIOError as e:
+                _unlock(self._run_lock); self._run_lock = None
+                raise StoreLocked(f"{self.dir}: another process (pid {e}) is writing {self.path.name}; wait for it to finish") from None
+        else: self._lock = self._run_lock
+        self._lock.seek(0); self._lock.truncate(); self._lock.write(str(os.getpid())); self._lock.flush()
+        remove_stale_tmp(self.dir, self.name)
     except OSError as e:
-        f.seek(0); pid = f.read().strip() or "?"; f.close()
-        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise StoreLocked(f"{self.dir}: another process (pid {pid}) is writing {self.path.name}; "
-                              "wait for it to finish, or use another --out-dir (or --shard I/N to split the run)") from None
-        raise
-    f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
-    self._lock = f
+        self.__exit__()
+        raise _wrap_oserror(self.dir, e) from None
     try: self.check_fingerprint()
     except BaseException: self.__exit__(); raise
     return self
@@ -116,20 +221,34 @@ def __enter__(self:Store):
 @patch
 def __exit__(self:Store, *exc):
     "Release the lock."
-    if self._lock is not None:
-        import fcntl
-        fcntl.flock(self._lock, fcntl.LOCK_UN); self._lock.close(); self._lock = None
+    if self._lock is not self._run_lock: _unlock(self._lock)
+    _unlock(self._run_lock)
+    self._lock = self._run_lock = None
 
 @patch
 def check_fingerprint(self:Store):
-    "Record the fingerprint, or raise `ConfigError` naming every setting that differs from the stored one."
+    "Record the fingerprint, or raise `ConfigError` naming every setting or input that differs from the stored one (`fresh`: start over)."
     if self.fingerprint is None: return
     fp = self.dir/f"{self.name}.fingerprint.json"
     if fp.exists():
-        diff = fingerprint_diff(json.loads(fp.read_text(encoding="utf-8")), self.fingerprint)
-        if diff: raise ConfigError(f"{self.dir} holds {self.name} made with other settings ({'; '.join(diff)}): "
-                                   f"use another --out-dir, or delete {', '.join(p.name for p in self.files()) or self.path.name} and {fp.name} to start over")
-    else: write_json(fp, self.fingerprint)
+        old = json.loads(fp.read_text(encoding="utf-8"))
+        diff = fingerprint_diff(old, self.fingerprint)
+        if diff and not self.fresh:
+            raise ConfigError(f"{self.dir} holds {self.name} made with other settings or inputs ({'; '.join(diff)}): use --fresh to make it again, "
+                              f"another --out-dir, or delete {', '.join(p.name for p in self.files()) or self.path.name} and {fp.name} to start over")
+        if diff: self.clear()
+        elif writer_info() not in old.get("written_by", []):
+            write_together({fp: json.dumps({**old, "written_by": [*old.get("written_by", []), writer_info()]}, indent=2, default=str) + "\n"})
+    if not fp.exists(): write_together({fp: json.dumps({**self.fingerprint, "written_by": [writer_info()]}, indent=2, default=str) + "\n"})
+
+@patch
+def clear(self:Store) -> list[str]:
+    "Delete every file of this store: its records (all shards), its fingerprint, and the judgments of it (`<name>.judged.*`)."
+    if self.shard is not None: raise ConfigError(f"--fresh cannot start a sharded run over ({self.dir}/{self.name}): run it once without --shard, "
+                                                 f"or delete {self.name}.* there")
+    gone = [p for p in self.dir.iterdir() if p.name.startswith(f"{self.name}.") and p.is_file()]
+    for p in gone: p.unlink()
+    return [p.name for p in gone]
 
 # %% ../nbs/03_store.ipynb #e11348e1
 @patch
@@ -156,6 +275,37 @@ def _complete_lines(p:Path, data:bytes):
 
 @patch
 def append(self:Store, records:Iterable) -> int:
-    "Append records to this process's file (flushed and fsynced); needs the lock."
+    "Append records to this process's file (one write, fsynced); needs the lock. A failed write (full disk) is cut away: the store stays as it was."
     if self._lock is None: raise ThinkSafeError(f"{self}: use `with store:` before appending (it takes the lock)")
-    return append_jsonl(self.path, records)
+    lines = [json.dumps(r.to_dict() if hasattr(r, "to_dict") else r, ensure_ascii=False) + "\n" for r in records]
+    if not lines: return 0
+    data = memoryview("".join(lines).encode("utf-8"))
+    try: fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e: raise _wrap_oserror(self.path, e) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if size == 0: make_readable(self.path)
+            while data: data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError as e:
+            try: os.ftruncate(fd, size)
+            except OSError: pass
+            raise OutputError(f"{_wrap_oserror(self.path, e)}; this round was not kept (the store is as it was): run the command again to resume") from None
+    finally: os.close(fd)
+    return len(lines)
+
+@patch
+def torn(self:Store) -> list[Path]:
+    "Files of this store whose last line was cut (a writer was killed) and that no running process is writing."
+    out = []
+    for p in self.files():
+        data = p.read_bytes()
+        if not data or data.endswith(b"\n"): continue
+        lock = self.dir/f".{p.stem}.lock"
+        try: f = _flock(lock) if lock.exists() else None
+        except BlockingIOError: continue            # its writer is running: the line is in flight
+        except OSError: f = None
+        _unlock(f)
+        out.append(p)
+    return out

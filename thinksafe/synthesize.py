@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_synthesize.ipynb #30ff0e12
 from __future__ import annotations
-import dataclasses, hashlib, json
+import sys, dataclasses, hashlib, json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -123,7 +123,7 @@ def load_prompts(sc:Optional[SynthConfig]=None) -> list[Sample]:
         p = Path(src).expanduser()
         if p.exists() or p.suffix.lower() in _TABLE_SUFFIXES:
             if not p.exists(): raise DataError("prompt file not found", p)
-            path, raw = p, load_table(p)
+            path, raw = p, read_table(p)
         else: path, raw = src, _hf_rows(src, sc.split)
         cols = dict(sc.columns or {})
         if "prompt" not in cols: raise ConfigError("synth.columns must map 'prompt' to a column (e.g. {prompt: instruction, label: label})")
@@ -136,17 +136,21 @@ def load_prompts(sc:Optional[SynthConfig]=None) -> list[Sample]:
     want = None if sc.labels is None else list(sc.labels)
     for l in want or []:
         if l not in LABELS: raise ConfigError(f"synth.labels: unknown label {l!r} (expected one of {', '.join(LABELS)})")
-    out, seen = [], set()
+    out, seen, labels, dups = [], set(), {}, 0
     for r in rows:
         if not isinstance(r["prompt"], str): raise DataError(f"prompt must be text, got {type(r['prompt']).__name__}", path, r["_line"])
         if not r["prompt"].strip(): raise DataError("empty prompt", path, r["_line"])
         if r["label"] not in LABELS: raise DataError(f"unknown label {r['label']!r} (expected one of {', '.join(LABELS)})", path, r["_line"])
+        first = labels.setdefault(r["prompt"], (r["label"], r["_line"]))
+        if first[0] != r["label"]:
+            raise DataError(f"this prompt has label {r['label']!r} but line {first[1]} gives it {first[0]!r}: one prompt, one label", path, r["_line"])
         if want is not None and r["label"] not in want: continue
         s = Sample(r["prompt"], r["label"], meta={"source": str(path), "line": r["_line"]})
-        if s.prompt_id in seen: continue
+        if s.prompt_id in seen: dups += 1; continue
         seen.add(s.prompt_id); out.append(s)
         if sc.limit is not None and len(out) >= sc.limit: break
     if not out: raise DataError(f"no prompts left after the label filter {want}", path)
+    if dups: print(f"warning: {path}: {dups} duplicate prompt{'s' if dups > 1 else ''} (same text and label) merged: each is sampled once", file=sys.stderr)
     return out
 
 # %% ../nbs/09_synthesize.ipynb #44cfac36
