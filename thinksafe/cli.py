@@ -29,6 +29,7 @@ def _config(args) -> RunConfig:
         v = getattr(args, flag, None)
         if v is not None: set_key(cfg, key, str(v))
     if cfg.model.adapter and getattr(args, "command", None) in LOADS_STUDENT: check_adapter(cfg.model.adapter)   # before any model loads
+    args.run_config = cfg     # for `main`'s error line
     return cfg
 
 def _call(module:str, fn:str, *args, **kw):
@@ -116,15 +117,16 @@ OS_ERRORS = {errno.ENOSPC: ("disk full", "free space there or choose another --o
              errno.EPERM: ("operation not permitted", "make it writable for you or choose another --out-dir"),
              errno.ENOENT: ("no such file or directory", "check the path")}
 
-def error_line(e:BaseException) -> str:
+def error_line(e:BaseException, out_dir=None # the run's output directory, named when the error names no file
+              ) -> str:
     "The one line `main` prints for an error a user can fix: the path, what went wrong, what to do."
     if isinstance(e, OSError):
         what, todo = OS_ERRORS.get(e.errno, (e.strerror or str(e), None))
         path = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
-        msg = f"{path}: {what}" if path is not None else what
+        msg = f"{path}: {what}" if path is not None else (f"{what} (writing under {out_dir})" if out_dir else what)
         if todo: msg += f"; {todo}"
     else:
-        msg, cause = str(e), e.__cause__
+        msg, cause = str(e), e.__cause__ or e.__context__
         if isinstance(e, OutputError) and isinstance(cause, OSError) and cause.errno in OS_ERRORS: msg += f"; {OS_ERRORS[cause.errno][1]}"
     return "; ".join(l.strip() for l in msg.splitlines() if l.strip()) or type(e).__name__
 
@@ -214,7 +216,8 @@ def main(argv=None) -> int:
     except ThinkSafeError as e:
         print(f"thinksafe {args.command}: error: {error_line(e)}", file=sys.stderr); return 2
     except OSError as e:
-        print(f"thinksafe {args.command}: error: {error_line(e)}", file=sys.stderr); return 1
+        out_dir = getattr(getattr(args, "run_config", None), "out_dir", None)
+        print(f"thinksafe {args.command}: error: {error_line(e, out_dir)}", file=sys.stderr); return 1
     except KeyboardInterrupt:
         print(f"\nthinksafe {args.command}: interrupted; rerun the same command to resume where it stopped.", file=sys.stderr); return 130
     return 0
