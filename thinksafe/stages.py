@@ -18,8 +18,8 @@ from .synthesize import load_prompts, accept, condition_stats, is_candidate, DEM
 # %% auto #0
 __all__ = ['STEERED', 'PLAIN', 'SYNTH_STATS', 'make_generator', 'make_judge', 'free', 'n_params', 'input_digests',
            'generation_fingerprint', 'round_size', 'generate_stores', 'generate_stage', 'judgments_name',
-           'guard_fingerprint', 'stored_samples', 'judge_stage', 'agreement_table', 'select_stage', 'synth_dir',
-           'synthesis_prompts', 'stage_compute', 'write_compute', 'check_complete', 'synthesize', 'eval_dir',
+           'guard_fingerprint', 'stored_samples', 'judge_stage', 'agreement_table', 'stage_compute', 'write_compute',
+           'check_complete', 'select_stage', 'synth_dir', 'synthesis_prompts', 'synthesize', 'eval_dir',
            'benchmark_stores', 'score_stage', 'load_eval_sets', 'generate_eval', 'evaluate', 'compare',
            'format_compare', 'guard_config', 'generate_run', 'judge_run']
 
@@ -268,6 +268,52 @@ def agreement_table(out, name:str="samples") -> dict:
     part = lambda k: next(s.judgments[k]["part"] for s in samples if k in s.judgments)
     return {f"{a} vs {b}": agreement(samples, a, b) for i, a in enumerate(keys) for b in keys[i + 1:] if part(a) == part(b)}
 
+# %% ../nbs/12_stages.ipynb #e7c2d4a9
+def _judged_stores(out, name:str) -> list[str]:
+    "The judgment stores of the sample store `name` (each once, however many shards)."
+    return sorted({f.name.split(".shard-")[0].removesuffix(".jsonl") for f in Path(out).glob(f"{name}.judged.*.jsonl")})
+
+def stage_compute(out, names:Sequence[str], # the sample stores of a run directory
+                  kind:str="generate") -> Optional[dict]: # 'generate': making the samples; 'judge': every guard's judgments of them
+    "The compute a directory's stores hold: each sample (or judgment) once, whichever run or shard made it, skipped prompts at zero tokens."
+    out, recs = Path(out), []
+    for name in names:
+        if kind == "generate": recs += [{**s.meta.get("compute", {}), "tokens": _tokens(s)} for s in Store(out, name).read().values()]
+        else:
+            for base in _judged_stores(out, name):
+                js = Store(out, base, load=lambda d, p, i: d, key=lambda r: (r["item_id"], r["sample_idx"]))
+                recs += [d.get("compute", {}) for d in js.read().values()]
+    recs = [r for r in recs if r]
+    if not recs: return None
+    params = next((r["n_params"] for r in recs if r.get("n_params")), 0)
+    return {"kind": kind, "n_params": int(params), "tokens": sum(r.get("tokens", 0) for r in recs),
+            "flops": float(sum(FLOPS_PER_TOKEN[kind] * (r.get("n_params") or 0) * r.get("tokens", 0) for r in recs)),
+            "wall_s": round(sum(r.get("seconds", 0) for r in recs), 3), "records": len(recs)}
+
+def write_compute(out, names:Sequence[str]) -> dict:
+    "Set the 'generation' and 'guard' stages of `out/compute.json` from the stores `names` (other stages kept); with version and commit."
+    path = Path(out)/"compute.json"
+    doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
+    for stage, kind in (("generation", "generate"), ("guard", "judge")):
+        e = stage_compute(out, names, kind)
+        if e is not None: doc["stages"][stage] = e
+    st = doc["stages"].values()
+    doc["total"] = {"tokens": sum(e.get("tokens", 0) for e in st), "flops": sum(e.get("flops", 0) for e in st),
+                    "wall_s": round(sum(e.get("wall_s", 0) for e in st), 3)}
+    doc.update(writer_info())
+    write_together({path: json.dumps(doc, indent=2, default=str) + "\n"})
+    return doc
+
+def check_complete(out, names:Sequence[str]):
+    "Refuse a store (or its judgments) whose last line was cut by a killed run: its record would be silently dropped."
+    out = Path(out)
+    for name in names:
+        for base in [name, *_judged_stores(out, name)]:
+            for t in Store(out, base).torn():
+                again = "thinksafe judge" if ".judged." in t.name else "thinksafe generate"
+                raise ThinkSafeError(f"{t}: its last line was cut (a run was killed while writing it): run `{again}` (with --eval for an "
+                                     "evaluation) again to redo that record; it resumes")
+
 # %% ../nbs/12_stages.ipynb #10f4ff97
 SYNTH_STATS = "synth_stats.json"
 
@@ -329,51 +375,6 @@ def synthesis_prompts(cfg:RunConfig) -> tuple[list[Sample], list]:
 def _count(path, stage:str, kind:str, r:dict):
     "Add one call's tokens (prompt + generated), FLOPs and wall time to compute.json (`write_compute` counts what the stores hold)."
     if r.get("generated", r.get("judged", 0)): add_compute(path, stage, compute_entry(kind, r.get("n_params") or 0, r["tokens"] + r.get("prompt_tokens", 0), r["seconds"]))
-
-def _judged_stores(out, name:str) -> list[str]:
-    "The judgment stores of the sample store `name` (each once, however many shards)."
-    return sorted({f.name.split(".shard-")[0].removesuffix(".jsonl") for f in Path(out).glob(f"{name}.judged.*.jsonl")})
-
-def stage_compute(out, names:Sequence[str], # the sample stores of a run directory
-                  kind:str="generate") -> Optional[dict]: # 'generate': making the samples; 'judge': every guard's judgments of them
-    "The compute a directory's stores hold: each sample (or judgment) once, whichever run or shard made it, skipped prompts at zero tokens."
-    out, recs = Path(out), []
-    for name in names:
-        if kind == "generate": recs += [{**s.meta.get("compute", {}), "tokens": _tokens(s)} for s in Store(out, name).read().values()]
-        else:
-            for base in _judged_stores(out, name):
-                js = Store(out, base, load=lambda d, p, i: d, key=lambda r: (r["item_id"], r["sample_idx"]))
-                recs += [d.get("compute", {}) for d in js.read().values()]
-    recs = [r for r in recs if r]
-    if not recs: return None
-    params = next((r["n_params"] for r in recs if r.get("n_params")), 0)
-    return {"kind": kind, "n_params": int(params), "tokens": sum(r.get("tokens", 0) for r in recs),
-            "flops": float(sum(FLOPS_PER_TOKEN[kind] * (r.get("n_params") or 0) * r.get("tokens", 0) for r in recs)),
-            "wall_s": round(sum(r.get("seconds", 0) for r in recs), 3), "records": len(recs)}
-
-def write_compute(out, names:Sequence[str]) -> dict:
-    "Set the 'generation' and 'guard' stages of `out/compute.json` from the stores `names` (other stages kept); with version and commit."
-    path = Path(out)/"compute.json"
-    doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
-    for stage, kind in (("generation", "generate"), ("guard", "judge")):
-        e = stage_compute(out, names, kind)
-        if e is not None: doc["stages"][stage] = e
-    st = doc["stages"].values()
-    doc["total"] = {"tokens": sum(e.get("tokens", 0) for e in st), "flops": sum(e.get("flops", 0) for e in st),
-                    "wall_s": round(sum(e.get("wall_s", 0) for e in st), 3)}
-    doc.update(writer_info())
-    write_together({path: json.dumps(doc, indent=2, default=str) + "\n"})
-    return doc
-
-def check_complete(out, names:Sequence[str]):
-    "Refuse a store (or its judgments) whose last line was cut by a killed run: its record would be silently dropped."
-    out = Path(out)
-    for name in names:
-        for base in [name, *_judged_stores(out, name)]:
-            for t in Store(out, base).torn():
-                again = "thinksafe judge" if ".judged." in t.name else "thinksafe generate"
-                raise ThinkSafeError(f"{t}: its last line was cut (a run was killed while writing it): run `{again}` (with --eval for an "
-                                     "evaluation) again to redo that record; it resumes")
 
 # %% ../nbs/12_stages.ipynb #cf93d144
 def synthesize(cfg:RunConfig, generator=None, guard=None, # models to use (default: built from cfg, one at a time, freed)
