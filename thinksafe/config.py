@@ -446,7 +446,7 @@ def check_adapter(path # a PEFT LoRA adapter directory (model.adapter)
     text = p.read_text(encoding="utf-8", errors="replace")
     if not text.strip(): raise DataError(f"is empty: the adapter was not saved completely; {redo}", p)
     try: conf = json.loads(text)
-    except ValueError as e: raise DataError(f"is not valid JSON (cut off?): {e.msg} at line {e.lineno}; {redo}", p) from None
+    except ValueError as e: raise DataError(f"is not valid JSON (cut off?): {e.msg} (line {e.lineno}, column {e.colno}); {redo}", p) from None
     if not isinstance(conf, dict): raise DataError(f"must hold a JSON object, got {type(conf).__name__}; {redo}", p)
     missing = [k for k in ("r", "base_model_name_or_path") if k not in conf]
     if missing: raise DataError(f"has no {' and no '.join(map(repr, missing))}: not a LoRA adapter config written by PEFT; {redo}", p)
