@@ -274,7 +274,7 @@ def _number(value) -> float:
 
 def _as_type(tp, value):
     "`value` read as type `tp`; ValueError when it is not one."
-    if tp is Any: return value
+    if tp is Any: return None if isinstance(value, str) and value.strip() in NULL_SPELLINGS else value   # `target_modules: None` is null
     inner = _optional(tp)
     if inner is not None:
         if value is None or (isinstance(value, str) and value.strip() in NULL_SPELLINGS): return None
