@@ -160,9 +160,14 @@ def _complete(self:VLLMGenerator, samples, sc, desc, indices=None):
 
 # %% ../nbs/06_vllm_backend.ipynb #5b8c9d0e
 def engine_pids(llm) -> list[int]:
-    "Process ids of a vLLM engine's core processes (empty when the engine runs in this process)."
+    "Process ids of a vLLM engine: its core processes and their workers (empty when the engine runs in this process)."
+    import psutil                                                      # a dependency of vllm
     mgr = getattr(getattr(getattr(llm.llm_engine, "engine_core", None), "resources", None), "engine_manager", None)
-    return [p.pid for p in getattr(mgr, "processes", []) or []]
+    pids = [p.pid for p in getattr(mgr, "processes", []) or []]
+    for pid in list(pids):
+        try: pids += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess: pass
+    return pids
 
 def shutdown_engine(llm, timeout:float=30):
     "Stop a vLLM engine now: its engine-core process exits and returns its memory; this process's own groups are left alone."
