@@ -12,11 +12,11 @@ from .core import *
 
 # %% auto #0
 __all__ = ['REFUSAL_INSTRUCTION', 'THINK_FORMATS', 'STEERING_MODES', 'GUARD_NAMES', 'GUARD_PARTS', 'ACCEPT_RULES', 'LOSS_TYPES',
-           'GRPO_GENERATION', 'PAPER', 'NULL_SPELLINGS', 'BOOL_SPELLINGS', 'NOT_CONFIG_KEYS', 'ADAPTER_WEIGHTS',
-           'check', 'one_of', 'ModelConfig', 'SamplingConfig', 'SteeringConfig', 'GuardConfig', 'SynthConfig',
-           'TrainConfig', 'EvalConfig', 'RunConfig', 'type_words', 'parse_value', 'key_type', 'config_from_dict',
-           'set_key', 'load_config', 'override_value', 'config_to_dict', 'flat_config', 'config_table',
-           'safetensors_problem', 'check_adapter']
+           'GRPO_GENERATION', 'PAPER', 'NULL_SPELLINGS', 'BOOL_SPELLINGS', 'TYPE_WORDS', 'READERS', 'NOT_CONFIG_KEYS',
+           'ADAPTER_WEIGHTS', 'REDO_ADAPTER', 'check', 'one_of', 'ModelConfig', 'SamplingConfig', 'SteeringConfig',
+           'GuardConfig', 'SynthConfig', 'TrainConfig', 'EvalConfig', 'RunConfig', 'optional_of', 'type_words',
+           'read_as', 'parse_value', 'key_type', 'config_from_dict', 'set_key', 'load_config', 'override_value',
+           'config_to_dict', 'flat_config', 'config_table', 'safetensors_problem', 'check_adapter']
 
 # %% ../nbs/01_config.ipynb #10a54654
 def check(section:str, rules:Iterable[tuple]):
@@ -249,60 +249,71 @@ PAPER = {
 
 # %% ../nbs/01_config.ipynb #70c8f64b
 NULL_SPELLINGS = ("", "~", "null", "Null", "NULL", "None", "none")
-BOOL_SPELLINGS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-_TYPE_WORDS = {bool: "true or false (bool)", int: "a whole number (int)", float: "a number (float)", str: "text (str)",
-               list: "a list such as [a, b]", dict: "a mapping such as {a: 1}"}
+BOOL_SPELLINGS = {"true": True, "yes": True, "on": True, "1": True,
+                  "false": False, "no": False, "off": False, "0": False}
+TYPE_WORDS = {bool: "true or false (bool)", int: "a whole number (int)", float: "a number (float)", str: "text (str)",
+              list: "a list such as [a, b]", dict: "a mapping such as {a: 1}", Any: "any value"}
 
-def _optional(tp):
+def optional_of(tp):
     "The `X` of `Optional[X]`, or None when `tp` is not optional."
-    if typing.get_origin(tp) not in (typing.Union, types.UnionType): return None
-    rest = [a for a in typing.get_args(tp) if a is not type(None)]
-    return rest[0] if len(rest) == 1 and len(typing.get_args(tp)) == 2 else None
+    args = typing.get_args(tp)
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    if not union or len(args) != 2 or type(None) not in args: return None
+    return next(a for a in args if a is not type(None))
 
 def type_words(tp) -> str:
     "What a declared type accepts, in words."
-    inner = _optional(tp)
-    if inner is not None: return f"{type_words(inner)} or null"
-    return _TYPE_WORDS.get(typing.get_origin(tp) or tp, str(tp))
+    inner = optional_of(tp)
+    return f"{type_words(inner)} or null" if inner is not None else TYPE_WORDS.get(typing.get_origin(tp) or tp, str(tp))
 
-def _number(value) -> float:
-    "A float from a number or its text (`2e-5`, `1_000`, ` 3 `); ValueError otherwise."
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)): raise ValueError
-    x = float(value.strip()) if isinstance(value, str) else float(value)
-    if x != x: raise ValueError      # nan
+# %% ../nbs/01_config.ipynb #77a8f917
+def _is_null(value) -> bool: return value is None or (isinstance(value, str) and value.strip() in NULL_SPELLINGS)
+def _is_number(value) -> bool: return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+def _read_float(value):
+    "A number (an int stays an int), or its text in any spelling (`2e-5`, `1_000`); never nan or a bool."
+    x = value if _is_number(value) else float(value.strip()) if isinstance(value, str) else None
+    if x is None or x != x: raise ValueError(value)
     return x
 
-def _as_type(tp, value):
-    "`value` read as type `tp`; ValueError when it is not one."
-    if tp is Any: return None if isinstance(value, str) and value.strip() in NULL_SPELLINGS else value   # `target_modules: None` is null
-    inner = _optional(tp)
-    if inner is not None:
-        if value is None or (isinstance(value, str) and value.strip() in NULL_SPELLINGS): return None
-        return _as_type(inner, value)
-    tp = typing.get_origin(tp) or tp
-    if tp is bool:
-        if isinstance(value, bool): return value
-        if isinstance(value, int) and value in (0, 1): return bool(value)
-        if isinstance(value, str) and value.strip().lower() in BOOL_SPELLINGS: return BOOL_SPELLINGS[value.strip().lower()]
-        raise ValueError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool): return value
-        if isinstance(value, str):
-            try: return int(value.strip())
-            except ValueError: pass
-        x = _number(value)
-        if not x.is_integer(): raise ValueError
-        return int(x)
-    if tp is float: return value if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else _number(value)
-    if tp is str:
-        if isinstance(value, str): return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
-        raise ValueError
-    if tp in (list, dict):
-        if isinstance(value, tp): return value
-        if tp is list and isinstance(value, tuple): return list(value)
-        raise ValueError
-    return value
+def _read_int(value) -> int:
+    "A whole number, or its text in any spelling (`1000`, `1e3`, `1_000`); never 2.5 or a bool."
+    if isinstance(value, int) and not isinstance(value, bool): return value
+    if isinstance(value, str) and value.strip().lstrip("+-").replace("_", "").isdigit(): return int(value)
+    x = float(_read_float(value))
+    if not x.is_integer(): raise ValueError(value)
+    return int(x)
+
+def _read_bool(value) -> bool:
+    "true/false, yes/no, on/off, 1/0 in any case; never 2."
+    if isinstance(value, bool): return value
+    spelling = str(value).strip().lower() if isinstance(value, (int, str)) else None
+    if spelling not in BOOL_SPELLINGS: raise ValueError(value)
+    return BOOL_SPELLINGS[spelling]
+
+def _read_str(value) -> str:
+    "Text; a number that YAML read from unquoted digits (`name: 2024`) as its text."
+    if isinstance(value, str): return value
+    if not _is_number(value): raise ValueError(value)
+    return str(value)
+
+def _read_list(value) -> list:
+    if isinstance(value, (list, tuple)): return list(value)
+    raise ValueError(value)
+
+def _read_dict(value) -> dict:
+    if isinstance(value, dict): return value
+    raise ValueError(value)
+
+READERS = {bool: _read_bool, int: _read_int, float: _read_float, str: _read_str, list: _read_list, dict: _read_dict}
+
+def read_as(tp, value):
+    "`value` read as the declared type `tp` (or ValueError); `Any` takes anything, the null spellings as None."
+    if tp is Any: return None if _is_null(value) else value
+    inner = optional_of(tp)
+    if inner is not None: return None if _is_null(value) else read_as(inner, value)
+    reader = READERS.get(typing.get_origin(tp) or tp)
+    return reader(value) if reader else value
 
 def _shown(value, n:int=60) -> str:
     s = repr(value)
@@ -312,16 +323,17 @@ def parse_value(key:str, # 'section.key', for the message
                 value, # what YAML (or `--set`) gave
                 tp): # the declared type (from `typing.get_type_hints`)
     "`value` as the type `key` declares, or one `ConfigError` line naming the key, the value and the type."
-    try: return _as_type(tp, value)
-    except (ValueError, OverflowError): raise ConfigError(f"{key} must be {type_words(tp)}, got {_shown(value)}") from None
+    try: return read_as(tp, value)
+    except (ValueError, OverflowError): pass
+    raise ConfigError(f"{key} must be {type_words(tp)}, got {_shown(value)}")
 
 def key_type(dotted:str, cls=None):
-    "The declared type of `section.key` in `RunConfig` (a dataclass type for a section); `ConfigError` if there is no such key."
-    obj, parts = cls or RunConfig, dotted.split(".")
-    for i, p in enumerate(parts):
+    "The declared type of `section.key` (a dataclass for a section); `ConfigError` if `RunConfig` has no such key."
+    obj = cls or RunConfig
+    for part in dotted.split("."):
         hints = typing.get_type_hints(obj) if dataclasses.is_dataclass(obj) else {}
-        if p not in hints: raise ConfigError(f"unknown key '{dotted}'")
-        obj = hints[p]
+        if part not in hints: raise ConfigError(f"unknown key '{dotted}'")
+        obj = hints[part]
     return obj
 
 # %% ../nbs/01_config.ipynb #a327887a
@@ -369,7 +381,7 @@ def load_config(path=None, overrides:Iterable[str]=() # 'section.key=value' stri
         p = Path(path)
         if not p.exists(): raise ConfigError(f"config file not found: {p}")
         try: d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{p}{_yaml_where(e)}: invalid YAML: {_yaml_problem(e)}") from None
+        except yaml.YAMLError as e: raise _yaml_error(p, e) from None
     cfg = config_from_dict(d, str(path or "config"))
     for o in overrides or ():
         if "=" not in o: raise ConfigError(f"override {o!r} must look like section.key=value")
@@ -377,23 +389,23 @@ def load_config(path=None, overrides:Iterable[str]=() # 'section.key=value' stri
         set_key(cfg, k.strip(), override_value(k.strip(), v))
     return cfg
 
-def _yaml_where(e) -> str:
-    mark = getattr(e, "problem_mark", None)
-    return f":{mark.line + 1}" if mark is not None else ""
-
 def _yaml_problem(e) -> str:
     return " ".join(str(getattr(e, "problem", None) or e).split())
 
+def _yaml_error(path, e) -> ConfigError:
+    "One line for a YAML file that does not parse: file, line, problem."
+    mark = getattr(e, "problem_mark", None)
+    return ConfigError(f"{path}{f':{mark.line + 1}' if mark is not None else ''}: invalid YAML: {_yaml_problem(e)}")
+
 def override_value(key:str, text:str):
-    "The value of `--set key=text`: parsed as YAML, except that a text key keeps the text as written (`revision=0123`, `instruction=Say: no`)."
+    "The value of `--set key=text`: YAML, but a text key keeps the text as written (`revision=0123`, `instruction=Say: no`)."
     import yaml
-    tp = key_type(key)
-    texty = tp is str or _optional(tp) is str
+    is_text = str in (key_type(key), optional_of(key_type(key)))
     try: value = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        if texty: return text.strip()
+        if is_text: return text.strip()
         raise ConfigError(f"--set {key}={text}: invalid YAML: {_yaml_problem(e)}") from None
-    return text.strip() if texty and value is not None and not isinstance(value, str) else value
+    return text.strip() if is_text and value is not None and not isinstance(value, str) else value
 
 def config_to_dict(cfg) -> dict:
     "A config as nested dicts, without the fields that are not config keys (what `config_from_dict` reads back)."
@@ -419,6 +431,7 @@ def config_table(cfg:Optional[RunConfig]=None) -> list[dict]:
 
 # %% ../nbs/01_config.ipynb #b67d3c13
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+REDO_ADAPTER = "train the adapter again or point model.adapter at a whole one"
 
 def safetensors_problem(path) -> Optional[str]:
     "Why a `.safetensors` file cannot be whole (empty, cut off, unreadable header), or None; reads the header only."
@@ -429,31 +442,40 @@ def safetensors_problem(path) -> Optional[str]:
         n = int.from_bytes(f.read(8), "little")
         if 8 + n > size: return f"is cut off ({size} bytes, shorter than its own header)"
         try: header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError): return "has an unreadable header (not a safetensors file?)"
+        except (ValueError, UnicodeDecodeError): header = None
     if not isinstance(header, dict): return "has an unreadable header (not a safetensors file?)"
-    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets", ())) == 2]
-    need = 8 + n + max(ends, default=0)
+    tensors = [t for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    need = 8 + n + max((t["data_offsets"][1] for t in tensors if len(t.get("data_offsets", ())) == 2), default=0)
     return f"is cut off ({size} bytes, its header promises {need})" if need > size else None
 
-def check_adapter(path # a PEFT LoRA adapter directory (model.adapter)
-                 ) -> dict: # its adapter_config.json
-    "Check a PEFT adapter directory without loading it; one `DataError` line naming the file that is missing, empty or cut off."
-    d = Path(path)
-    redo = "train the adapter again or point model.adapter at a whole one"
-    if not d.is_dir(): raise DataError("is not a directory: model.adapter must be a PEFT adapter directory" if d.exists() else "no such adapter directory (model.adapter)", d)
+def _adapter_config(d:Path) -> dict:
+    "The parsed `adapter_config.json` of directory `d`, or a `DataError` naming it."
     p = d/"adapter_config.json"
     if not p.is_file(): raise DataError("missing: not a PEFT adapter directory (`thinksafe train` writes one)", p)
     text = p.read_text(encoding="utf-8", errors="replace")
-    if not text.strip(): raise DataError(f"is empty: the adapter was not saved completely; {redo}", p)
+    if not text.strip(): raise DataError(f"is empty: the adapter was not saved completely; {REDO_ADAPTER}", p)
     try: conf = json.loads(text)
-    except ValueError as e: raise DataError(f"is not valid JSON (cut off?): {e.msg} (line {e.lineno}, column {e.colno}); {redo}", p) from None
-    if not isinstance(conf, dict): raise DataError(f"must hold a JSON object, got {type(conf).__name__}; {redo}", p)
-    missing = [k for k in ("r", "base_model_name_or_path") if k not in conf]
-    if missing: raise DataError(f"has no {' and no '.join(map(repr, missing))}: not a LoRA adapter config written by PEFT; {redo}", p)
-    if not isinstance(conf["r"], int) or isinstance(conf["r"], bool) or conf["r"] < 1: raise DataError(f"'r' must be a whole number >= 1, got {conf['r']!r}", p)
+    except ValueError as e:
+        where = f"line {e.lineno}, column {e.colno}"
+        raise DataError(f"is not valid JSON (cut off?): {e.msg} ({where}); {REDO_ADAPTER}", p) from None
+    if not isinstance(conf, dict): raise DataError(f"is not a JSON object; {REDO_ADAPTER}", p)
+    missing = " and no ".join(repr(k) for k in ("r", "base_model_name_or_path") if k not in conf)
+    if missing: raise DataError(f"has no {missing}: not a LoRA adapter config written by PEFT; {REDO_ADAPTER}", p)
+    r = conf["r"]
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise DataError(f"'r' must be a whole number >= 1, got {r!r}; {REDO_ADAPTER}", p)
+    return conf
+
+def check_adapter(path # a PEFT LoRA adapter directory (model.adapter)
+                 ) -> dict: # its adapter_config.json
+    "Check a PEFT adapter directory without loading it: one `DataError` line naming the file missing, empty or cut off."
+    d = Path(path)
+    if not d.exists(): raise DataError("no such adapter directory (model.adapter)", d)
+    if not d.is_dir(): raise DataError("is not a directory: model.adapter must be a PEFT adapter directory", d)
+    conf = _adapter_config(d)
     weights = [d/w for w in ADAPTER_WEIGHTS if (d/w).is_file()]
-    if not weights: raise DataError(f"has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); {redo}", d)
+    if not weights: raise DataError(f"has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); {REDO_ADAPTER}", d)
     w = weights[0]
     problem = safetensors_problem(w) if w.suffix == ".safetensors" else ("is empty" if w.stat().st_size == 0 else None)
-    if problem: raise DataError(f"{problem}: the adapter was not saved completely; {redo}", w)
+    if problem: raise DataError(f"{problem}: the adapter was not saved completely; {REDO_ADAPTER}", w)
     return conf
