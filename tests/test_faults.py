@@ -79,3 +79,150 @@ def test_prompt_longer_than_context_is_a_counted_skip(tmp_path):
     out = gen.generate([Sample("hi"), Sample("word " * 100)], sampling=SamplingConfig(max_new_tokens=4))
     assert not out[0].skipped and "context holds 64" in out[1].skipped
     assert group_stats([[o] for o in out])["skipped"] == 1
+
+
+# --- issue 19: disk faults of the stores and reports, permissions, and the small silent mergers ---------------------------
+import dataclasses, errno, stat, time
+
+class _Echo:
+    name, n_params = "echo", 1000
+    def generate(self, prompts, n=None, sampling=None, desc="", sample_indices=None):
+        return [dataclasses.replace(p, response=f"<think>x</think>{'I cannot help with that.' if len(p.prompt) % 2 else 'Sure.'}", sample_idx=j,
+                                    new_tokens=3, prompt_tokens=4, thinking="", answer="").parse() for p in prompts for j in (sample_indices or range(n))]
+    def close(self): pass
+
+def _items(n=10):
+    return {"b": [Sample(f"harmful {'x' * i}", "vanilla_harmful", benchmark="b", kind="safety", item_id=str(i)) for i in range(n)]}
+
+def _fail(code):
+    def f(*a, **k): raise OSError(code, os.strerror(code))
+    return f
+
+def test_read_only_output_dir_is_one_line_in_generate_judge_and_evaluate(tmp_path, monkeypatch):
+    from thinksafe.stages import evaluate, generate_stage, judge_stage
+    from thinksafe.guards import RefusalPatternGuard
+    cfg, out = RunConfig(out_dir=str(tmp_path)), tmp_path / "ev"
+    generate_stage(cfg, _items()["b"], out, "b", n=1, generator=_Echo(), progress=False)
+    real_open = open
+    def no_write(path, mode="r", *a, **k):                   # what a read-only directory does to the lock file
+        if "r" not in mode or "+" in mode: raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, mode, *a, **k)
+    monkeypatch.setattr("builtins.open", no_write)
+    for run in (lambda: generate_stage(cfg, _items()["b"], out, "b", n=1, generator=_Echo(), progress=False),
+                lambda: judge_stage(cfg, out, "b", guard=RefusalPatternGuard(), progress=False),
+                lambda: evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=out, progress=False)):
+        with pytest.raises(OutputError, match=f"cannot write {out}: permission denied") as e: run()
+        assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    monkeypatch.setattr(Path, "mkdir", _fail(errno.EROFS))   # a new output directory on a read-only file system
+    with pytest.raises(OutputError, match="read-only file system"):
+        evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=tmp_path / "new", progress=False)
+
+def test_full_disk_while_appending_leaves_the_store_as_it_was_and_the_next_run_resumes(tmp_path, monkeypatch):
+    from thinksafe.stages import evaluate, generate_eval, judge_stage
+    from thinksafe.guards import RefusalPatternGuard
+    cfg = RunConfig(out_dir=str(tmp_path), sampling=SamplingConfig(chunk=4))
+    evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=tmp_path / "ref", progress=False)
+    out, real_write, calls = tmp_path / "ev", os.write, []
+    def half_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1: return real_write(fd, data)
+        real_write(fd, bytes(data[:len(data) // 2])); raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OutputError, match=r"cannot write .*b\.jsonl: disk full; this round was not kept") as e:
+        generate_eval(cfg, _items(), out, _Echo(), progress=False)          # generate --eval
+    assert "\n" not in str(e.value)
+    lines = (out / "b.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == 4 and all(l.endswith("}\n") for l in lines)   # the first round, and no half line
+    monkeypatch.setattr(os, "write", _fail(errno.ENOSPC))
+    with pytest.raises(OutputError, match=r"b\.judged\.[^ ]+\.jsonl: disk full"):     # judge --eval on a full disk
+        judge_stage(cfg, out, "b", guard=RefusalPatternGuard(), progress=False)
+    assert all(not p.read_bytes() for p in out.glob("b.judged.*.jsonl"))
+    monkeypatch.undo()
+    evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=out, progress=False)
+    for f in ("b.jsonl", "results.csv"):
+        strip = lambda t: sorted(l for l in t.splitlines())
+        assert strip((out / f).read_text()) == strip((tmp_path / "ref" / f).read_text()), f
+
+def test_results_are_readable_by_others_under_umask_077(tmp_path):
+    from thinksafe.stages import evaluate, synthesize
+    from thinksafe.guards import RefusalPatternGuard
+    old = os.umask(0o077)
+    try:
+        evaluate(RunConfig(out_dir=str(tmp_path)), _Echo(), RefusalPatternGuard(), sets=_items(), out=tmp_path / "ev", progress=False)
+        synthesize(RunConfig(out_dir=str(tmp_path), synth=SynthConfig(k=2, limit=6)), _Echo(), RefusalPatternGuard(), progress=False)
+    finally: os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert {"results.json", "results.csv", "summary.json", "compute.json", "b.jsonl", "synth.jsonl", "synth_stats.json"} <= {p.name for p in files}
+    for p in files: assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044, (p, oct(p.stat().st_mode))
+
+def test_a_report_is_replaced_together_and_stale_temp_files_are_removed(tmp_path, monkeypatch):
+    import tempfile
+    from thinksafe.stages import evaluate, score_stage
+    from thinksafe.guards import RefusalPatternGuard
+    out = tmp_path / "ev"
+    cfg = RunConfig(name="first", out_dir=str(tmp_path))
+    evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=out, progress=False)
+    report = ("results.json", "summary.json", "results.csv")
+    before = {f: (out / f).read_bytes() for f in report}
+    real, n = tempfile.mkstemp, []
+    def third_fails(*a, **k):
+        n.append(1)
+        if len(n) == 3: raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+    monkeypatch.setattr(tempfile, "mkstemp", third_fails)
+    cfg.name = "second"
+    with pytest.raises(OutputError, match="disk full"): score_stage(cfg, out, ["b"])
+    monkeypatch.undo()
+    assert {f: (out / f).read_bytes() for f in report} == before          # all three old, none half-new
+    assert not list(out.glob(".*.tmp"))
+    stale, live = out / ".results.json.dead1234.tmp", out / ".results.json.live5678.tmp"
+    for p in (stale, live): p.write_text("{")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))            # left by a score killed an hour ago
+    score_stage(cfg, out, ["b"])
+    assert not stale.exists() and live.exists()                            # a writer still running keeps its temp file
+    assert json.loads((out / "summary.json").read_text())["name"] == "second"
+
+def test_a_cut_judged_store_makes_select_ask_to_rejudge(tmp_path):
+    from thinksafe.stages import synthesize, select_stage, judge_stage, synth_dir
+    from thinksafe.guards import RefusalPatternGuard
+    cfg = RunConfig(out_dir=str(tmp_path), synth=SynthConfig(k=2, limit=6))
+    n = synthesize(cfg, _Echo(), RefusalPatternGuard(), progress=False)["records"]
+    judged, = synth_dir(cfg).glob("samples-steered.judged.*.jsonl")
+    data = judged.read_bytes()
+    judged.write_bytes(data[:-20])                                         # a judge killed while writing its last line
+    with pytest.raises(ThinkSafeError, match=r"samples-steered\.judged\.[^ ]+\.jsonl: its last line was cut .*`thinksafe judge`") as e:
+        select_stage(cfg, synth_dir(cfg))
+    assert "\n" not in str(e.value)
+    judge_stage(cfg, synth_dir(cfg), "samples-steered", guard=RefusalPatternGuard(), progress=False)   # re-judges that sample
+    assert select_stage(cfg, synth_dir(cfg))["records"] == n
+
+def test_duplicate_prompts_are_reported_and_conflicting_labels_refused(tmp_path, capsys):
+    from thinksafe.synthesize import load_prompts
+    from thinksafe.benchmarks import load_benchmark
+    f = tmp_path / "p.jsonl"
+    rows = [("a", "vanilla_harmful"), ("b", "vanilla_benign"), ("a", "vanilla_harmful"), ("a", "vanilla_harmful")]
+    f.write_text("".join(json.dumps({"instruction": p, "label": l}) + "\n" for p, l in rows))
+    assert [s.prompt for s in load_prompts(SynthConfig(prompts=str(f)))] == ["a", "b"]
+    assert f"warning: {f}: 2 duplicate prompts (same text and label) merged" in capsys.readouterr().err
+    f.write_text(f.read_text() + json.dumps({"instruction": "b", "label": "vanilla_harmful"}) + "\n")
+    with pytest.raises(DataError, match=rf"p\.jsonl:5: this prompt has label 'vanilla_harmful' but line 2 gives it 'vanilla_benign'"):
+        load_prompts(SynthConfig(prompts=str(f)))
+    g = tmp_path / "bench.csv"
+    g.write_text("prompt,label\nx,vanilla_harmful\ny,vanilla_harmful\nx,vanilla_harmful\n")
+    assert [s.prompt for s in load_benchmark(str(g), columns={"prompt": "prompt", "label": "label"})] == ["x", "y"]
+    assert f"warning: {g}: 1 duplicate prompt merged" in capsys.readouterr().err
+    g.write_text("prompt,label\nx,vanilla_harmful\nx,vanilla_benign\n")
+    with pytest.raises(DataError, match=r"bench\.csv:3: this prompt has label 'vanilla_benign' but line 2"):
+        load_benchmark(str(g), columns={"prompt": "prompt", "label": "label"})
+
+def test_csv_with_an_unclosed_quote_is_reported_where_the_quote_opens(tmp_path):
+    from thinksafe.synthesize import load_prompts
+    from thinksafe.benchmarks import load_benchmark
+    f = tmp_path / "p.csv"
+    f.write_text('instruction,label\nfine,vanilla_benign\n"never closed,vanilla_harmful\nnext,vanilla_benign\nlast,vanilla_benign\n')
+    with pytest.raises(DataError, match=r"p\.csv:3: unclosed quote"): load_prompts(SynthConfig(prompts=str(f)))
+    with pytest.raises(DataError, match=r"p\.csv:3: unclosed quote"): read_records(f)
+    with pytest.raises(DataError, match=r"p\.csv:3: unclosed quote"): load_benchmark(str(f), columns={"prompt": "instruction"})
+    f.write_text('instruction,label\n"two\nlines, quoted",vanilla_benign\nnext,vanilla_benign\n')   # a closed multi-line field is fine
+    assert [s.prompt for s in load_prompts(SynthConfig(prompts=str(f)))] == ["two\nlines, quoted", "next"]
