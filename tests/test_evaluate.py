@@ -227,3 +227,21 @@ def test_guard_parts_and_agreement():
         def score(self, s, text=None): return True, self.P_REFUSAL
     assert verdict_changes(apology, Old(), g)["changes"] == {"safe -> unsafe": 1}
     assert GUARD_HF_IDS == {"llama-guard": "meta-llama/Llama-Guard-3-8B", "wildguard": "allenai/wildguard"}
+
+
+def test_a_restated_question_is_not_an_answer(tmp_path):
+    "The math checker accepted a cut-off '2 + 3' for 'What is 2+3?' (math-verify evaluates it): a response must state the result."
+    from thinksafe.evaluate import check_math, check_answer
+    from thinksafe.benchmarks import load_benchmark
+    for cut in ("2 + 3", "What is 2+3? Let me see: 2 + 3", "\\boxed{2+3}", "The answer is 2 \\times 2.5", "<think>2+3"):
+        assert not check_math(cut, "5"), cut
+    for right in ("5", "2 + 3 = 5", "\\boxed{5}", "The answer is 5.", "<think>2+3</think>\\boxed{5}"):
+        assert check_math(right, "5"), right
+    for resp, gold in (("\\boxed{2+\\sqrt{3}}", "2+\\sqrt{3}"), ("\\boxed{1/2}", "\\frac{1}{2}"), ("\\boxed{6 \\times 10^5}", "600000"),
+                       ("\\boxed{-3}", "-3"), ("\\boxed{1+2i}", "1+2i")):
+        assert check_math(resp, gold), (resp, gold)             # results that are written with an operator
+    f = tmp_path / "arith.jsonl"
+    f.write_text('{"prompt": "What is 2+3?", "answer": "5"}\n')
+    item, = load_benchmark(str(f), kind="reasoning", columns={"prompt": "prompt", "reference": "answer"})
+    assert check_answer(dataclasses.replace(item, response="2 + 3")) is False
+    assert check_answer(dataclasses.replace(item, response="<think>2 + 3 = 5</think>The result is 5.")) is True
