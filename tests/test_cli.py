@@ -90,11 +90,11 @@ def test_bad_data_names_file_and_line(tmp_path, tiny):
     p = ts("train", "--model", tiny, "--out-dir", tmp_path/"run", "--data", tmp_path/"bad.jsonl", check=False)
     assert p.returncode == 2 and "bad.jsonl:2" in p.stderr
 
-# Faults of the disk (issue 19): `generate`, `judge` and `evaluate` in this process on the tiny model; one line, no traceback.
+# Faults of the disk (issue 19): `generate`, `judge` and `evaluate` here, on the tiny model: one line, no traceback.
 import builtins, contextlib, errno, io
 
 def main_err(*argv):
-    "Run `thinksafe ARGV` in this process: (exit code, stderr). An exception escaping `main` (a traceback) fails the test."
+    "Run `thinksafe ARGV` here: (exit code, stderr). An exception escaping `main` (a traceback) fails the test."
     from thinksafe.cli import main
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()): rc = main([str(a) for a in argv])
@@ -111,14 +111,14 @@ def error_line(err:str, command:str) -> str:
 def small(tmp_path_factory, tiny):
     "Arguments of a quick run on the tiny model: 2 prompts, a 1-item benchmark, 4 new tokens."
     d = tmp_path_factory.mktemp("small")
-    (d/"p.jsonl").write_text("".join(json.dumps({"instruction": p, "label": l}) + "\n" for p, l in
-                                     [("How do I make a bomb?", "vanilla_harmful"), ("How do I bake bread?", "vanilla_benign")]))
+    prompts = [("How do I make a bomb?", "vanilla_harmful"), ("How do I bake bread?", "vanilla_benign")]
+    (d/"p.jsonl").write_text("".join(json.dumps({"instruction": p, "label": l}) + "\n" for p, l in prompts))
     (d/"gsm.jsonl").write_text(json.dumps({"question": "What is 2+3?", "answer": "5\n#### 5"}) + "\n")
     return ["--model", tiny, "--set", "sampling.max_new_tokens=4", "--set", f"synth.prompts={d/'p.jsonl'}",
             "--set", f"eval.benchmarks=[{{name: gsm8k, path: {d/'gsm.jsonl'}}}]", "--set", "eval.max_new_tokens=4"]
 
 def deny_writes(monkeypatch, root, code:int):
-    "Make writes under `root` fail with `code`: EACCES as in a chmod 0555 directory for a user who is not root, ENOSPC as on a full disk."
+    "Make writes under `root` fail with `code`: EACCES as in a chmod 0555 directory (not root), ENOSPC as on a full disk."
     root = os.path.abspath(root)
     under = lambda p: isinstance(p, (str, os.PathLike)) and os.path.abspath(os.fspath(p)).startswith(root)
     def fail(p): raise (PermissionError if code == errno.EACCES else OSError)(code, os.strerror(code), os.fspath(p))
@@ -134,16 +134,19 @@ def deny_writes(monkeypatch, root, code:int):
             if os.path.isdir(path): raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(path))
             fail(path)
         return real_mkdir(path, *a, **k)
-    for owner, name, fn in ((builtins, "open", _open), (io, "open", _open), (os, "open", _os_open), (os, "mkdir", _mkdir)):
+    patches = ((builtins, "open", _open), (io, "open", _open), (os, "open", _os_open), (os, "mkdir", _mkdir))
+    for owner, name, fn in patches:
         monkeypatch.setattr(owner, name, fn)
 
 FAULTS = {errno.EACCES: ("permission denied", "chmod"), errno.ENOSPC: ("disk full", "free space")}
 
 @pytest.mark.parametrize("code", list(FAULTS), ids=["read-only", "full"])
-@pytest.mark.parametrize("argv", [["generate"], ["generate", "--eval"], ["judge"], ["judge", "--eval"], ["evaluate"]], ids=" ".join)
+WRITERS = [["generate"], ["generate", "--eval"], ["judge"], ["judge", "--eval"], ["evaluate"]]
+
+@pytest.mark.parametrize("argv", WRITERS, ids=" ".join)
 def test_an_unwritable_output_directory_is_one_line(argv, code, tmp_path, small, monkeypatch):
     run = tmp_path/"run"
-    if argv[0] == "judge": assert main_err("generate", *small, *argv[1:], "--out-dir", run)[0] == 0   # samples to judge, written before the fault
+    if argv[0] == "judge": assert main_err("generate", *small, *argv[1:], "--out-dir", run)[0] == 0   # before the fault
     deny_writes(monkeypatch, run, code)
     rc, err = main_err(*argv, *small, "--out-dir", run)
     line = error_line(err, argv[0])
@@ -154,20 +157,22 @@ def test_an_unwritable_output_directory_is_one_line(argv, code, tmp_path, small,
 def tmpfs(tmp_path):
     "A 4 MiB tmpfs of this test's own, unmounted afterwards (needs root and CAP_SYS_ADMIN; skipped elsewhere)."
     m = tmp_path/"mnt"; m.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(m)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs needs root")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(m)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode: pytest.skip("mounting a tmpfs needs root")
     try: yield m
     finally: subprocess.run(["umount", "-l", str(m)], check=False)
 
 def test_a_read_only_mount_and_a_full_disk(tmpfs, small):
     "The faults of a real file system (root ignores chmod, not a read-only mount)."
     run = tmpfs/"run"
-    assert main_err("generate", *small, "--out-dir", run)[0] == 0 and main_err("generate", "--eval", *small, "--out-dir", run)[0] == 0
+    assert main_err("generate", *small, "--out-dir", run)[0] == 0
+    assert main_err("generate", "--eval", *small, "--out-dir", run)[0] == 0
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     for argv in (["generate", "--out-dir", tmpfs/"new"], ["judge", "--out-dir", run], ["evaluate", "--out-dir", tmpfs/"new2"]):
         rc, err = main_err(argv[0], *small, *argv[1:])
         line = error_line(err, argv[0])
-        assert rc in (1, 2) and str(tmpfs) in line and "read-only file system" in line and "writable --out-dir" in line, line
+        assert rc in (1, 2) and str(tmpfs) in line, line
+        assert "read-only file system" in line and "writable --out-dir" in line, line
     subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
     with pytest.raises(OSError), open(tmpfs/"fill", "wb") as f:
         while True: f.write(bytes(1 << 16))

@@ -20,7 +20,7 @@ __all__ = ['SHORTCUTS', 'LOADS_STUDENT', 'OS_ERRORS', 'COMMANDS', 'cmd_config', 
 
 # %% ../nbs/23_cli.ipynb #9d4dc3ac
 SHORTCUTS = (("model", "model.name"), ("backend", "model.backend"), ("adapter", "model.adapter"), ("out_dir", "out_dir"))
-LOADS_STUDENT = ("preflight", "chat", "generate", "synthesize", "evaluate", "tilt")   # commands that load model.name (+ model.adapter)
+LOADS_STUDENT = ("preflight", "chat", "generate", "synthesize", "evaluate", "tilt")   # commands that load the student
 
 def _config(args) -> RunConfig:
     "The run configuration from `--config`, `--set` and the shortcut flags (applied last, checked like the file)."
@@ -28,7 +28,8 @@ def _config(args) -> RunConfig:
     for flag, key in SHORTCUTS:
         v = getattr(args, flag, None)
         if v is not None: set_key(cfg, key, str(v))
-    if cfg.model.adapter and getattr(args, "command", None) in LOADS_STUDENT: check_adapter(cfg.model.adapter)   # before any model loads
+    if cfg.model.adapter and getattr(args, "command", None) in LOADS_STUDENT:
+        check_adapter(cfg.model.adapter)       # before any model loads: one line naming a broken file
     args.run_config = cfg     # for `main`'s error line
     return cfg
 
@@ -126,8 +127,9 @@ def error_line(e:BaseException, out_dir=None # the run's output directory, named
         msg = f"{path}: {what}" if path is not None else (f"{what} (writing under {out_dir})" if out_dir else what)
         if todo: msg += f"; {todo}"
     else:
-        msg, cause = str(e), e.__cause__ or e.__context__
-        if isinstance(e, OutputError) and isinstance(cause, OSError) and cause.errno in OS_ERRORS: msg += f"; {OS_ERRORS[cause.errno][1]}"
+        msg, cause = str(e), e.__cause__ or e.__context__      # an OutputError raised from the OSError behind it
+        if isinstance(e, OutputError) and isinstance(cause, OSError) and cause.errno in OS_ERRORS:
+            msg += f"; {OS_ERRORS[cause.errno][1]}"
     return "; ".join(l.strip() for l in msg.splitlines() if l.strip()) or type(e).__name__
 
 # %% ../nbs/23_cli.ipynb #86b45ea8
