@@ -140,9 +140,9 @@ def deny_writes(monkeypatch, root, code:int):
 
 FAULTS = {errno.EACCES: ("permission denied", "chmod"), errno.ENOSPC: ("disk full", "free space")}
 
-@pytest.mark.parametrize("code", list(FAULTS), ids=["read-only", "full"])
 WRITERS = [["generate"], ["generate", "--eval"], ["judge"], ["judge", "--eval"], ["evaluate"]]
 
+@pytest.mark.parametrize("code", list(FAULTS), ids=["read-only", "full"])
 @pytest.mark.parametrize("argv", WRITERS, ids=" ".join)
 def test_an_unwritable_output_directory_is_one_line(argv, code, tmp_path, small, monkeypatch):
     run = tmp_path/"run"
