@@ -82,7 +82,7 @@ def test_prompt_longer_than_context_is_a_counted_skip(tmp_path):
 
 
 # --- issue 19: disk faults of the stores and reports, permissions, and the small silent mergers ---------------------------
-import dataclasses, errno, stat, time
+import dataclasses, errno, stat, tempfile, time
 
 class _Echo:
     name, n_params = "echo", 1000
@@ -226,3 +226,25 @@ def test_csv_with_an_unclosed_quote_is_reported_where_the_quote_opens(tmp_path):
     with pytest.raises(DataError, match=r"p\.csv:3: unclosed quote"): load_benchmark(str(f), columns={"prompt": "instruction"})
     f.write_text('instruction,label\n"two\nlines, quoted",vanilla_benign\nnext,vanilla_benign\n')   # a closed multi-line field is fine
     assert [s.prompt for s in load_prompts(SynthConfig(prompts=str(f)))] == ["two\nlines, quoted", "next"]
+
+def test_every_command_says_one_line_on_a_read_only_output_directory(tmp_path, monkeypatch, capsys):
+    "generate, judge, select, score and evaluate through the CLI: one line naming the directory, exit status 2, no traceback."
+    from thinksafe import cli, stages
+    from thinksafe.guards import RefusalPatternGuard
+    (tmp_path / "b.jsonl").write_text('{"prompt": "harmful one"}\n{"prompt": "harmful two"}\n')
+    (tmp_path / "c.yaml").write_text(f"out_dir: {tmp_path / 'run'}\neval:\n  benchmarks:\n    - {{name: b, path: {tmp_path / 'b.jsonl'}, kind: safety}}\n"
+                                     f"synth:\n  limit: 4\nguard:\n  name: refusal-patterns\n")
+    monkeypatch.setattr(stages, "make_generator", lambda *a, **k: _Echo())
+    args = lambda *a: [*a, "-c", str(tmp_path / "c.yaml")]
+    assert cli.main(args("synthesize")) == 0 and cli.main(args("evaluate")) == 0
+    capsys.readouterr()
+    real_open, real_mkstemp = open, tempfile.mkstemp
+    def ro(path, mode="r", *a, **k):
+        if "r" not in mode or "+" in mode: raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, mode, *a, **k)
+    monkeypatch.setattr("builtins.open", ro)
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: ro(k.get("dir", "."), "w"))
+    for cmd in (["generate"], ["generate", "--eval"], ["judge"], ["judge", "--eval"], ["select"], ["score"], ["evaluate"], ["synthesize"]):
+        code = cli.main(args(*cmd))
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "permission denied" in err and str(tmp_path / "run") in err, (cmd, code, err)
