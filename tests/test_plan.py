@@ -114,3 +114,37 @@ def test_pilot_run_replaces_the_assumed_lengths(tmp_path, offline):
     assert (plan["typical"]["response_tokens"], plan["typical"]["acceptance"], plan["prompts"]["prompt_tokens"]) == (400, 0.5, 90)
     assert plan["tokens"]["typical"]["generate"] == 40000 * 400
     assert "measured on 30 samples" in format_plan(plan)
+
+
+def _grpo_plan(tmp_path, mode, *sets):
+    cfg = load_config(ROOT/"configs"/"qwen3-0.6b.yaml", [f"out_dir={tmp_path}/run", f"train.grpo_generation={mode}", *sets])
+    plan = make_plan(cfg, gpu_memory_gb=80, stages=["grpo"])
+    return plan["memory"]["grpo"], [p for p in plan["problems"] if p.startswith("memory: grpo")]
+
+
+def test_grpo_memory_follows_generation(tmp_path, offline):
+    "GRPO on one 80 GiB GPU (qwen3-0.6b, guard at 0.45 of the GPU): hf holds the KV cache of the 64 completions it generates at once and does not fit; vLLM pages it."
+    from thinksafe.plan import grpo_mode, GRPO_VLLM_SHARE
+    from thinksafe.config import TrainConfig, ModelConfig
+    import thinksafe.grpo as R
+    guard = "guard.gpu_memory_utilization=0.45"
+    hf, problems = _grpo_plan(tmp_path, "hf", guard)
+    kv = kv_bytes_per_token(ARCHS["Qwen/Qwen3-0.6B"], 2) * 64 * (150 + 16384) / GiB
+    assert hf["generation_sequences"] == 64 and abs(hf["generation_kv_gib"] - kv) < 0.01 and kv > 100      # per-device 1 x accumulation 64
+    assert hf["fits"] is False and len(problems) == 1 and "grpo_generation=hf" in problems[0] and "64 completions" in problems[0], problems
+    server, problems = _grpo_plan(tmp_path, "vllm-server", guard)
+    assert server["fits"] is True and problems == [] and server["generation_gib"] == 0                     # the policy's engine has its own GPU
+    colo, problems = _grpo_plan(tmp_path, "vllm-colocate", guard, "model.kv_cache_gb=4")
+    assert colo["fits"] is True and problems == [] and colo["generation_kv_gib"] == 4
+    colo, problems = _grpo_plan(tmp_path, "vllm-colocate", guard)                                            # the engine's default share
+    assert colo["generation_gib"] == GRPO_VLLM_SHARE * 80 and colo["fits"] is False and "model.kv_cache_gb" in problems[0], problems
+    # the shipped guard share (0.9 of the GPU) leaves 8 GiB for training, whatever generates: named as the guard's problem
+    for mode in ("hf", "vllm-colocate", "vllm-server"):
+        m, problems = _grpo_plan(tmp_path, mode)
+        assert m["fits"] is False and "guard.gpu_memory_utilization=0.9" in problems[0]
+    # plan and trainer agree on the mode and the colocated engine's share
+    assert GRPO_VLLM_SHARE == R.GRPO_VLLM_SHARE
+    for backend in ("hf", "vllm"):
+        for mode in ("auto", "hf", "vllm-colocate", "vllm-server"):
+            cfg = RunConfig(model=ModelConfig(backend=backend), train=TrainConfig(grpo_generation=mode))
+            assert grpo_mode(cfg) == R.grpo_generation(cfg)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_grpo.ipynb #c70dc645
 from __future__ import annotations
-import json, time, copy
+import os, json, time, copy, itertools, functools, contextlib
 from pathlib import Path
 from typing import Any, Optional, Sequence
 import torch
@@ -20,9 +20,38 @@ from .models import *
 from .train import lora_config, grad_accum, n_params, training_entry, write_run_compute, loss_curves, plot_curves
 
 # %% auto #0
-__all__ = ['GuardReward', 'think_format_reward', 'grpo_prompts', 'grpo_dataset', 'grpo_config', 'run_grpo', 'compute_ratio']
+__all__ = ['GRPO_VLLM_SHARE', 'local_rank', 'judge_on_node', 'GuardReward', 'think_format_reward', 'grpo_prompts', 'grpo_dataset',
+           'grpo_generation', 'generation_args', 'grpo_config', 'EngineVLLMGeneration', 'ThinkSafeGRPOTrainer',
+           'colocate_engine_kwargs', 'run_grpo', 'compute_ratio']
 
 # %% ../nbs/14_grpo.ipynb #ff4db550
+def local_rank() -> int:
+    "This process's index on its node (`LOCAL_RANK` of accelerate/torchrun; 0 alone)."
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+def judge_on_node(guard, # the guard on the node's local main process; None on the others
+                  samples:list[Sample]) -> list[Sample]:
+    "`guard.judge(samples)`; under several processes the node's local main process judges every process's samples (one guard per node)."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if guard is None: raise ThinkSafeError("no guard in this process and no other process to judge its completions")
+        return guard.judge(samples)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    node_main = rank - local_rank()                     # torchrun/accelerate number a node's processes consecutively
+    sent = [None] * world
+    dist.all_gather_object(sent, (node_main, samples))
+    verdicts = None
+    if node_main == rank:
+        if guard is None: raise ThinkSafeError(f"process {rank} is its node's local main process but holds no guard")
+        mine = [(r, ss) for r, (m, ss) in enumerate(sent) if m == rank]
+        judged = guard.judge([s for _, ss in mine for s in ss])
+        if len(judged) != sum(len(ss) for _, ss in mine): raise ThinkSafeError(f"guard {getattr(guard, 'name', '?')} returned {len(judged)} verdicts for {sum(len(ss) for _, ss in mine)} samples")
+        ends = list(itertools.accumulate(len(ss) for _, ss in mine))
+        verdicts = {r: judged[e - len(ss):e] for (r, ss), e in zip(mine, ends)}
+    back = [None] * world
+    dist.all_gather_object(back, verdicts)
+    return back[node_main][rank]
+
 class GuardReward:
     "TRL reward function: the guard's P(safe) of (original prompt, generation prefix + completion); counts calls, completions and guard time."
     def __init__(self, guard, prefix:str=""):
@@ -31,7 +60,7 @@ class GuardReward:
     def __call__(self, prompts, completions, user, label, completion_ids=None, **kw) -> list[float]:
         t0 = time.time()
         samples = [Sample(u, l, response=self.prefix + c) for u, l, c in zip(user, label, completions)]
-        judged = self.guard.judge(samples)
+        judged = judge_on_node(self.guard, samples)
         if len(judged) != len(samples): raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} returned {len(judged)} verdicts for {len(samples)} samples")
         bad = [s for s in judged if s.verdict not in ("safe", "unsafe") or s.unsafe_score is None]
         if bad: raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} failed on {len(bad)} of {len(judged)} completions (verdict {bad[0].verdict!r}); refusing to turn that into a reward")
@@ -64,18 +93,95 @@ def grpo_dataset(prompts:Sequence[Sample], tok, fmt:str="auto") -> Dataset:
     "Rows `{prompt (chat text), user, label}` for `GRPOTrainer`."
     return Dataset.from_list([{"prompt": chat_prompt(tok, s.prompt, fmt), "user": s.prompt, "label": s.label} for s in prompts])
 
-def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None, **overrides) -> GRPOConfig:
+GRPO_VLLM_SHARE = 0.3   # vllm-colocate: share of the GPU the policy's vLLM engine takes (TRL's default); training and the guard use the rest
+
+def grpo_generation(cfg:RunConfig) -> str:
+    "How GRPO generates: 'hf', 'vllm-colocate' or 'vllm-server' (`train.grpo_generation`; 'auto' follows `model.backend`)."
+    g = cfg.train.grpo_generation
+    return g if g != "auto" else ("vllm-colocate" if cfg.model.backend == "vllm" else "hf")
+
+def generation_args(mode:str, mc:Optional[ModelConfig]=None) -> dict:
+    "`GRPOConfig` arguments of a generation mode ('hf', 'vllm-colocate', 'vllm-server')."
+    mc = mc or ModelConfig()
+    if mode == "hf": return dict(use_vllm=False)
+    if mode == "vllm-server": return dict(use_vllm=True, vllm_mode="server")
+    if mode == "vllm-colocate": return dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=GRPO_VLLM_SHARE,
+                                            vllm_max_model_length=mc.max_model_len, vllm_tensor_parallel_size=mc.tensor_parallel_size)
+    raise ConfigError(f"train.grpo_generation must be one of {', '.join(GRPO_GENERATION)}, got {mode!r}")
+
+def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None,
+                generation:str="hf", # 'hf', 'vllm-colocate' or 'vllm-server' (see `grpo_generation`)
+                mc:Optional[ModelConfig]=None, # the student's settings (vLLM context, tensor parallelism)
+                **overrides) -> GRPOConfig:
     "TRL `GRPOConfig` from the run's `TrainConfig` (the reference's GRPO settings), checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate, per_device_train_batch_size=tc.per_device_batch_size,
         gradient_accumulation_steps=grad_accum(tc, world, "grpo_batch_size"), num_generations=tc.grpo_num_generations, loss_type=tc.grpo_loss_type,
         beta=tc.grpo_beta, epsilon=tc.grpo_epsilon, temperature=tc.grpo_temperature, max_completion_length=tc.grpo_max_completion_length,
-        num_train_epochs=tc.epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
+        num_train_epochs=tc.grpo_epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
         max_grad_norm=tc.max_grad_norm, gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu",
         save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, report_to="none",
-        reward_weights=[1.0, tc.grpo_format_weight], disable_tqdm=False)
+        reward_weights=[1.0, tc.grpo_format_weight], disable_tqdm=False, **generation_args(generation, mc))
     kw.update(overrides)
     return GRPOConfig(**kw)
+
+# %% ../nbs/14_grpo.ipynb #a18e4ed2
+from trl.generation.vllm_generation import VLLMGeneration
+
+class EngineVLLMGeneration(VLLMGeneration):
+    "TRL's vLLM generation with the package's engine settings (`engine_kwargs`) and, on a CPU, weight sync through vLLM's in-place reload."
+    def __init__(self, *args, engine_kw:Optional[dict]=None, **kw):
+        self.engine_kw = engine_kw or {}
+        super().__init__(*args, **kw)
+
+    def _init_vllm(self):
+        if self.mode != "colocate": return super()._init_vllm()
+        import trl.generation.vllm_generation as vg
+        build = vg.LLM
+        vg.LLM = lambda **kw: build(**{**kw, **self.engine_kw})     # TRL's arguments (external launcher, seed, logprobs), ours on top
+        try: super()._init_vllm()
+        finally: vg.LLM = build
+
+    def sync_weights(self):
+        from thinksafe.vllm_backend import vllm_on_cpu
+        if self.mode != "colocate" or self.enable_sleep_mode or not vllm_on_cpu(): return super().sync_weights()
+        # vLLM-CPU packs each linear weight for oneDNN after loading and drops the loadable parameter, so TRL's
+        # `model.load_weights` fails ("'Parameter' object has no attribute 'weight_loader'"); vLLM's in-place
+        # reload restores the checkpoint layout, loads and packs again
+        self.llm.llm_engine.model_executor.driver_worker.reload_weights(weights_iterator=self._iter_named_params(), is_checkpoint_format=True)
+        self.llm.reset_prefix_cache()
+
+class ThinkSafeGRPOTrainer(GRPOTrainer):
+    "TRL's `GRPOTrainer`: prompts encoded as the generators encode them (no special tokens added), vLLM colocate built with `engine_kw`."
+    def __init__(self, *args, engine_kw:Optional[dict]=None, **kw):
+        import trl.trainer.grpo_trainer as gt
+        old, gt.VLLMGeneration = gt.VLLMGeneration, functools.partial(EngineVLLMGeneration, engine_kw=engine_kw)
+        try: super().__init__(*args, **kw)
+        finally: gt.VLLMGeneration = old
+
+    def _tokenize_prompts(self, prompts:list):
+        if prompts and isinstance(prompts[0], str):     # rendered chat text: the template wrote BOS where the model wants one
+            return self.processing_class(text=prompts, add_special_tokens=False)["input_ids"], None, {}
+        return super()._tokenize_prompts(prompts)
+
+    def close_engine(self, own_group:bool):
+        "Stop the colocated vLLM engine; `own_group`: vLLM created this process's process group (no launcher), which goes too."
+        g = getattr(self, "vllm_generation", None)
+        llm = getattr(g, "llm", None)
+        if llm is None: return
+        from thinksafe.vllm_backend import shutdown_engine
+        g.llm = None
+        shutdown_engine(llm)
+        if own_group:
+            from vllm.distributed.parallel_state import destroy_model_parallel, destroy_distributed_environment
+            destroy_model_parallel(); destroy_distributed_environment()
+
+def colocate_engine_kwargs(mc:ModelConfig, path:str) -> dict:
+    "Our engine settings for TRL's colocated vLLM (KV cache bound, eager/fp32 and no chunked prefill on a CPU); TRL sets the rest."
+    from thinksafe.vllm_backend import engine_kwargs
+    kw = engine_kwargs(path, mc.max_model_len, GRPO_VLLM_SHARE, mc.kv_cache_gb, mc.enforce_eager, mc.dtype)
+    for k in ("model", "max_model_len", "gpu_memory_utilization"): kw.pop(k)
+    return kw
 
 # %% ../nbs/14_grpo.ipynb #4f0faf70
 class _GRPOCompute(TrainerCallback):
@@ -113,7 +219,7 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
         from thinksafe.synthesize import load_prompts
         prompts = load_prompts(cfg.synth)
     ps = grpo_prompts(prompts)
-    if guard is None:
+    if guard is None and local_rank() == 0:     # one guard per node: the local main process judges for the node's processes
         from thinksafe.guards import make_guard
         guard = make_guard(cfg.guard)
     set_seed(tc.seed)
@@ -124,13 +230,18 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
     reward = GuardReward(guard, prefix)
     def think_format_ok(completions, **kw): return think_format_reward(completions, prefix)
     tokenizer = copy.copy(tokenizer); tokenizer.padding_side = "left"
-    args = grpo_config(tc, out, str(next(model.parameters()).device))
-    trainer = GRPOTrainer(model, reward_funcs=[reward, think_format_ok], args=args, train_dataset=grpo_dataset(ps, tokenizer, fmt),
-                          processing_class=tokenizer, peft_config=lora_config(tc))
+    mode = grpo_generation(cfg)
+    args = grpo_config(tc, out, str(next(model.parameters()).device), generation=mode, mc=cfg.model)
+    import torch.distributed as dist
+    own_group = args.world_size == 1 and not (dist.is_available() and dist.is_initialized())   # vLLM's external launcher will make one
+    engine_kw = colocate_engine_kwargs(cfg.model, model.name_or_path) if mode == "vllm-colocate" else None
+    trainer = ThinkSafeGRPOTrainer(model, reward_funcs=[reward, think_format_ok], args=args, train_dataset=grpo_dataset(ps, tokenizer, fmt),
+                                   processing_class=tokenizer, peft_config=lora_config(tc), engine_kw=engine_kw)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     prior = json.loads((Path(last)/"compute.json").read_text()) if last and (Path(last)/"compute.json").exists() else None
     cb = _GRPOCompute(trainer, reward, tc.grpo_beta, int(getattr(guard, "n_params", 0) or 0), prior); trainer.add_callback(cb)
-    trainer.train(resume_from_checkpoint=last)
+    try: trainer.train(resume_from_checkpoint=last)
+    finally: trainer.close_engine(own_group)
     stages = cb.stages()
     if not trainer.is_world_process_zero(): return out/"adapter"
     adapter = out/"adapter"
@@ -138,7 +249,7 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
     curves = [{**c, **{k: h[k] for k in ("reward",) if k in h}} for c, h in zip(loss_curves(trainer.state.log_history), [h for h in trainer.state.log_history if "loss" in h])]
     write_json(out/"curves.json", curves)
     plot_curves(curves, out/"curves", title=f"GRPO: {cfg.model.name}", keys=("reward",), ylabel=f"mean reward (P(safe) + {tc.grpo_format_weight} x format)")
-    training = stages.pop("training") | {"method": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps),
+    training = stages.pop("training") | {"method": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps), "generation": mode,
                                          "guard": getattr(guard, "name", type(guard).__name__), "reward_calls": reward.calls}
     write_run_compute(out/"compute.json", training, **stages)
     return adapter

@@ -15,12 +15,12 @@ from .store import *
 # %% auto #0
 __all__ = ['GATED', 'DATA_SUFFIXES', 'BENCH_ITEMS', 'ARCHS', 'ARCH_SOURCES', 'GiB', 'DTYPE_BYTES', 'VLLM_OVERHEAD_GIB',
            'VLLM_MAX_NUM_SEQS', 'CUDA_CONTEXT_GIB', 'TYPICAL', 'GUARD_TEMPLATE_TOKENS', 'PROMPT_POOLS', 'STAGES',
-           'is_gated', 'hub_offline', 'looks_local', 'hf_cached', 'read_item', 'locate_model', 'locate_data',
-           'locate_benchmark', 'n_params', 'arch_table', 'arch_from_config', 'model_arch', 'dtype_bytes',
+           'GRPO_VLLM_SHARE', 'is_gated', 'hub_offline', 'looks_local', 'hf_cached', 'read_item', 'locate_model',
+           'locate_data', 'locate_benchmark', 'n_params', 'arch_table', 'arch_from_config', 'model_arch', 'dtype_bytes',
            'kv_bytes_per_token', 'vllm_memory', 'hf_memory', 'linear_shapes', 'lora_targets', 'lora_params',
            'train_memory', 'count_prompts', 'sft_batch', 'grpo_batch', 'compute_estimate', 'synth_output',
-           'measured_typical', 'run_order', 'config_problems', 'guard_source', 'visible_gpu', 'make_plan',
-           'format_plan', 'run_plan']
+           'measured_typical', 'run_order', 'config_problems', 'guard_source', 'visible_gpu', 'grpo_mode',
+           'grpo_generation_memory', 'grpo_generation_hint', 'make_plan', 'format_plan', 'run_plan']
 
 # %% ../nbs/20_plan.ipynb #dabc4214
 GATED = ("meta-llama/", "allenai/wildguard", "allenai/wildjailbreak", "Idavidrein/gpqa")  # licence + login on huggingface.co
@@ -366,7 +366,7 @@ def compute_estimate(cfg:RunConfig, n_prompts:int, n_student:int, n_guard:int, p
                             + (_flops("forward", n_student, train_tok * (1 - ty["harmful_share"])) if tc.loss_type == "sft+kl" else 0))}
         lc = tc.grpo_max_completion_length if case == "upper" else min(ty["response_tokens"], tc.grpo_max_completion_length)
         G = tc.grpo_num_generations
-        steps = tc.max_steps if tc.max_steps > 0 else math.ceil(epochs * n_prompts * G / grpo_batch(tc))
+        steps = tc.max_steps if tc.max_steps > 0 else math.ceil(tc.grpo_epochs * n_prompts * G / grpo_batch(tc))
         comps = steps * grpo_batch(tc)
         g_gen, g_judge, g_train = comps * lc, comps * (prompt_tokens + lc + tg), comps * (prompt_tokens + lc)
         grpo_flops = (_flops("generate", n_student, g_gen) + _flops("judge", n_guard, g_judge) + _flops("train_lora", n_student, g_train)
@@ -512,6 +512,42 @@ def _context_problems(cfg:RunConfig, arch:Optional[dict], gpu:Optional[dict]) ->
         problems.append(f"model.tensor_parallel_size={mc.tensor_parallel_size} but {gpu.get('count', 1)} GPU(s) are visible")
     return problems, warnings
 
+# %% ../nbs/20_plan.ipynb #db1cedb1
+GRPO_VLLM_SHARE = 0.3   # vllm-colocate: share of the GPU the policy's engine takes (grpo.GRPO_VLLM_SHARE, TRL's default)
+
+def grpo_mode(cfg:RunConfig) -> str:
+    "How GRPO generates (`grpo.grpo_generation`): `train.grpo_generation`, 'auto' = vllm-colocate with model.backend vllm, else hf."
+    g = cfg.train.grpo_generation
+    return g if g != "auto" else ("vllm-colocate" if cfg.model.backend == "vllm" else "hf")
+
+def grpo_generation_memory(a:dict, cfg:RunConfig, bytes_:int, seq_tokens:int, gpu_gib:Optional[float]=None) -> dict:
+    "Memory GRPO's generation takes on a training GPU: hf = the KV cache of every completion one process generates at once; vLLM = its engine."
+    mc, tc = cfg.model, cfg.train
+    acc = tc.gradient_accumulation_steps or max(1, tc.grpo_batch_size // tc.per_device_batch_size)
+    seqs = tc.per_device_batch_size * acc          # TRL generates per-device batch x accumulation completions per process at once
+    mode = grpo_mode(cfg)
+    if mode == "hf":
+        kv = kv_bytes_per_token(a, bytes_) * seqs * seq_tokens
+        return dict(mode=mode, sequences=seqs, kv_gib=_gib(kv), gib=_gib(kv))
+    L = mc.max_model_len or seq_tokens
+    if mode == "vllm-server":                      # its own GPU(s) (`trl vllm-serve`): nothing on the training GPU
+        return dict(mode=mode, sequences=seqs, kv_gib=0.0, gib=0.0,
+                    server=vllm_memory(a, bytes_, L, seq_tokens, mc.gpu_memory_utilization, gpu_gib, mc.tensor_parallel_size))
+    e = vllm_memory(a, bytes_, L, seq_tokens, GRPO_VLLM_SHARE, gpu_gib, mc.tensor_parallel_size)
+    if mc.kv_cache_gb: gib, kv = e["weights_gib"] + e["overhead_gib"] + mc.kv_cache_gb, mc.kv_cache_gb      # the KV cache is fixed
+    elif gpu_gib: gib = GRPO_VLLM_SHARE * gpu_gib; kv = max(0.0, gib - e["weights_gib"] - e["overhead_gib"])  # the engine's share, whatever it holds
+    else: gib, kv = e["need_gib"], e["kv_max_len_gib"]
+    return dict(mode=mode, sequences=seqs, kv_gib=round(kv, 2), gib=round(gib, 2), engine=e)
+
+def grpo_generation_hint(m:dict) -> str:
+    "What to change when GRPO does not fit, by generation mode."
+    if m["generation"] == "hf":
+        return (f"; with train.grpo_generation=hf every process holds the KV cache of its {m['generation_sequences']} completions at once "
+                f"({m['generation_kv_gib']} GiB): use vllm-colocate or vllm-server (paged KV cache), or lower train.grpo_max_completion_length")
+    if m["generation"] == "vllm-colocate":
+        return f"; the colocated policy engine takes {m['generation_gib']} GiB: set model.kv_cache_gb to bound it, or use vllm-server on its own GPU"
+    return ""
+
 # %% ../nbs/20_plan.ipynb #cc5580fc
 def _memory(cfg:RunConfig, arch, garch, rarch, gpu_gib, prompt_tokens) -> dict:
     mc, gc, tc = cfg.model, cfg.guard, cfg.train
@@ -536,10 +572,13 @@ def _memory(cfg:RunConfig, arch, garch, rarch, gpu_gib, prompt_tokens) -> dict:
     if rarch: mem["evaluate (refusal guard)"] = guard_mem(rarch, "wildguard")
     if arch and garch:
         lc = tc.grpo_max_completion_length
-        t = train_memory(arch, tc, b, prompt_tokens + lc, batch=tc.grpo_num_generations)
+        seq, mode = prompt_tokens + lc, grpo_mode(cfg)
+        t = train_memory(arch, tc, b, seq, batch=tc.per_device_batch_size)     # TRL's forward/backward: per-device completions
         gseq = prompt_tokens + lc + GUARD_TEMPLATE_TOKENS.get(gc.name, 0)
-        kv = kv_bytes_per_token(arch, b) * tc.grpo_num_generations * (prompt_tokens + lc)
-        policy = t["need_gib"] + kv / GiB
+        gen = grpo_generation_memory(arch, cfg, b, seq, gpu_gib)
+        if gen.get("server"): mem["grpo (vllm server)"] = gen["server"]
+        kv = gen["kv_gib"] * GiB
+        policy = t["need_gib"] + gen["gib"]
         if gc.backend == "vllm":   # the guard's engine reserves its share of the GPU; the policy trains in the rest
             gm = vllm_memory(garch, 2, (gc.max_input_tokens or garch.get("max_pos") or gseq) + 8, gseq, gc.gpu_memory_utilization)
             u = gc.gpu_memory_utilization
@@ -552,6 +591,7 @@ def _memory(cfg:RunConfig, arch, garch, rarch, gpu_gib, prompt_tokens) -> dict:
             min_gpu = policy + guard_gib
             fits = min_gpu <= gpu_gib if gpu_gib else None
         mem["grpo"] = dict(engine="train+guard", guard_backend=gc.backend, policy_gib=t["need_gib"], guard_gib=round(guard_gib, 2), guard_min_gib=gm["need_gib"], generation_kv_gib=_gib(kv),
+                           generation=mode, generation_gib=gen["gib"], generation_sequences=gen["sequences"],
                            need_gib=round(policy + guard_gib, 2), min_gpu_gib=round(min_gpu, 2), **({"gpu_gib": gpu_gib, "fits": fits} if gpu_gib else {}))
     return mem
 
@@ -602,8 +642,13 @@ def make_plan(cfg:RunConfig, gpu_memory_gb:Optional[float]=None, # GPU memory in
             if stage == "grpo" and m["guard_backend"] == "vllm":
                 u = cfg.guard.gpu_memory_utilization
                 problems.append(f"memory: grpo: the guard's vLLM engine takes guard.gpu_memory_utilization={u} of {gpu_gib} GiB, leaving {round((1 - u) * gpu_gib, 2)} "
-                                f"for the policy, which needs {round(m['policy_gib'] + m['generation_kv_gib'], 2)} (training + generation KV): lower "
-                                f"guard.gpu_memory_utilization (the guard needs {m['guard_min_gib']} GiB, weights and one sequence) or use guard.backend=hf for GRPO")
+                                f"for the policy, which needs {round(m['policy_gib'] + m['generation_gib'], 2)} (training + generation with {m['generation']}): lower "
+                                f"guard.gpu_memory_utilization (the guard needs {m['guard_min_gib']} GiB, weights and one sequence) or use guard.backend=hf for GRPO"
+                                + grpo_generation_hint(m))
+                continue
+            if stage == "grpo":
+                problems.append(f"memory: grpo needs about {m['need_gib']} GiB (training {m['policy_gib']} + generation with {m['generation']} {m['generation_gib']} "
+                                f"+ guard {m['guard_gib']}), the GPU has {gpu_gib}" + grpo_generation_hint(m))
                 continue
             problems.append(f"memory: {stage} {what}: lower max_model_len / max_length / batch size, use more tensor-parallel GPUs or a larger GPU")
     n_student = n_params(arch) if arch else None
@@ -657,7 +702,7 @@ def format_plan(plan:dict) -> str:
         parts = {"vllm": lambda m: f"weights {m['weights_gib']} + KV {m['kv_max_len_gib']} (one {m['max_model_len']}-token seq) + overhead {m['overhead_gib']}; KV {m['kv_kib_per_token']} KiB/token",
                  "hf": lambda m: f"weights {m['weights_gib']} + KV {m['kv_gib']} + logits {m['logits_gib']} (batch {m['batch']} x {m['seq_tokens']})",
                  "train": lambda m: f"weights {m['weights_gib']} + LoRA/AdamW {m['lora_state_gib']} + act {m['activations_gib']} + logits {m['logits_gib']} ({m['tokens_per_step']} tok/step)",
-                 "train+guard": lambda m: f"policy {m['policy_gib']} + generation KV {m['generation_kv_gib']} + guard ({m['guard_backend']}) {m['guard_gib']}"}[m["engine"]](m)
+                 "train+guard": lambda m: f"policy {m['policy_gib']} + generation ({m['generation']}) {m['generation_gib']} + guard ({m['guard_backend']}) {m['guard_gib']}"}[m["engine"]](m)
         fit = "-" if m.get("fits") is None else ("yes" + (f", {m['seqs_at_max_len']} full / {m['seqs_typical']} typical seqs at once" if "seqs_typical" in m else "") if m["fits"] else "NO")
         rows.append([st, m["engine"], m["need_gib"], m["min_gpu_gib"], fit, parts])
     out += _table(rows, ["stage", "engine", "need", "min GPU", "fits", "breakdown"])
