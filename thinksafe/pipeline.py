@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_pipeline.ipynb #4eb4f2c7
 from __future__ import annotations
-import os, sys, json, time, copy, shutil, resource, dataclasses
+import os, sys, json, time, copy, shutil, resource, dataclasses, contextlib
 from pathlib import Path
 from typing import Optional, Sequence
 from .core import *
@@ -16,8 +16,9 @@ from .store import *
 __all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'MARGIN', 'DEMO_PREFLIGHT', 'DEMO_GRPO',
            'QUICK_DEMO_GRPO', 'demo_config', 'demo_prompts', 'teacher_refusal', 'teacher_records', 'Steps',
            'item_outcomes', 'paired', 'plot_demo_pareto', 'paired_difference', 'odds_ratio', 'verdicts',
-           'evaluate_model', 'train_model', 'grpo_model', 'compute_comparison', 'steering_pairs', 'run_demo',
-           'cpu_name', 'perplexity_step', 'run_rounds', 'plot_rounds', 'write_report']
+           'demo_steering', 'DemoEngine', 'demo_generator', 'evaluate_model', 'train_model', 'grpo_model',
+           'compute_comparison', 'steering_pairs', 'run_demo', 'cpu_name', 'perplexity_step', 'run_rounds',
+           'plot_rounds', 'write_report']
 
 # %% ../nbs/22_pipeline.ipynb #314969bf
 DEMO_SCALE = {
@@ -214,13 +215,45 @@ def verdicts(r:dict) -> list[dict]:
 # %% ../nbs/22_pipeline.ipynb #7caf4e28
 def _jsonable(d): return json.loads(json.dumps(d, default=str))
 
-def evaluate_model(cfg:RunConfig, model, tok, adapter:Optional[str], sets:dict, name:str) -> dict:
+def demo_steering(cfg:RunConfig) -> Optional[str]:
+    "On `model.backend=vllm` (no transformers hooks) the demo steers with the instruction only: 'both' becomes 'instruction' (returns the note); 'activation' is refused."
+    if cfg.model.backend != "vllm" or cfg.steering.mode in ("none", "instruction"): return None
+    if cfg.steering.mode == "activation":
+        raise ConfigError("steering.mode=activation needs transformers hooks (model.backend: hf); with model.backend=vllm set steering.mode to instruction")
+    cfg.steering = dataclasses.replace(cfg.steering, mode="instruction")
+    return ("model.backend=vllm: activation steering needs transformers hooks, so this run steered with the refusal instruction only "
+            "(steering.mode both -> instruction, recorded in every sample store's fingerprint)")
+
+class DemoEngine:
+    "The demo's one vLLM engine (`model.backend=vllm`), LoRA on so that every adapter it trains is served without a restart; started on first use, stopped on exit."
+    def __init__(self, cfg:RunConfig): self.cfg, self.llm = cfg, None
+    def get(self):
+        if self.llm is None:
+            from thinksafe.vllm_backend import import_vllm, llm_kwargs, lora_rank
+            kw = llm_kwargs(dataclasses.replace(self.cfg.model, adapter=None), self.cfg.sampling.seed)
+            self.llm = import_vllm().LLM(**{**kw, "enable_lora": True, "max_lora_rank": lora_rank(self.cfg.train.lora_r)})
+        return self.llm
+    def close(self):
+        from thinksafe.vllm_backend import shutdown_engine
+        shutdown_engine(self.llm); self.llm = None
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+def demo_generator(cfg:RunConfig, model, tok, adapter:Optional[str]=None, name:Optional[str]=None,
+                   engine:Optional[DemoEngine]=None): # None: transformers
+    "A generator for the base model or base+adapter: transformers on `model`, or the demo's vLLM engine with the adapter as a LoRA request."
+    if engine is None:
+        from thinksafe.generate import HFGenerator
+        return HFGenerator(model, tok, name=name, sampling=cfg.sampling, progress=False)
+    from thinksafe.vllm_backend import VLLMGenerator
+    return VLLMGenerator(dataclasses.replace(cfg.model, adapter=adapter), cfg.sampling, llm=engine.get(), progress=False, name=name)
+
+def evaluate_model(cfg:RunConfig, model, tok, adapter:Optional[str], sets:dict, name:str, engine:Optional[DemoEngine]=None) -> dict:
     "Evaluate one model (base or base+adapter) on the demo sets with the embedded guard; returns its results."
-    from thinksafe.generate import HFGenerator
     from thinksafe.guards import RefusalPatternGuard
     from thinksafe.stages import evaluate
     c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adapter=adapter))
-    res = evaluate(c, HFGenerator(model, tok, name=name, sampling=c.sampling, progress=False), RefusalPatternGuard(), sets=sets, progress=False)
+    res = evaluate(c, demo_generator(c, model, tok, adapter, name, engine), RefusalPatternGuard(), sets=sets, progress=False)
     return _jsonable({"dir": res["dir"], "benchmarks": res["benchmarks"], "summary": res["summary"]})
 
 def train_model(cfg:RunConfig, model, tok, data, name:str, loss_type:str="sft",
@@ -280,7 +313,6 @@ def run_demo(out_dir="runs/demo", # where every result goes
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from thinksafe.models import load_model
-    from thinksafe.generate import HFGenerator
     from thinksafe.guards import RefusalPatternGuard
     from thinksafe.stages import synthesize, select_stage, synth_dir, PLAIN
     t0, out = time.time(), Path(out_dir)
@@ -293,17 +325,21 @@ def run_demo(out_dir="runs/demo", # where every result goes
         for k, v in flat_config(user).items():
             if v != flat_config(RunConfig()).get(k) and k not in ("out_dir", "name"): set_key(cfg, k, v)
     cfg.model.name = model
+    note = demo_steering(cfg)
+    if cfg.model.backend == "vllm" and cfg.model.max_model_len is None: cfg.model.max_model_len = 2048   # short prompts: a small engine
     sets = demo_prompts(quick)
     set_seed(cfg.sampling.seed)
     base, tok = load_model(model)
-    gen, guard = HFGenerator(base, tok, name=model, sampling=cfg.sampling, progress=False), RefusalPatternGuard()
-    with Steps(out, {"config": config_to_dict(cfg), "quick": quick}) as steps:
+    engine = DemoEngine(cfg) if cfg.model.backend == "vllm" else None
+    gen, guard = lambda: demo_generator(cfg, base, tok, name=model, engine=engine), RefusalPatternGuard()
+    if note: print(f"[demo] {note}")
+    with Steps(out, {"config": config_to_dict(cfg), "quick": quick}) as steps, engine or contextlib.nullcontext():
         write_jsonl(out/"prompts_train.jsonl", [{"instruction": s.prompt, "label": s.label} for s in sets["synth"]])
         cfg.synth.prompts = str(out/"prompts_train.jsonl")
         if ablations:            # the pre-flight check first, as a researcher runs it: will synthesis find refusals on this model?
             from thinksafe.preflight import run_preflight
-            pre = steps("preflight", lambda: _jsonable(run_preflight(cfg, n_prompts=DEMO_PREFLIGHT["prompts"], k=DEMO_PREFLIGHT["k"], generator=gen, guard=guard, progress=False)))
-        syn = steps("synthesize", lambda: _jsonable(synthesize(cfg, gen, guard, progress=False)))
+            pre = steps("preflight", lambda: _jsonable(run_preflight(cfg, n_prompts=DEMO_PREFLIGHT["prompts"], k=DEMO_PREFLIGHT["k"], generator=gen(), guard=guard, progress=False)))
+        syn = steps("synthesize", lambda: _jsonable(synthesize(cfg, gen(), guard, progress=False)))
         kept = read_records(syn["synth"]) if Path(syn["synth"]).stat().st_size else []
         benign = [s for s in kept if not s.harmful]
         data = {"ThinkSafe": kept, "DirectRefusal": teacher_records(sets["control_harmful"], lambda p: DIRECT_REFUSAL, benign)}
@@ -318,20 +354,21 @@ def run_demo(out_dir="runs/demo", # where every result goes
         if ablations: adapters["ThinkSafe+KL"] = steps("train ThinkSafe+KL", train_model, cfg, base, tok, paths["ThinkSafe"], "ThinkSafe+KL", "sft+kl", synth_compute=syn["compute"])
         grpo = steps("train GRPO", grpo_model, cfg, base, tok, sets["synth"], "GRPO", QUICK_DEMO_GRPO if quick else DEMO_GRPO)
         ev_sets = sets["eval"]
-        results = {"Initial": steps("evaluate Initial", evaluate_model, cfg, base, tok, None, ev_sets, model)}
+        results = {"Initial": steps("evaluate Initial", evaluate_model, cfg, base, tok, None, ev_sets, model, engine)}
         for m, ad in adapters.items():
-            am, _ = load_model(model, adapter=ad)
-            results[m] = steps(f"evaluate {m}", evaluate_model, cfg, am, tok, ad, ev_sets, f"{model}+{slug(m)}")
+            am = load_model(model, adapter=ad)[0] if engine is None else None      # vLLM: the adapter as a LoRA request
+            results[m] = steps(f"evaluate {m}", evaluate_model, cfg, am, tok, ad, ev_sets, f"{model}+{slug(m)}", engine)
             del am
         rounds = run_rounds(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, rounds=3, round_data="latest")), base, tok, ev_sets, steps=steps,
-                            first=(synth_dir(cfg), adapters["ThinkSafe"])) if ablations else None
+                            first=(synth_dir(cfg), adapters["ThinkSafe"]), engine=engine) if ablations else None
         ppl = steps("perplexity", perplexity_step, cfg, base, tok, {"self": kept, "DirectRefusal": data["DirectRefusal"],
                                                                      "teacher": teacher_records(sets["control_harmful"], teacher_refusal)})
         seconds = steps.seconds()
     outcomes = {m: {b: item_outcomes(r["dir"], b) for b in ev_sets} for m, r in results.items()}
     pairs = {m: {b: paired(outcomes["Initial"][b], outcomes[m][b]) for b in ev_sets} for m in results if m != "Initial"}
     if "DirectRefusal" in results: pairs["ThinkSafe vs DirectRefusal"] = {b: paired(outcomes["ThinkSafe"][b], outcomes["DirectRefusal"][b]) for b in ev_sets}
-    r = {"out": str(out), "model": model, "quick": quick, "ablations": ablations, "synth": syn, "paired": pairs, "perplexity": ppl,
+    r = {"out": str(out), "model": model, "backend": cfg.model.backend, "steering_mode": cfg.steering.mode, "notes": [note] if note else [],
+         "quick": quick, "ablations": ablations, "synth": syn, "paired": pairs, "perplexity": ppl,
          "steering": steering_pairs(synth_dir(cfg)), "results": {m: v["summary"] for m, v in results.items()},
          "records": {m: {"harmful": sum(s.harmful for s in recs), "benign": sum(not s.harmful for s in recs)} for m, recs in data.items()},
          "seconds": {**seconds, "this run (wall)": round(time.time() - t0, 1)}, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -388,11 +425,11 @@ def run_rounds(cfg:RunConfig, base, tok, # the base model, loaded once (each rou
                eval_sets:Optional[dict]=None, # {name: items} evaluated after each round
                rounds:Optional[int]=None, data:Optional[str]=None, # default synth.rounds, synth.round_data
                guard=None, steps:Optional[Steps]=None,
-               first:Optional[tuple]=None) -> list[dict]: # (synthesis dir, adapter) of a finished single-round run: round 1 reuses them
+               first:Optional[tuple]=None, # (synthesis dir, adapter) of a finished single-round run: round 1 reuses them
+               engine:Optional[DemoEngine]=None) -> list[dict]: # the demo's vLLM engine (None: transformers)
 
     "Iterative ThinkSafe: R rounds of synthesize (from the last adapter) -> train (fresh, from the base) -> evaluate; returns one row per round."
     from thinksafe.models import load_model
-    from thinksafe.generate import HFGenerator
     from thinksafe.guards import RefusalPatternGuard
     from thinksafe.stages import synthesize
     R, mode = rounds or cfg.synth.rounds, data or cfg.synth.round_data
@@ -401,8 +438,8 @@ def run_rounds(cfg:RunConfig, base, tok, # the base model, loaded once (each rou
     guard = guard or RefusalPatternGuard()
     for r in range(R):
         cr = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adapter=adapter))
-        m = base if adapter is None else load_model(cfg.model.name, adapter=adapter)[0]
-        gen = HFGenerator(m, tok, name=model_slug(cfg.model.name, adapter), sampling=cfg.sampling, progress=False)
+        m = base if adapter is None or engine is not None else load_model(cfg.model.name, adapter=adapter)[0]
+        gen = demo_generator(cfg, m, tok, adapter, model_slug(cfg.model.name, adapter), engine)
         sdir = Path(first[0]) if first and r == 0 else root/f"round-{r}"/"synth"
         syn = run(f"round {r} synthesize", lambda: _jsonable(synthesize(cr, gen, guard, out=sdir, progress=False)))
         kept = read_records(syn["synth"]) if Path(syn["synth"]).stat().st_size else []
@@ -417,8 +454,9 @@ def run_rounds(cfg:RunConfig, base, tok, # the base model, loaded once (each rou
                "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in syn["stats_dict"]["conditions"].items()},
                "compute": json.loads(cj.read_text()) if cj.exists() else None, "adapter": adapter}
         if eval_sets:
-            am = load_model(cfg.model.name, adapter=adapter)[0]
-            ev = run(f"round {r} evaluate", evaluate_model, cfg if first and r == 0 else dataclasses.replace(cfg, out_dir=str(root)), am, tok, adapter, eval_sets, f"round-{r}")
+            am = load_model(cfg.model.name, adapter=adapter)[0] if engine is None else None
+            ev = run(f"round {r} evaluate", evaluate_model, cfg if first and r == 0 else dataclasses.replace(cfg, out_dir=str(root)), am, tok, adapter,
+                     eval_sets, f"round-{r}", engine)
             row["outcomes"] = {b: item_outcomes(ev["dir"], b) for b in eval_sets}
             row["rates"] = {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]} for b, o in row["outcomes"].items()}
         if m is not base: del m
@@ -457,6 +495,8 @@ def write_report(out, r:dict) -> Path:
       "and no safety classifier: read 'harmful %' as 'did not refuse, or complied after a refusal phrase'.\n")
     a(f"Machine: {r['cpu']}. Wall time {r['seconds']['this run (wall)']:.0f} s, peak memory {r['peak_rss_mb']:.0f} MB. "
       f"Code: thinksafe {r['thinksafe_version']}, commit {r['git_commit']}. Reproduce: `make demo` (`thinksafe demo{' --ablations' if r['ablations'] else ''}`).\n")
+    if r.get("backend") == "vllm": a(f"Generation: vLLM (`model.backend=vllm`), one engine serving every adapter as a LoRA request; steering.mode {r['steering_mode']}.\n")
+    for n in r.get("notes", []): a(f"Note: {n}.\n")
     a("## The paper's claims on this run\n")
     a("| claim | status | numbers |\n|---|---|---|")
     for v in r["verdicts"]: a(f"| {v['claim']} | **{v['status']}** | {v['numbers']} |")
