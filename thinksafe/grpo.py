@@ -110,11 +110,12 @@ def generation_args(mode:str, mc:Optional[ModelConfig]=None) -> dict:
     raise ConfigError(f"train.grpo_generation must be one of {', '.join(GRPO_GENERATION)}, got {mode!r}")
 
 def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None,
-                generation:str="hf", # 'hf', 'vllm-colocate' or 'vllm-server' (see `grpo_generation`)
+                generation:Optional[str]=None, # 'hf', 'vllm-colocate' or 'vllm-server'; default: `grpo_generation` of tc and mc
                 mc:Optional[ModelConfig]=None, # the student's settings (vLLM context, tensor parallelism)
                 **overrides) -> GRPOConfig:
     "TRL `GRPOConfig` from the run's `TrainConfig` (the reference's GRPO settings), checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    generation = generation or grpo_generation(RunConfig(model=mc or ModelConfig(), train=tc))
     kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate, per_device_train_batch_size=tc.per_device_batch_size,
         gradient_accumulation_steps=grad_accum(tc, world, "grpo_batch_size"), num_generations=tc.grpo_num_generations, loss_type=tc.grpo_loss_type,
         beta=tc.grpo_beta, epsilon=tc.grpo_epsilon, temperature=tc.grpo_temperature, max_completion_length=tc.grpo_max_completion_length,
