@@ -26,16 +26,16 @@ def test_adapter_on_vllm_matches_the_merged_model(tmp_path):
     from thinksafe.generate import HFGenerator
     from thinksafe.vllm_backend import VLLMGenerator, shutdown_engine
     cfg = load_config(None, [f"out_dir={tmp_path}", "train.lora_r=32", "train.lora_alpha=64", "train.target_modules=all-linear",
-                             "train.learning_rate=2e-3", "train.max_steps=6", "train.per_device_batch_size=2", "train.effective_batch_size=2",
-                             "train.gradient_checkpointing=false", "train.lora_dropout=0.0", "train.max_length=128"])
+                             "train.learning_rate=3e-3", "train.max_steps=4", "train.per_device_batch_size=2", "train.effective_batch_size=2",
+                             "train.gradient_checkpointing=false", "train.lora_dropout=0.0", "train.max_length=96"])
     adapter = run_sft(cfg, data=RECS, out_dir=tmp_path/"train")
     assert json.loads((adapter/"adapter_config.json").read_text())["r"] == 32
     greedy = SamplingConfig(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=N, seed=0)
     mc = ModelConfig(backend="vllm", max_model_len=1024, adapter=str(adapter))
-    lora = VLLMGenerator(mc, greedy, progress=False)
+    lora = VLLMGenerator(mc, greedy, progress=False, close_think=False)
     try:
         assert lora.llm.llm_engine.vllm_config.lora_config.max_lora_rank == 32
-        base = VLLMGenerator(ModelConfig(backend="vllm"), greedy, llm=lora.llm, progress=False)   # the same engine, no LoRARequest
+        base = VLLMGenerator(ModelConfig(backend="vllm"), greedy, llm=lora.llm, progress=False, close_think=False)   # the same engine, no LoRARequest
         v_lora, v_base = (g.generate(PROMPTS) for g in (lora, base))
     finally: lora.close()
     tok = lora.tokenizer

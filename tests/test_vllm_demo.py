@@ -37,7 +37,9 @@ def test_quick_demo_on_vllm(tmp_path):
         assert (fp["backend"], fp["steering"] if store == "samples-plain" else fp["steering"]["mode"]) == ("vllm", "none" if store == "samples-plain" else "instruction")
     samples = [json.loads(l) for l in (sdir/"samples-steered.jsonl").read_text().splitlines() if l.strip()]
     assert samples and any(s["think_closed"] for s in samples)                       # budget forcing on vLLM too
-    assert all(json.loads((out/"eval"/d/"demo.fingerprint.json").read_text())["backend"] == "vllm" for d in os.listdir(out/"eval")) if (out/"eval").exists() else True
+    evals = [f for f in (out/"eval").rglob("*.fingerprint.json") if ".judged." not in f.name]
+    assert len(evals) == 9 and all(json.loads(f.read_text())["backend"] == "vllm" for f in evals)   # 3 models x 3 sets
+    assert {json.loads(l)["model"] for l in (out/"eval"/"smollm2-135m+ThinkSafe"/"arithmetic.jsonl").read_text().splitlines()} == {"smollm2-135m+ThinkSafe"}
     t = time.time()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert p.returncode == 0 and "done earlier, reusing" in p.stdout + p.stderr

@@ -35,9 +35,13 @@ def test_k_samples_one_call_seeds_finish_reasons(gen):
     assert forced and all("\n</think>\n\n" in o.response for o in forced)
     assert [p.max_tokens for p in gen.calls[0][1]] == [8] * 9                         # the think budget (half of 16) first
     assert len({o.response for o in out}) > 3                                       # the samples of a prompt differ
-    reasons = {o.finish_reason for o in out}
-    assert reasons == {"stop", "length"}, [(o.finish_reason, o.new_tokens) for o in out]
-    for o in out:
+    assert all(o.new_tokens == 16 for o in out if o.finish_reason == "length")
+    gen.close_think = False                                                          # without forcing: the model's own stops
+    try: plain = gen.generate(PROMPTS, n=3)
+    finally: gen.close_think = True
+    assert {o.finish_reason for o in plain} == {"stop", "length"}, [(o.finish_reason, o.new_tokens) for o in plain]
+    assert [p.max_tokens for p in gen.calls[-1][1]] == [16] * 9 and not any(o.think_closed_by for o in plain)
+    for o in plain:
         assert o.prompt_tokens > 20 and 0 < o.new_tokens <= 16
         if o.finish_reason == "length": assert o.new_tokens == 16
         # new_tokens counts every generated token: the stop token and special tokens the text leaves out too
