@@ -138,9 +138,9 @@ def test_grpo_memory_follows_generation(tmp_path, offline):
     assert colo["fits"] is True and problems == [] and colo["generation_kv_gib"] == 4
     colo, problems = _grpo_plan(tmp_path, "vllm-colocate", guard)                                            # the engine's default share
     assert colo["generation_gib"] == GRPO_VLLM_SHARE * 80 and colo["fits"] is False and "model.kv_cache_gb" in problems[0], problems
-    # the shipped guard share (0.9 of the GPU) leaves 8 GiB for training, whatever generates: named as the guard's problem
+    # a guard at 0.9 of the GPU (the synthesis default) leaves 8 GiB for training, whatever generates: named as the guard's problem
     for mode in ("hf", "vllm-colocate", "vllm-server"):
-        m, problems = _grpo_plan(tmp_path, mode)
+        m, problems = _grpo_plan(tmp_path, mode, "guard.gpu_memory_utilization=0.9")
         assert m["fits"] is False and "guard.gpu_memory_utilization=0.9" in problems[0]
     # plan and trainer agree on the mode and the colocated engine's share
     assert GRPO_VLLM_SHARE == R.GRPO_VLLM_SHARE

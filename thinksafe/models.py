@@ -100,6 +100,7 @@ def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gg
                merge:bool=True): # fold the adapter into the weights (inference); False keeps the PeftModel
     "Load `(model, tokenizer)` in eval mode on `device`."
     from transformers import AutoModelForCausalLM
+    if adapter: check_adapter(adapter)      # before the base model loads: one line naming a broken file
     path, _ = resolve_model(name)
     dev = model_device(device)
     try: model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dev, dtype), use_safetensors=True,
@@ -108,7 +109,6 @@ def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gg
     tok = load_tokenizer(name, trust_remote_code, revision)
     if adapter:
         from peft import PeftModel
-        if not (Path(adapter)/"adapter_config.json").exists(): raise ConfigError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, adapter)
         if merge: model = model.merge_and_unload()     # inference: one plain network (the LoRA product folded into the weights) decodes at the base model's speed
     model.name_or_path_ = name

@@ -459,9 +459,10 @@ def _reads(cfg:RunConfig) -> tuple[list, list]:
     reads.append(stu)
     if mc.adapter:
         p = Path(os.path.expanduser(mc.adapter))
-        ok = (p/"adapter_config.json").exists()
-        reads.append(read_item("evaluate", "adapter", p, "local" if ok else "missing", "PEFT adapter" if ok else "no adapter_config.json",
-                               problem=None if ok else f"model.adapter {p} is not a PEFT adapter directory (no adapter_config.json)"))
+        try: check_adapter(p); problem = None
+        except DataError as e: problem = f"model.adapter: {e}"
+        reads.append(read_item("evaluate", "adapter", p, "missing" if problem else "local",
+                               "broken or missing adapter" if problem else "PEFT adapter", problem=problem))
     reads.append(locate_data(cfg.synth.prompts, "generate", "prompts") if cfg.synth.prompts != "demo"
                  else read_item("generate", "prompts", "demo", "embedded", "built-in demo prompts"))
     if cfg.steering.mode in ("activation", "both") and cfg.steering.direction_path:
