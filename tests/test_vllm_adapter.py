@@ -21,6 +21,8 @@ def common_prefix(a, b) -> int:
 
 def test_adapter_on_vllm_matches_the_merged_model(tmp_path):
     require_vllm()
+    import time
+    T = [time.time()]; lap = lambda: T.append(time.time())
     from thinksafe.train import run_sft
     from thinksafe.models import load_model
     from thinksafe.generate import HFGenerator
@@ -28,24 +30,28 @@ def test_adapter_on_vllm_matches_the_merged_model(tmp_path):
     cfg = load_config(None, [f"out_dir={tmp_path}", "train.lora_r=32", "train.lora_alpha=64", "train.target_modules=all-linear",
                              "train.learning_rate=3e-3", "train.max_steps=4", "train.per_device_batch_size=2", "train.effective_batch_size=2",
                              "train.gradient_checkpointing=false", "train.lora_dropout=0.0", "train.max_length=96"])
-    adapter = run_sft(cfg, data=RECS, out_dir=tmp_path/"train")
+    adapter = run_sft(cfg, data=RECS, out_dir=tmp_path/"train"); lap()
     assert json.loads((adapter/"adapter_config.json").read_text())["r"] == 32
     greedy = SamplingConfig(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=N, seed=0)
     mc = ModelConfig(backend="vllm", max_model_len=1024, adapter=str(adapter))
-    lora = VLLMGenerator(mc, greedy, progress=False, close_think=False)
+    lora = VLLMGenerator(mc, greedy, progress=False, close_think=False); lap()
     try:
         assert lora.llm.llm_engine.vllm_config.lora_config.max_lora_rank == 32
         base = VLLMGenerator(ModelConfig(backend="vllm"), greedy, llm=lora.llm, progress=False, close_think=False)   # the same engine, no LoRARequest
-        v_lora, v_base = (g.generate(PROMPTS) for g in (lora, base))
+        v_lora, v_base = (g.generate(PROMPTS) for g in (lora, base)); lap()
     finally: lora.close()
     tok = lora.tokenizer
     ids = lambda outs: [tok(o.response[len("<think>\n"):], add_special_tokens=False)["input_ids"][:N] for o in outs]
     h_lora = HFGenerator(*load_model(adapter=str(adapter), merge=True), sampling=greedy, progress=False, close_think=False).generate(PROMPTS)
-    h_base = HFGenerator(*load_model(), sampling=greedy, progress=False, close_think=False).generate(PROMPTS)
-    agree = [common_prefix(a, b) for a, b in zip(ids(v_lora), ids(h_lora))]
-    agree_base = [common_prefix(a, b) for a, b in zip(ids(v_base), ids(h_base))]
-    changed = sum(a != b for a, b in zip(ids(v_lora), ids(v_base)))
-    print(f"identical greedy prefix, vLLM+LoRA vs merged HF: {agree}; base vs base: {agree_base}; the adapter changed {changed}/{len(PROMPTS)}")
+    h_base = HFGenerator(*load_model(), sampling=greedy, progress=False, close_think=False).generate(PROMPTS); lap()
+    V, H, VB, HB = ids(v_lora), ids(h_lora), ids(v_base), ids(h_base)
+    agree = [(common_prefix(a, b), len(a), len(b)) for a, b in zip(V, H)]
+    agree_base = [(common_prefix(a, b), len(a), len(b)) for a, b in zip(VB, HB)]
+    changed = sum(a != b for a, b in zip(V, VB))
+    print(f"greedy (equal prefix, vLLM length, HF length) per prompt, vLLM+LoRA vs merged HF: {agree}; base vs base: {agree_base}; "
+          f"the adapter changed {changed}/{len(PROMPTS)}; seconds: train, engine start, vLLM generate, HF generate = "
+          f"{[round(b - a) for a, b in zip(T, T[1:])]}")
     assert changed >= len(PROMPTS) // 2                                    # the adapter is really applied by vLLM
-    assert sum(a >= 16 for a in agree) >= len(PROMPTS) - 1                 # the first 16 tokens agree on all prompts but at most one
-    assert sum(agree) >= 0.75 * N * len(PROMPTS)
+    first = lambda n, a, b: n >= min(16, a, b)                             # the first 16 tokens (or all, if shorter) equal
+    assert sum(first(*x) for x in agree) >= len(PROMPTS) - 1               # on all prompts but at most one
+    assert sum(a == b for a, b in zip(V, H)) >= len(PROMPTS) // 2          # and at least half the continuations identical
