@@ -166,3 +166,11 @@ def test_the_package_says_which_judge_is_a_stand_in():
     g = make_guard()
     assert g.stand_in is True and "stand-in" in g.name and "stand-in" in g.note and "llama-guard" in g.note
     assert (Guard.stand_in, LlamaGuard.stand_in, WildGuard.stand_in, Guard.note) == (False, False, False, None)
+
+def test_the_rule_has_a_version():
+    "A digest of the rule, for the judgment store's fingerprint: judgments of the previous rule are not served as this one's."
+    v = G.version
+    assert isinstance(v, str) and len(v) == 12 and v == RefusalPatternGuard().version
+    assert RefusalPatternGuard(threshold=0.3).version != v and RefusalPatternGuard(opening_chars=200).version != v
+    class Other(RefusalPatternGuard): P_LATE = 0.6
+    assert Other().version != v and LlamaGuard.version is None
