@@ -254,3 +254,26 @@ def test_sequence_reduction_is_for_kl_only(tiny, tmp_path):
     assert abs(got - token) < 1e-5, (got, token, seq)
     got, token, seq = loss("sft+kl")
     assert abs(got - seq) < 1e-5, (got, token, seq)
+
+
+def test_retraining_with_other_data_is_not_resumed(tmp_path):
+    "A finished run's checkpoints are not resumed for other training data: refused by name, or removed with fresh=True."
+    from thinksafe.config import RunConfig, ModelConfig, TrainConfig
+    from thinksafe.core import ConfigError, write_jsonl
+    from thinksafe.models import tiny_model_dir
+    from thinksafe.train import run_sft
+    cfg = RunConfig(out_dir=str(tmp_path), model=ModelConfig(name=str(tiny_model_dir(tmp_path/"tiny"))),
+                    train=TrainConfig(lora_r=4, lora_alpha=8, max_steps=1, save_steps=1, gradient_accumulation_steps=1,
+                                      gradient_checkpointing=False, learning_rate=1e-2))
+    data = tmp_path/"data.jsonl"
+    write_jsonl(data, RECS)
+    adapter = run_sft(cfg, data=data)
+    first = (adapter/"adapter_model.safetensors").read_bytes()
+    other = [{**r, "response": r["response"].replace("bake", "boil").replace("hurt", "harm")} for r in RECS]
+    write_jsonl(data, other)                                       # retrain in place on other records
+    with pytest.raises(ConfigError, match="data"): run_sft(cfg, data=data)
+    assert (adapter/"adapter_model.safetensors").read_bytes() == first
+    run_sft(cfg, data=data, fresh=True)
+    assert (adapter/"adapter_model.safetensors").read_bytes() != first
+    doc = json.loads((tmp_path/"train"/"compute.json").read_text())
+    assert doc["thinksafe_version"] and "git_commit" in doc

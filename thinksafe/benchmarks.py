@@ -285,9 +285,9 @@ def resolve_source(bench:Benchmark, data_dir=None, path=None) -> tuple[list, str
     "`(rows, source)` of a registered benchmark: an explicit `path`, else a file under `data_dir`, else its pinned URL, else the Hub."
     if path is not None:
         if not Path(path).exists(): raise DataError(f"benchmark file not found (path= for {bench.name!r})", path)
-        return read_table(path), str(path)
+        return load_table(path), str(path)
     src = find_local(bench, data_dir)
-    if src is not None: return read_table(src), str(src)
+    if src is not None: return load_table(src), str(src)
     if bench.url is not None:
         url, sha = bench.url
         try: f = fetch_url(url, sha, f"{bench.name}{Path(url).suffix}", what=f"benchmark {bench.name!r}")
@@ -332,7 +332,7 @@ def load_benchmark(name:str, # a registered name (see `BENCHMARKS`) or a path to
         kind = kind or "safety"
         if kind not in ("safety", "overrefusal", "reasoning"): raise ConfigError(f"benchmark kind must be safety, overrefusal or reasoning, not {kind!r}")
         bname = src.stem if name == str(path or name) else name
-        rows = read_table(src)
+        rows = load_table(src)
         recs = list(_user_records(rows, src, columns or {"prompt": "prompt"},
                                   label or ("vanilla_harmful" if kind == "safety" else "vanilla_benign")))
         if kind == "reasoning" and any(r["reference"] is None for r in recs):

@@ -78,21 +78,24 @@ def cmd_chat(args):
     if args.steer: s.sent, s.steering = cfg.steering.instruction + args.prompt, "instruction"
     return gen.generate([s], n=1, sampling=cfg.sampling)[0].response
 
-def cmd_generate(args): return _call("stages", "generate_run", _config(args), evaluation=args.eval, shard=args.shard)
-def cmd_judge(args): return _call("stages", "judge_run", _config(args), evaluation=args.eval, guard=args.guard, part=args.part, shard=args.shard)
+def cmd_generate(args):
+    return _call("stages", "generate_run", _config(args), evaluation=args.eval, shard=args.shard, fresh=args.fresh)
+def cmd_judge(args):
+    return _call("stages", "judge_run", _config(args), evaluation=args.eval, guard=args.guard, part=args.part,
+                 shard=args.shard, fresh=args.fresh)
 def cmd_select(args):
     cfg = _config(args)
     if args.rule: cfg.synth.accept = args.rule
     if args.min_safe: cfg.synth.min_safe = args.min_safe
     cfg.synth.__post_init__()
     return _call("stages", "select_stage", cfg, _call("stages", "synth_dir", cfg), judge=args.judge)
-def cmd_synthesize(args): return _call("stages", "synthesize", _config(args))
+def cmd_synthesize(args): return _call("stages", "synthesize", _config(args), fresh=args.fresh)
 def cmd_train(args):
     cfg = _config(args)
     if args.kl: set_key(cfg, "train.loss_type", "sft+kl")
-    return {"adapter": _call("train", "run_sft", cfg, data=args.data)}
+    return {"adapter": _call("train", "run_sft", cfg, data=args.data, fresh=args.fresh)}
 def cmd_grpo(args): return _call("grpo", "run_grpo", _config(args))
-def cmd_evaluate(args): return _call("stages", "evaluate", _config(args))
+def cmd_evaluate(args): return _call("stages", "evaluate", _config(args), fresh=args.fresh)
 def cmd_score(args):
     cfg = _config(args)
     judges = dict(j.split("=", 1) for j in args.judge) if args.judge else None
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps["chat"].add_argument("prompt"); ps["chat"].add_argument("--steer", action="store_true", help="prepend the refusal instruction")
     ps["chat"].add_argument("--max-new-tokens", type=int, default=128)
     for n in ("generate", "judge"): ps[n].add_argument("--eval", action="store_true", help="the benchmarks (eval section) instead of the synthesis pool"); _shard(ps[n])
+    for n in ("generate", "judge", "synthesize", "evaluate", "train"):
+        ps[n].add_argument("--fresh", action="store_true", help="results made from other settings or inputs (a retrained "
+                           "adapter, an edited file) are made again instead of refused")
     ps["judge"].add_argument("--guard", help="name[:path] of the guard (default: the config's guard section)")
     ps["judge"].add_argument("--part", choices=["both", "answer", "thinking"], help="what the guard reads (default guard.part: the whole response)")
     ps["select"].add_argument("--rule", choices=["any", "first", "k-of-K"], help="synth.accept"); ps["select"].add_argument("--min-safe", type=int, help="synth.min_safe")

@@ -11,9 +11,9 @@ from typing import Any, Iterable, Iterator, Optional
 # %% auto #0
 __all__ = ['THINK_OPEN', 'THINK_CLOSE', 'DTYPE_NAMES', 'FLOPS_PER_TOKEN', 'ThinkSafeError', 'ConfigError', 'DataError',
            'OutputError', 'split_think', 'public_mode', 'atomic_write_text', 'write_jsonl', 'write_json',
-           'append_jsonl', 'read_jsonl', 'load_table', 'map_columns', 'set_seed', 'pick_device', 'pick_dtype',
-           'cache_dir', 'git_commit', 'run_info', 'SharedDataMissing', 'shared_dir', 'needs_shared', 'compute_entry',
-           'add_compute', 'wilson', 'save_figure']
+           'append_jsonl', 'read_jsonl', 'check_csv_quotes', 'load_table', 'map_columns', 'set_seed', 'pick_device',
+           'pick_dtype', 'cache_dir', 'git_commit', 'run_info', 'SharedDataMissing', 'shared_dir', 'needs_shared',
+           'compute_entry', 'add_compute', 'wilson', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #87c3a91f
 class ThinkSafeError(Exception):
@@ -56,8 +56,8 @@ def _umask() -> int:
     return old
 
 def public_mode(path):
-    "Give `path` the mode a plain `open` would (0666 less the umask: 0644 usually)."
-    os.chmod(path, 0o666 & ~_umask())
+    "Make `path` readable by others (0644 at least, whatever the umask), as the README promises of every result file."
+    os.chmod(path, 0o644 | (0o666 & ~_umask()))
 
 def atomic_write_text(path, text:str):
     "Write `text` to `path` through a temp file and rename, so readers never see a partial file."
@@ -118,6 +118,16 @@ def read_jsonl(path, repair:bool=False # drop (and truncate away) a torn last li
         yield i, rec
 
 # %% ../nbs/00_core.ipynb #31d6b7f4
+def check_csv_quotes(text:str, path, delimiter:str=","):
+    "Raise `DataError` at the line where a quoted field opens and never closes (csv would swallow the rest of the file)."
+    reader, start = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True), 1
+    try:
+        for _ in reader: start = reader.line_num + 1
+    except csv.Error as e:
+        if "end of data" in str(e):
+            msg = 'unclosed quote: the quoted field that starts on this line has no closing " (it runs to the end of the file)'
+            raise DataError(msg, path, start) from None
+
 def load_table(path) -> list[dict]:
     "Read JSON (list or {'data': list}), JSONL, CSV/TSV or parquet into dicts with a `_line` field."
     path = Path(path)
@@ -138,6 +148,7 @@ def load_table(path) -> list[dict]:
         if not isinstance(obj, list): raise DataError("expected a JSON list of records", path)
         return [{**r, "_line": i} for i, r in enumerate(obj, 1)]  # for a JSON list, 'line' is the item number
     if suf in (".csv", ".tsv"):
+        check_csv_quotes(text, path, "\t" if suf == ".tsv" else ",")
         rows = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suf == ".tsv" else ",")
         return [{**r, "_line": rows.line_num} for r in rows]
     raise DataError(f"unsupported file type {suf!r} (use .json, .jsonl, .csv, .tsv or .parquet)", path)

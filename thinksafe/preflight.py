@@ -13,7 +13,7 @@ from .config import *
 from .records import *
 from .store import *
 from .synthesize import load_prompts, is_candidate
-from .stages import generate_stage, judge_stage, stored_samples, make_generator, make_judge, _Lazy, _count
+from .stages import generate_stage, judge_stage, stored_samples, make_generator, make_judge, _Lazy, write_compute
 
 # %% auto #0
 __all__ = ['Z95', 'VERDICTS', 'THRESHOLDS', 'PRE_STEERED', 'PRE_PLAIN', 'odds', 'tilt', 'count_table', 'rates', 'woolf',
@@ -218,17 +218,18 @@ def run_preflight(cfg:RunConfig, n_prompts:int=32, # harmful prompts to sample
     items, n_harm = preflight_prompts(cfg, n_prompts)
     steering = cfg.steering if cfg.steering.mode != "none" else SteeringConfig(mode="instruction", instruction=cfg.steering.instruction)
     gen = _Lazy(generator, lambda: make_generator(cfg.model, cfg.sampling))
-    compute = out/"compute.json"
     try:
         for name, st in ((PRE_STEERED, steering), (PRE_PLAIN, SteeringConfig(mode="none"))):
-            _count(compute, "generation", "generate", generate_stage(cfg, items, out, name, n=k, steering=st, generator=gen, progress=progress))
+            generate_stage(cfg, items, out, name, n=k, steering=st, generator=gen, progress=progress)
     finally: gen.close()                       # the student leaves memory before the guard loads
+    write_compute(out, (PRE_STEERED, PRE_PLAIN))   # what the stores hold: resumed samples once, skipped prompts zero
     judge, key = _Lazy(guard, lambda: make_judge(cfg.guard)), None
     try:
         for name in (PRE_STEERED, PRE_PLAIN):
             r = judge_stage(cfg, out, name, guard=judge, progress=progress)
-            key = r["judge"]; _count(compute, "guard", "judge", r)
+            key = r["judge"]
     finally: judge.close()
+    write_compute(out, (PRE_STEERED, PRE_PLAIN))
     got = {name: [use_judgment(s, key) if key in s.judgments else s for s in stored_samples(out, name) if key in s.judgments or s.skipped]
            for name in (PRE_STEERED, PRE_PLAIN)}      # a skipped sample (prompt beyond the context) is never judged: counted as not accepted
     rows = count_table(got[PRE_STEERED], got[PRE_PLAIN], items, k)

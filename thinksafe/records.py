@@ -12,7 +12,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['LABELS', 'KINDS', 'ALIASES', 'is_harmful', 'prompt_id', 'Sample', 'judgment_key', 'add_judgment', 'use_judgment',
-           'check_csv_quotes', 'read_table', 'read_records', 'to_safechain', 'read_samples']
+           'read_records', 'to_safechain', 'read_samples']
 
 # %% ../nbs/02_records.ipynb #ec16e063
 LABELS = ("vanilla_harmful", "adversarial_harmful", "vanilla_benign", "adversarial_benign")
@@ -111,24 +111,6 @@ def use_judgment(s:Sample, key:str) -> Sample:
     s.verdict, s.unsafe_score, s.refusal, s.guard = j["verdict"], j["unsafe_score"], j["refusal"], j["guard"]
     return s
 
-# %% ../nbs/02_records.ipynb #5a0c7e93
-def check_csv_quotes(path, delimiter:str=","):
-    "Raise `DataError` at the line where a quoted field opens and never closes (the csv module would swallow the rest of the file into it)."
-    reader, start = csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8"), newline=""), delimiter=delimiter, strict=True), 1
-    try:
-        for _ in reader: start = reader.line_num + 1
-    except csv.Error as e:
-        if "end of data" in str(e):
-            raise DataError('unclosed quote: the quoted field that starts on this line has no closing " (it runs to the end of the file)', path, start) from None
-
-def read_table(path) -> list[dict]:
-    "`load_table`, with an unclosed quote in a CSV/TSV reported at the line where it opens."
-    path = Path(path)
-    if path.suffix.lower() in (".csv", ".tsv") and path.exists():
-        try: check_csv_quotes(path, "\t" if path.suffix.lower() == ".tsv" else ",")
-        except UnicodeDecodeError: pass      # load_table names the line of the bad byte
-    return load_table(path)
-
 # %% ../nbs/02_records.ipynb #e4772b97
 ALIASES = {"prompt": ("prompt", "instruction", "question"), "response": ("response", "output", "completion"),
            "label": ("label", "prompt_label")}
@@ -142,7 +124,7 @@ def read_records(path, # a JSONL, JSON, CSV/TSV or parquet file
                  repair:bool=False) -> list[Sample]:
     "Records of a file as `Sample`s, reading the usual column aliases; bad rows raise `DataError` with file and line."
     path = Path(path)
-    rows = [{**d, "_line": i} for i, d in read_jsonl(path, repair=repair)] if path.suffix.lower() == ".jsonl" else read_table(path)
+    rows = [{**d, "_line": i} for i, d in read_jsonl(path, repair=repair)] if path.suffix.lower() == ".jsonl" else load_table(path)
     out = []
     for r in rows:
         line = r.get("_line")

@@ -372,9 +372,6 @@ def synthesis_prompts(cfg:RunConfig) -> tuple[list[Sample], list]:
     kept, dropped = decontaminate(prompts, evals)
     return kept, dropped
 
-def _count(path, stage:str, kind:str, r:dict):
-    "Add one call's tokens (prompt + generated), FLOPs and wall time to compute.json (`write_compute` counts what the stores hold)."
-    if r.get("generated", r.get("judged", 0)): add_compute(path, stage, compute_entry(kind, r.get("n_params") or 0, r["tokens"] + r.get("prompt_tokens", 0), r["seconds"]))
 
 # %% ../nbs/12_stages.ipynb #cf93d144
 def synthesize(cfg:RunConfig, generator=None, guard=None, # models to use (default: built from cfg, one at a time, freed)

@@ -123,7 +123,7 @@ def load_prompts(sc:Optional[SynthConfig]=None) -> list[Sample]:
         p = Path(src).expanduser()
         if p.exists() or p.suffix.lower() in _TABLE_SUFFIXES:
             if not p.exists(): raise DataError("prompt file not found", p)
-            path, raw = p, read_table(p)
+            path, raw = p, load_table(p)
         else: path, raw = src, _hf_rows(src, sc.split)
         cols = dict(sc.columns or {})
         if "prompt" not in cols: raise ConfigError("synth.columns must map 'prompt' to a column (e.g. {prompt: instruction, label: label})")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_train.ipynb #459d6cdf
 from __future__ import annotations
-import os, re, json, math, time, copy, shutil, itertools
+import os, re, json, math, time, copy, shutil, hashlib, itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -25,7 +25,8 @@ __all__ = ['LOGITS_IN_MEMORY', 'normalize_response', 'load_sft_records', 'tokeni
            'collate', 'seq_bounds', 'packed_attention', 'FastDropout', 'fast_dropout', 'unwrap', 'final_hidden',
            'response_losses', 'reduce_losses', 'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer', 'lora_config', 'world_size',
            'grad_accum', 'sft_config', 'n_params', 'training_entry', 'write_run_compute', 'ComputeCallback',
-           'loss_curves', 'plot_curves', 'run_sft', 'response_kl', 'response_nll', 'budget_forced_generate']
+           'loss_curves', 'plot_curves', 'training_fingerprint', 'check_training_inputs', 'run_sft', 'response_kl',
+           'response_nll', 'budget_forced_generate']
 
 # %% ../nbs/13_train.ipynb #fb277307
 def normalize_response(text:str) -> Optional[str]:
@@ -369,7 +370,9 @@ def write_run_compute(path, training:dict, before=None, # a compute.json (path o
     path = Path(path); path.unlink(missing_ok=True)
     if isinstance(before, (str, Path)): before = json.loads(Path(before).read_text()) if Path(before).exists() else None
     for stage, e in {**((before or {}).get("stages") or {}), **stages}.items(): add_compute(path, stage, e)
-    return add_compute(path, "training", training)
+    doc = {**add_compute(path, "training", training), **run_info()}
+    write_json(path, doc)
+    return doc
 
 # %% ../nbs/13_train.ipynb #e3957cb6
 class ComputeCallback(TrainerCallback):
@@ -413,11 +416,32 @@ def _default_data(cfg:RunConfig) -> Path:
     if not p.exists(): raise ConfigError(f"training data {p} not found: run synthesis first or set train.data")
     return p
 
+def training_fingerprint(cfg:RunConfig, data, records:list) -> dict:
+    "What an adapter depends on: the base model's files, the training data's contents and the train settings."
+    skip = ("save_steps", "logging_steps", "data", "merge", "max_steps", "epochs")   # more steps continue the run
+    if isinstance(data, (str, Path)): src = path_digest(data)
+    else: src = "records@" + hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"model": cfg.model.name, "model_files": path_digest(resolve_model(cfg.model.name)[0]),
+            "revision": cfg.model.revision, "think_format": cfg.model.think_format, "data": src,
+            "train": {k: v for k, v in config_to_dict(cfg)["train"].items() if k not in skip}}
+
+def check_training_inputs(out, fingerprint:dict, fresh:bool=False):
+    "Resume only checkpoints of the same inputs: a difference is refused by name (`fresh`: its checkpoints are removed)."
+    out, p = Path(out), Path(out)/"fingerprint.json"
+    if p.exists():
+        diff = fingerprint_diff(json.loads(p.read_text(encoding="utf-8")), fingerprint)
+        if diff and not fresh:
+            raise ConfigError(f"{out} holds training made with other inputs or settings ({'; '.join(diff)}): "
+                              "use --fresh to train again, or another --out-dir")
+        for ckpt in out.glob("checkpoint-*") if diff else []: shutil.rmtree(ckpt)
+    write_json(p, fingerprint)
+
 def run_sft(cfg:RunConfig, data=None, # records, or a file; default `train.data` or the run's synthesis output
             out_dir=None, # default `cfg.out_dir/train`
             model=None, tokenizer=None, # an already loaded base model (a copy is trained)
             default_label:Optional[str]=None, # label for records without one
             synth_compute=None, # the synthesis run's compute.json (path or dict); default: the one beside the data file
+            fresh:bool=False, # checkpoints made from other data or settings are removed instead of refused
            ) -> Path:
     "Train a LoRA adapter (SFT, or ThinkSafe+KL when `train.loss_type` is 'sft+kl'); returns the adapter directory."
     tc = cfg.train
@@ -434,6 +458,7 @@ def run_sft(cfg:RunConfig, data=None, # records, or a file; default `train.data`
     args = sft_config(tc, out, device)
     trainer = ThinkSafeSFTTrainer(model, args=args, processing_class=tokenizer, peft_config=lora_config(tc),
                                   train_dataset=sft_dataset(records, tokenizer, fmt, kl, tc.mask_prompt, tc.max_length))
+    check_training_inputs(out, training_fingerprint(cfg, data, records), fresh)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     prior = json.loads((Path(last)/"compute.json").read_text()) if last and (Path(last)/"compute.json").exists() else None
     cb = ComputeCallback(trainer, prior); trainer.add_callback(cb)
