@@ -189,7 +189,11 @@ def _flock(path:Path, shared:bool=False):
 
 def _unlock(f):
     import fcntl
-    if f is not None: fcntl.flock(f, fcntl.LOCK_UN); f.close()
+    if f is None: return
+    try: fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        try: f.close()
+        except OSError: pass      # a full disk cannot flush the pid written in the lock file; closing releases the lock anyway
 
 @patch
 def __enter__(self:Store):
