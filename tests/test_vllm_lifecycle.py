@@ -35,6 +35,7 @@ def test_close_stops_the_engine_and_keeps_the_callers_process_group(tmp_path):
         borrowed.close()
         assert borrowed.llm is None and alive(pids) == pids and gen.generate(["Hi"])[0].new_tokens > 0   # ... is left to its owner
         rss, avail1 = rss_mb(pids), psutil.virtual_memory().available
+        held = gen.llm                # a reference that outlives close() (a caller's variable, a traceback): the engine stops anyway
         free(gen)                                                             # close(): shutdown_engine
         t = time.time()
         while alive(pids) and time.time() - t < 10: time.sleep(0.2)
@@ -46,5 +47,5 @@ def test_close_stops_the_engine_and_keeps_the_callers_process_group(tmp_path):
         assert (avail2 - avail1) / 2**20 > 0.5 * rss                          # the engine's memory is back (other processes share the machine)
         assert dist.is_initialized()                                          # the caller's group survives ...
         x = torch.ones(1); dist.all_reduce(x); assert x.item() == 1.0        # ... and still works
-        gen.close()                                                           # idempotent
+        gen.close(); del held                                                 # idempotent
     finally: dist.destroy_process_group()
