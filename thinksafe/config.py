@@ -104,7 +104,7 @@ class GuardConfig:
     max_input_tokens: Optional[int] = None  # cut guard inputs beyond this; None = the guard's own context
     gpu_memory_utilization: float = 0.9     # vLLM engine of the guard (the student's engine is freed first)
     part: str = "both"               # what the guard reads: 'both' (whole response, the paper), 'answer', 'thinking'
-    on_missing: str = "error"        # Llama-Guard on vLLM, 'safe' and 'unsafe' both outside the top 20: 'error' (counted) or 'safe' (the reference's argmax)
+    on_missing: str = "error"        # Llama-Guard on a vLLM without logprob_token_ids (< 0.32), both outside its top 20: 'error' (counted) or 'safe' (the reference's argmax)
     def __post_init__(self):
         one_of("guard", "name", self.name, GUARD_NAMES)
         one_of("guard", "on_missing", self.on_missing, ("error", "safe"))

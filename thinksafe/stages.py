@@ -201,8 +201,9 @@ def _samples_digest(out, name:str) -> Optional[str]:
 
 def guard_fingerprint(gc:GuardConfig, guard) -> dict:
     "What changes a guard's judgments."
-    return {"guard": getattr(guard, "name", gc.name), "path": gc.path, "threshold": gc.threshold, "max_input_tokens": gc.max_input_tokens,
-            "on_missing": getattr(gc, "on_missing", None)}
+    v = getattr(guard, "version", None)       # the stand-in's rule digest: judgments of an older rule are not reused
+    return {"guard": getattr(guard, "name", gc.name), "path": gc.path, "threshold": gc.threshold,
+            "max_input_tokens": gc.max_input_tokens, "on_missing": getattr(gc, "on_missing", None), **({"version": v} if v else {})}
 
 def stored_samples(out, name:str="samples") -> list[Sample]:
     "Every sample of a store with all its judgments attached (the judgment in use: the first judge's)."
@@ -256,8 +257,10 @@ def judge_stage(cfg:RunConfig, out, # the run directory
             verdicts = Counter(d["verdict"] for d in done.values())
     finally:
         if judge is not guard: judge.close()
+    note = g.note if getattr(g, "stand_in", False) else None   # a stand-in says so beside its results
     return {"judge": key, "judged": len(todo), "verdicts": dict(verdicts), "truncated": sum(bool(d.get("truncated")) for d in done.values()),
-            "tokens": tokens, "n_params": params, "seconds": round(time.time() - t0, 2), "agreement": agreement_table(out, name)}
+            "tokens": tokens, "n_params": params, "seconds": round(time.time() - t0, 2), "agreement": agreement_table(out, name),
+            **({"note": note} if note else {})}
 
 # %% ../nbs/12_stages.ipynb #bd66610f
 def agreement_table(out, name:str="samples") -> dict:
