@@ -168,6 +168,7 @@ def _complete(self:VLLMGenerator, samples, sc, desc, indices=None):
     rows = [(list(ro.prompt_token_ids or []), list(ro.outputs[0].token_ids), ro.outputs[0].finish_reason, None) for ro in outs]
     if self.close_think: rows = self._force(rows, budgets, seeds, sc)
     for (i, a), (p, new, reason, by) in zip(jobs, rows):
+        if reason == "stop" and new and new[-1] in self.stops: new = new[:-1]     # counted as the transformers backend counts
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         done[i][a] = (with_prefix(self.prefix, text), {"finish_reason": reason, "new_tokens": len(new), "prompt_tokens": len(p) or lens[i],
                                                        "think_closed_by": by})
