@@ -276,7 +276,7 @@ def grpo_model(cfg:RunConfig, model, tok, prompts:Sequence[Sample], # the demo's
     tc = dataclasses.replace(cfg.train, grpo_num_generations=g["num_generations"], grpo_batch_size=g["completions_per_step"],
                              per_device_batch_size=g["completions_per_step"], effective_batch_size=g["completions_per_step"],
                              grpo_max_completion_length=cfg.sampling.max_new_tokens,
-                             epochs=1, max_steps=-1, save_steps=1000)
+                             epochs=1, grpo_epochs=1, max_steps=-1, save_steps=1000)
     harm = [s for s in prompts if s.harmful][:g["prompts"]]
     return str(run_grpo(dataclasses.replace(cfg, train=tc), prompts=harm, out_dir=Path(cfg.out_dir)/"train"/slug(name),
                         guard=RefusalPatternGuard(), model=model, tokenizer=tok))

@@ -38,7 +38,7 @@ def make_judge(gc:GuardConfig):
     return make_guard(gc)
 
 def free(*models):
-    "Release models: each one's `close()` (vLLM engines are deleted), then garbage collection and the CUDA cache."
+    "Release models: each one's `close()` (a vLLM engine's processes exit), then garbage collection and the CUDA cache."
     for m in models:
         if m is not None and hasattr(m, "close"): m.close()
     gc.collect()
