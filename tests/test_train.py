@@ -185,6 +185,8 @@ DDP = textwrap.dedent("""
 
 def test_kl_under_ddp(tmp_path):
     "Two CPU processes (gloo): the KL loss runs through the DDP-wrapped model, the accumulation halves, the adapters stay identical."
+    from thinksafe.models import tiny_model_dir
+    tiny_model_dir(tmp_path/"tiny")                  # made once here: both ranks read it
     script = tmp_path/"ddp.py"; script.write_text(DDP)
     torchrun = Path(sys.executable).parent/"torchrun"
     p = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29653", str(script), str(tmp_path)],

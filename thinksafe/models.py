@@ -206,7 +206,10 @@ def tiny_model(n_layers:int=2, hidden:int=64, seed:int=0, tokenizer:str="smollm2
 def tiny_model_dir(path, **kw) -> Path:
     "Save a tiny random model (and the real tokenizer) to `path`, usable as a model name."
     path = Path(path)
-    if not (path/"config.json").exists():
+    if not (path/"config.json").exists():     # written aside, then renamed: a process beside this one never reads half
         m, tok = tiny_model(**kw)
-        m.save_pretrained(path, safe_serialization=True); tok.save_pretrained(path)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        m.save_pretrained(tmp, safe_serialization=True); tok.save_pretrained(tmp)
+        try: os.replace(tmp, path)
+        except OSError: shutil.rmtree(tmp, ignore_errors=True)    # another process made it first
     return path
