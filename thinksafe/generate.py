@@ -304,6 +304,7 @@ class HFGenerator(Generator):
         self.stops = stop_token_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stops[0]
         self.n_params = sum(p.numel() for p in model.parameters())
+        self.cache_kw = cache_keyword(model)    # read once: the decoding loop passes its cache under this name
         a, b = (tokenizer(chat_prompt(tokenizer, u, self.fmt), add_special_tokens=False)["input_ids"] for u in ("A", "B"))
         self.template_ids = a
         self.shared_prefix = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), 0)   # tokens before the user turn
@@ -365,7 +366,7 @@ def _choose(self:HFGenerator, logits, sc:SamplingConfig, rows:list) -> list[int]
 @patch
 def _forward(self:HFGenerator, ids, att, pos, cache):
     "Next-token logits at the last position of every row."
-    kw = {cache_keyword(self.model): cache}
+    kw = {self.cache_kw: cache}
     return self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1, **kw).logits[:, -1]
 
 @patch
