@@ -13,7 +13,7 @@ __all__ = ['THINK_OPEN', 'THINK_CLOSE', 'DTYPE_NAMES', 'FLOPS_PER_TOKEN', 'Think
            'OutputError', 'split_think', 'public_mode', 'atomic_write_text', 'write_jsonl', 'write_json',
            'append_jsonl', 'read_jsonl', 'check_csv_quotes', 'load_table', 'map_columns', 'set_seed', 'pick_device',
            'pick_dtype', 'cache_dir', 'git_commit', 'run_info', 'SharedDataMissing', 'shared_dir', 'needs_shared',
-           'compute_entry', 'add_compute', 'wilson', 'save_figure']
+           'compute_entry', 'add_compute', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #87c3a91f
 class ThinkSafeError(Exception):
@@ -262,15 +262,6 @@ def add_compute(path, # a compute.json (created if absent)
                     "wall_s": round(sum(e.get("wall_s", 0) for e in st), 3)}
     write_json(path, doc)
     return doc
-
-# %% ../nbs/00_core.ipynb #d100d757
-def wilson(k:int, n:int, z:float=1.959964) -> tuple[float, float]:
-    "Wilson score interval (95% by default) of a proportion k/n; (0, 1) when n = 0."
-    if n == 0: return (0.0, 1.0)
-    p = k / n
-    c = (p + z*z/(2*n)) / (1 + z*z/n)
-    h = z * ((p*(1-p)/n + z*z/(4*n*n)) ** 0.5) / (1 + z*z/n)
-    return (max(0.0, c - h), min(1.0, c + h))
 
 # %% ../nbs/00_core.ipynb #6eaf8eb6
 def save_figure(fig, path, # path with or without suffix; '.png' and '.pdf' are written
