@@ -18,15 +18,20 @@ def tiny(tmp_path_factory):
     from thinksafe.models import tiny_model_dir
     return tiny_model_dir(tmp_path_factory.mktemp("models")/"tiny")
 
+PIPELINE = ["config", "plan", "preflight", "generate", "judge", "select", "synthesize", "train", "grpo",
+            "perplexity", "tilt", "evaluate", "score", "report", "demo"]     # the paper's steps, in pipeline order
+
 def test_help_lists_every_command():
+    from thinksafe.cli import pipeline_order, takes_run
     out = ts("--help").stdout
-    names = ["config", "plan", "preflight", "chat", "generate", "judge", "select", "synthesize", "train", "grpo", "evaluate", "score", "compare",
-             "perplexity", "tilt", "figures", "demo"]
-    listed = [l.split()[0] for l in out.splitlines() if l.startswith("    ") and l[4:5].strip() and l.split()[0] in names]
-    assert listed == names, listed                                     # every command, in pipeline order
-    for c in names:
-        h = ts(c, "--help").stdout
-        assert "--config" in h and "--set" in h and "Writes:" in h, c
+    cmds = pipeline_order()
+    listed = [l.split()[0] for l in out.splitlines() if l.startswith("    ") and l[4:5].strip()]
+    assert listed == [c.name for c in cmds], listed                    # every declared command
+    assert [n for n in listed if n in PIPELINE] == PIPELINE, listed    # in pipeline order
+    assert {"chat", "export", "compare", "figures"} <= set(listed), listed
+    for c in cmds:
+        h = ts(c.name, "--help").stdout
+        assert "Writes:" in h and (("--config" in h and "--set" in h) or not takes_run(c.fn)), c.name
 
 def test_config_prints_every_key_with_the_paper_value():
     out = ts("config", "--paper").stdout
@@ -60,16 +65,16 @@ def test_synthesize_train_evaluate_on_a_tiny_model(tmp_path, tiny):
     (tmp_path/"train.jsonl").write_text("".join(json.dumps({"instruction": p, "response": "<think>\nno\n</think>\n\nI can't help with that.",
         "prompt_label": "vanilla_harmful"}) + "\n" for p in ("a?", "b?", "c?", "d?")))
     ts("train", *common, "--data", tmp_path/"train.jsonl", "--set", "train.max_steps=2", "--set", "train.gradient_accumulation_steps=1")
-    assert (tmp_path/"run"/"train"/"adapter"/"adapter_config.json").exists()
+    assert (tmp_path/"run"/"train"/"sft"/"adapter"/"adapter_config.json").exists()
     (tmp_path/"gsm.jsonl").write_text(json.dumps({"question": "What is 2+3?", "answer": "5\n#### 5"}) + "\n")
     bench = ["--set", f"eval.benchmarks=[{{name: gsm8k, path: {tmp_path/'gsm.jsonl'}}}]", "--set", "eval.max_new_tokens=8"]
     ts("evaluate", *common, *bench)                                                     # the base model, then the adapter: same run
-    ts("evaluate", *common, *bench, "--adapter", tmp_path/"run"/"train"/"adapter")
-    for d in ("tiny", "tiny+train"):
+    ts("evaluate", *common, *bench, "--adapter", tmp_path/"run"/"train"/"sft"/"adapter")
+    for d in ("tiny", "tiny+sft"):
         res = json.loads((tmp_path/"run"/"eval"/d/"results.json").read_text())
         assert "gsm8k" in res["benchmarks"] and res["benchmarks"]["gsm8k"]["n_items"] == 1 and res["git_commit"] != ""
-    out = ts("compare", tmp_path/"run"/"eval"/"tiny", tmp_path/"run"/"eval"/"tiny+train").stdout
-    assert "tiny+train" in out and "pass1_pct" in out
+    out = ts("compare", tmp_path/"run"/"eval"/"tiny", tmp_path/"run"/"eval"/"tiny+sft").stdout
+    assert "tiny+sft" in out and "pass1_pct" in out
 
 def test_perplexity_command(tmp_path, tiny):
     rec = lambda r: json.dumps({"instruction": "Hi?", "response": r, "prompt_label": "vanilla_benign"}) + "\n"
