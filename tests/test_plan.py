@@ -3,7 +3,8 @@ import json
 from pathlib import Path
 import pytest
 from thinksafe.config import load_config, RunConfig
-from thinksafe.plan import (make_plan, format_plan, run_plan, ARCHS, n_params, kv_bytes_per_token, vllm_memory, lora_params,
+from thinksafe.run import Run, COMMANDS, command_arguments
+from thinksafe.plan import (make_plan, format_plan, run_plan, ARCHS, architecture_params, kv_bytes_per_token, vllm_memory, lora_params,
                             GiB, VLLM_OVERHEAD_GIB)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ def test_shipped_configs_plan_offline(name, tmp_path, offline):
     cfg = load_config(ROOT/"configs"/name, [f"out_dir={tmp_path}/run"])
     lines = []
     code = run_plan(cfg, out=lines.append)
-    plan = json.loads((tmp_path/"run"/"plan.json").read_text())
+    plan = json.loads(Run(cfg).plan_path().read_text())
     assert code == (1 if plan["problems"] else 0)
     json.dumps(make_plan(cfg))  # JSON-serialisable as it is
     text = lines[0]
@@ -78,7 +79,7 @@ def test_all_local_plan_exits_0(tmp_path, offline):
 def test_memory_matches_hand_arithmetic():
     a = ARCHS["Qwen/Qwen3-0.6B"]
     # 28 layers x (attention 6,291,456 + q/k norms 256 + MLP 9,437,184 + norms 2,048) + tied embedding 151,936 x 1,024 + final norm
-    assert n_params(a) == 28 * (6_291_456 + 256 + 9_437_184 + 2_048) + 151_936 * 1024 + 1024 == 596_049_920
+    assert architecture_params(a) == 28 * (6_291_456 + 256 + 9_437_184 + 2_048) + 151_936 * 1024 + 1024 == 596_049_920
     assert kv_bytes_per_token(a, 2) == 2 * 28 * 8 * 128 * 2 == 114_688
     m = vllm_memory(a, 2, 32768, 16534, util=0.9, gpu_gib=80)
     need = 596_049_920 * 2 + VLLM_OVERHEAD_GIB * GiB + 114_688 * 32768
@@ -102,11 +103,11 @@ def test_8b_in_16gb_with_32k_context_is_flagged(tmp_path, offline):
 
 def test_pilot_run_replaces_the_assumed_lengths(tmp_path, offline):
     from thinksafe.core import write_jsonl, write_json
-    from thinksafe.plan import synth_output, TYPICAL
+    from thinksafe.plan import TYPICAL
     cfg = load_config(ROOT/"configs"/"qwen3-0.6b.yaml", [f"out_dir={tmp_path}/run"])
     assumed = make_plan(cfg)
     assert assumed["typical"]["response_tokens"] == TYPICAL["response_tokens"] and assumed["typical_measured"] is None
-    d = synth_output(cfg).parent
+    d = Run(cfg).synth_dir()
     d.mkdir(parents=True)
     write_jsonl(d/"samples-steered.jsonl", [{"new_tokens": 400, "prompt_tokens": 90}] * 30)
     write_json(d/"synth_stats.json", {"conditions": {"steered": {"all": {"alpha_pooled": 0.5}}}})
@@ -148,3 +149,13 @@ def test_grpo_memory_follows_generation(tmp_path, offline):
         for mode in ("auto", "hf", "vllm-colocate", "vllm-server"):
             cfg = RunConfig(model=ModelConfig(backend=backend), train=TrainConfig(grpo_generation=mode))
             assert grpo_mode(cfg) == R.grpo_generation(cfg)
+
+
+def test_plan_command_declared_beside_run_plan(tmp_path, offline):
+    "`thinksafe plan` is declared with @command in thinksafe.plan; it exits 1 on a problem, after writing plan.json."
+    from thinksafe.plan import plan_command
+    assert COMMANDS["plan"].fn is plan_command and COMMANDS["plan"].writes == "<out_dir>/plan.json"
+    assert [a["name"] for a in command_arguments(plan_command)] == ["gpu_memory_gb", "stages"]
+    cfg = load_config(None, [f"out_dir={tmp_path}/run", f"synth.prompts={tmp_path}/missing.jsonl"])
+    with pytest.raises(SystemExit) as e: plan_command(Run(cfg), stages=["generate"])
+    assert e.value.code == 1 and Run(cfg).plan_path().exists()

@@ -11,16 +11,18 @@ from .core import *
 from .config import *
 from .records import *
 from .store import *
+from .run import *
 
 # %% auto #0
 __all__ = ['GATED', 'DATA_SUFFIXES', 'BENCH_ITEMS', 'ARCHS', 'ARCH_SOURCES', 'GiB', 'DTYPE_BYTES', 'VLLM_OVERHEAD_GIB',
            'VLLM_MAX_NUM_SEQS', 'CUDA_CONTEXT_GIB', 'TYPICAL', 'GUARD_TEMPLATE_TOKENS', 'PROMPT_POOLS', 'STAGES',
            'GRPO_VLLM_SHARE', 'is_gated', 'hub_offline', 'looks_local', 'hf_cached', 'read_item', 'locate_model',
-           'locate_data', 'locate_benchmark', 'n_params', 'arch_table', 'arch_from_config', 'model_arch', 'dtype_bytes',
-           'kv_bytes_per_token', 'vllm_memory', 'hf_memory', 'linear_shapes', 'lora_targets', 'lora_params',
-           'train_memory', 'count_prompts', 'sft_batch', 'grpo_batch', 'compute_estimate', 'synth_output',
+           'locate_data', 'locate_benchmark', 'architecture_params', 'arch_table', 'arch_from_config', 'model_arch',
+           'dtype_bytes', 'kv_bytes_per_token', 'vllm_memory', 'hf_memory', 'linear_shapes', 'lora_targets',
+           'lora_params', 'train_memory', 'count_prompts', 'sft_batch', 'grpo_batch', 'compute_estimate',
            'measured_typical', 'run_order', 'config_problems', 'guard_source', 'visible_gpu', 'grpo_mode',
-           'grpo_generation_memory', 'grpo_generation_hint', 'make_plan', 'format_plan', 'run_plan']
+           'grpo_generation_memory', 'grpo_generation_hint', 'memory_problems', 'paper_differences', 'refusal_arch',
+           'make_plan', 'format_plan', 'run_plan', 'plan_command']
 
 # %% ../nbs/23_plan.ipynb #dabc4214
 GATED = ("meta-llama/", "allenai/wildguard", "allenai/wildjailbreak", "Idavidrein/gpqa")  # licence + login on huggingface.co
@@ -175,7 +177,7 @@ ARCHS = {  # config.json: num_hidden_layers, hidden_size, intermediate_size, num
 ARCH_SOURCES = {k: f"https://huggingface.co/{'HuggingFaceTB/SmolLM2-135M-Instruct' if k == 'smollm2-135m' else k}/blob/main/config.json" for k in ARCHS}
 
 # %% ../nbs/23_plan.ipynb #bcdce005
-def n_params(a:dict) -> int:
+def architecture_params(a:dict) -> int:
     "Parameters of a decoder with architecture `a` (embedding, layers, final norm, untied head)."
     d, hd = a["hidden"], a["head_dim"]
     q, kv = a["heads"] * hd, a["kv_heads"] * hd
@@ -186,7 +188,7 @@ def n_params(a:dict) -> int:
 def arch_table():
     "`ARCHS` as a table, with the parameter count this formula gives beside the model card's."
     import pandas as pd
-    return pd.DataFrame([{"model": k, **{c: v for c, v in a.items() if c != "card_params_b"}, "params": n_params(a),
+    return pd.DataFrame([{"model": k, **{c: v for c, v in a.items() if c != "card_params_b"}, "params": architecture_params(a),
                           "card_b": a["card_params_b"], "source": ARCH_SOURCES[k]} for k, a in ARCHS.items()])
 
 # %% ../nbs/23_plan.ipynb #9ea6a845
@@ -240,7 +242,7 @@ def _gib(x): return round(x / GiB, 2)
 def vllm_memory(a:dict, bytes_:int, max_model_len:int, seq_tokens:int, util:float=0.9,
                 gpu_gib:Optional[float]=None, tp:int=1) -> dict:
     "Memory of a vLLM engine per GPU: weights, KV per sequence, the least it needs, and (given a GPU) how many sequences fit."
-    w, kv = n_params(a) * bytes_ / tp, kv_bytes_per_token(a, bytes_) / tp
+    w, kv = architecture_params(a) * bytes_ / tp, kv_bytes_per_token(a, bytes_) / tp
     over = VLLM_OVERHEAD_GIB * GiB
     need = w + over + kv * max_model_len
     r = dict(engine="vllm", weights_gib=_gib(w), kv_kib_per_token=round(kv / 1024, 1), kv_max_len_gib=_gib(kv * max_model_len),
@@ -256,7 +258,7 @@ def vllm_memory(a:dict, bytes_:int, max_model_len:int, seq_tokens:int, util:floa
 # %% ../nbs/23_plan.ipynb #0ec71866
 def hf_memory(a:dict, bytes_:int, batch:int, seq_tokens:int, full_logits:bool=False, gpu_gib:Optional[float]=None) -> dict:
     "Memory of a transformers forward/generate pass: weights + KV cache + logits + one MLP's activations."
-    w, kv = n_params(a) * bytes_, kv_bytes_per_token(a, bytes_) * batch * seq_tokens
+    w, kv = architecture_params(a) * bytes_, kv_bytes_per_token(a, bytes_) * batch * seq_tokens
     logits = batch * (seq_tokens * a["vocab"] * bytes_ if full_logits else a["vocab"] * 4)
     act = batch * seq_tokens * a["intermediate"] * bytes_ * 3
     need = w + kv + logits + act + CUDA_CONTEXT_GIB * GiB
@@ -294,7 +296,7 @@ def train_memory(a:dict, tc:TrainConfig, bytes_:int=2, seq_tokens:Optional[int]=
     act = T * ((a["layers"] * d + per_layer) if tc.gradient_checkpointing else a["layers"] * per_layer) * 2
     logit_tokens = min(T, tc.kl_chunk) if tc.loss_type == "sft+kl" else T
     logits = logit_tokens * a["vocab"] * (2 + 4 + 4)
-    w, lp = n_params(a) * bytes_, lora_params(a, tc.lora_r, tc.target_modules)
+    w, lp = architecture_params(a) * bytes_, lora_params(a, tc.lora_r, tc.target_modules)
     need = w + lp * 16 + act + logits + CUDA_CONTEXT_GIB * GiB
     r = dict(engine="train", weights_gib=_gib(w), lora_params=lp, lora_state_gib=_gib(lp * 16), activations_gib=_gib(act),
              logits_gib=_gib(logits), need_gib=_gib(need), tokens_per_step=T, checkpointing=tc.gradient_checkpointing, min_gpu_gib=_gib(need))
@@ -380,32 +382,39 @@ def compute_estimate(cfg:RunConfig, n_prompts:int, n_student:int, n_guard:int, p
     return out
 
 # %% ../nbs/23_plan.ipynb #8699290b
-def synth_output(cfg:RunConfig) -> Path:
-    "The records file select writes: `synth.out` in the synthesis directory (`stages.synth_dir`)."
-    try: from thinksafe.stages import synth_dir
-    except ImportError: return Path(cfg.out_dir)/cfg.synth.out
-    return synth_dir(cfg)/cfg.synth.out
+def _mean_lengths(d:Path, max_samples:int) -> tuple[list, list]:
+    "New and prompt tokens of up to `max_samples` generated (not skipped) steered samples in a synthesis directory."
+    new, prompt = [], []
+    files = [f for f in sorted(d.glob(f"{STEERED}*.jsonl")) if ".judged." not in f.name] if d.is_dir() else []
+    for f in files:
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if len(new) >= max_samples: break
+            try: r = json.loads(line)
+            except ValueError: continue
+            if isinstance(r.get("new_tokens"), int) and not r.get("skipped"):
+                new.append(r["new_tokens"])
+                prompt.append(r.get("prompt_tokens") or 0)
+    return new, prompt
 
+# %% ../nbs/23_plan.ipynb #5482ed4d
+def _pooled_acceptance(path:Path) -> Optional[float]:
+    "The steered pooled acceptance a synth_stats.json holds (None when absent or unreadable)."
+    if not path.exists(): return None
+    try: a = json.loads(path.read_text())["conditions"]["steered"]["all"]["alpha_pooled"]
+    except (KeyError, TypeError, ValueError): return None
+    return round(float(a), 4) if isinstance(a, (int, float)) else None
+
+# %% ../nbs/23_plan.ipynb #f49084e9
 def measured_typical(cfg:RunConfig, max_samples:int=5000) -> dict:
     "Typical lengths and acceptance measured by an earlier (pilot) run of this config, where its files exist: {} otherwise."
-    d, out = synth_output(cfg).parent, {}
-    files = [f for f in sorted(d.glob("samples-steered*.jsonl")) if ".judged." not in f.name] if d.is_dir() else []
-    new, prompt = [], []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            for line in fh:
-                if len(new) >= max_samples: break
-                try: r = json.loads(line)
-                except ValueError: continue
-                if isinstance(r.get("new_tokens"), int) and not r.get("skipped"): new.append(r["new_tokens"]); prompt.append(r.get("prompt_tokens") or 0)
+    run = Run(cfg)
+    d, out = run.synth_dir(), {}
+    new, prompt = _mean_lengths(d, max_samples)
     if len(new) >= 10:
         out.update(response_tokens=round(sum(new) / len(new)), measured_samples=len(new))
         if all(prompt): out["prompt_tokens"] = round(sum(prompt) / len(prompt))
-    st = d/"synth_stats.json"
-    if st.exists():
-        try: a = json.loads(st.read_text())["conditions"]["steered"]["all"]["alpha_pooled"]
-        except (KeyError, TypeError, ValueError): a = None
-        if isinstance(a, (int, float)): out["acceptance"] = round(float(a), 4)
+    a = _pooled_acceptance(run.synth_stats_path())
+    if a is not None: out["acceptance"] = a
     if out: out["measured_in"] = str(d)
     return out
 
@@ -414,14 +423,15 @@ STAGES = ("generate", "judge", "select", "train", "grpo", "evaluate")
 
 def run_order(cfg:RunConfig) -> list[dict]:
     "The stages in order, with the models each holds in GPU memory."
-    g = cfg.guard.path or cfg.guard.name
-    return [dict(stage="generate", holds=[cfg.model.name], note=f"sample synth.k={cfg.synth.k} per prompt; engine freed before the guard loads"),
-            dict(stage="judge", holds=[g], note="score every sample; guard freed"),
-            dict(stage="select", holds=[], note=f"CPU: acceptance rule '{cfg.synth.accept}', writes {synth_output(cfg)}"),
-            dict(stage="train", holds=[cfg.model.name + " + LoRA"], note=f"writes {Path(cfg.out_dir)/'train'/'adapter'}; freed"),
-            dict(stage="grpo", holds=[cfg.model.name + " + LoRA", g], note="baseline only: the guard scores completions every step, both resident"),
-            dict(stage="evaluate", holds=[cfg.model.name + (" + adapter" if cfg.model.adapter else "")],
-                 note="generate all benchmarks, free; then the guard judges safety sets, free; then the refusal guard judges XSTest")]
+    g, m, run = cfg.guard.path or cfg.guard.name, cfg.model.name, Run(cfg)
+    rows = [("generate", [m], f"sample synth.k={cfg.synth.k} per prompt; engine freed before the guard loads"),
+            ("judge", [g], "score every sample; guard freed"),
+            ("select", [], f"CPU: acceptance rule '{cfg.synth.accept}', writes {run.records_path()}"),
+            ("train", [m + " + LoRA"], f"writes {run.adapter_dir()}; freed"),
+            ("grpo", [m + " + LoRA", g], "baseline only: the guard scores completions every step, both resident"),
+            ("evaluate", [m + (" + adapter" if cfg.model.adapter else "")],
+             "generate all benchmarks, free; then the guard judges safety sets, free; then the refusal guard judges XSTest")]
+    return [dict(stage=st, holds=h, note=n) for st, h, n in rows]
 
 # %% ../nbs/23_plan.ipynb #3b43a123
 def config_problems(cfg:RunConfig) -> list[str]:
@@ -475,7 +485,7 @@ def _reads(cfg:RunConfig) -> tuple[list, list]:
         reads.append({**b, "stage": "generate", "what": b["what"] + " (decontamination)",
                       "problem": b["problem"] and "generate: synth.decontaminate: " + b["problem"].split(": ", 1)[1]})
     if cfg.train.data: reads.append(locate_data(cfg.train.data, "train", "records"))
-    else: reads.append(locate_data(synth_output(cfg), "train", "records", produced_by="select"))
+    else: reads.append(locate_data(Run(cfg).records_path(), "train", "records", produced_by="select"))
     reads.append({**stu, "stage": "train"})
     reads.append({**stu, "stage": "grpo"})
     if g: reads.append({**g, "stage": "grpo"})
@@ -597,82 +607,140 @@ def _memory(cfg:RunConfig, arch, garch, rarch, gpu_gib, prompt_tokens) -> dict:
     return mem
 
 # %% ../nbs/23_plan.ipynb #396ae757
+def _plan_gpu(gpu_memory_gb:Optional[float]) -> Optional[dict]:
+    "The GPU a plan checks against: the given GiB (with the visible count), else the visible GPU, else None."
+    seen = visible_gpu()
+    if not gpu_memory_gb: return seen
+    return dict(name=f"{gpu_memory_gb} GiB (given)", memory_gib=float(gpu_memory_gb), count=(seen or {}).get("count", 1))
+
+def _read_warnings(reads:list) -> list[str]:
+    "Each source once: what needs the Hub (online) and what is gated."
+    seen, out = set(), []
+    for r in reads:
+        if r["status"] == "hub" and not r.get("problem") and r["source"] not in seen:
+            out.append(f"{r['stage']}: {r['what']} {r['source']} {r['detail']}")
+        elif r.get("gated") and r["source"] not in seen:
+            out.append(f"{r['stage']}: {r['source']} is gated on the Hub (licence + `hf auth login`)")
+        else: continue
+        seen.add(r["source"])
+    return out
+
+# %% ../nbs/23_plan.ipynb #7935636a
+def _grpo_problem(m:dict, cfg:RunConfig, gpu_gib:float) -> str:
+    "Why GRPO does not fit: the guard's vLLM share, or its training + generation + guard."
+    if m["guard_backend"] == "vllm":
+        u = cfg.guard.gpu_memory_utilization
+        return (f"memory: grpo: the guard's vLLM engine takes guard.gpu_memory_utilization={u} of {gpu_gib} GiB, "
+                f"leaving {round((1 - u) * gpu_gib, 2)} for the policy, which needs "
+                f"{round(m['policy_gib'] + m['generation_gib'], 2)} (training + generation with {m['generation']}): "
+                f"lower guard.gpu_memory_utilization (the guard needs {m['guard_min_gib']} GiB, weights and one sequence) "
+                "or use guard.backend=hf for GRPO" + grpo_generation_hint(m))
+    return (f"memory: grpo needs about {m['need_gib']} GiB (training {m['policy_gib']} + generation with "
+            f"{m['generation']} {m['generation_gib']} + guard {m['guard_gib']}), the GPU has {gpu_gib}" + grpo_generation_hint(m))
+
+def memory_problems(memory:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> list[str]:
+    "One problem per stage whose memory does not fit the GPU, saying what to change."
+    out = []
+    for stage, m in memory.items():
+        if m.get("fits") is not False: continue
+        if stage == "grpo":
+            out.append(_grpo_problem(m, cfg, gpu_gib))
+            continue
+        what = (f"needs {m['need_gib']} GiB (weights {m['weights_gib']} + one {m['max_model_len']}-token sequence's KV "
+                f"{m['kv_max_len_gib']} + overhead {m['overhead_gib']}) but gpu_memory_utilization={m['util']} of "
+                f"{gpu_gib} GiB gives {m['budget_gib']}" if m["engine"] == "vllm"
+                else f"needs about {m['need_gib']} GiB, the GPU has {gpu_gib}")
+        out.append(f"memory: {stage} {what}: lower max_model_len / max_length / batch size, "
+                   "use more tensor-parallel GPUs or a larger GPU")
+    return out
+
+# %% ../nbs/23_plan.ipynb #24adef51
+def paper_differences(cfg:RunConfig) -> list[dict]:
+    "The keys whose value differs from the paper's (R1-Distill's top_k 0 is the reference's own)."
+    r1 = cfg.model.think_format == "r1" or "r1-distill" in cfg.model.name.lower()
+    return [dict(key=r["key"], value=r["value"], paper=r["paper"]) for r in config_table(cfg)
+            if r["paper"] is not None and r["value"] != r["paper"]
+            and not (r1 and r["key"] == "sampling.top_k" and r["value"] == 0)]
+
+def refusal_arch(cfg:RunConfig, benches:list, gpath:Optional[str]) -> Optional[dict]:
+    "The refusal guard's architecture, when over-refusal is judged by a network other than the main guard."
+    rname, _, rpath = str(cfg.eval.refusal_guard or "").partition(":")
+    rpath = rpath or (cfg.guard.path if rname == cfg.guard.name else None)
+    used = rname and rname != "refusal-patterns" and rpath and rpath != gpath
+    return model_arch(rpath)[0] if used and any(b["kind"] == "overrefusal" for b in benches) else None
+
+# %% ../nbs/23_plan.ipynb #b965dcca
+def _plan_compute(compute:Optional[dict]) -> dict:
+    "The plan's tokens, FLOPs and GRPO/ThinkSafe ratio per case ('upper', 'typical'), or None each."
+    if not compute: return dict(tokens=None, flops=None, ratio=None)
+    def per(k): return {c: {s: v[k] for s, v in compute[c]["stages"].items()} for c in compute}
+    ratio = {c: dict(thinksafe_flops=e["thinksafe_flops"], grpo_flops=e["grpo_flops"],
+                     grpo_over_thinksafe=e["grpo_over_thinksafe"], grpo_steps=e["stages"]["grpo"]["steps"],
+                     grpo_completion_tokens=e["grpo_completion_tokens"]) for c, e in compute.items()}
+    return dict(tokens=per("tokens"), flops=per("flops"), ratio=ratio)
+
+# %% ../nbs/23_plan.ipynb #7bd6ceb7
+def _plan_models(cfg:RunConfig, stages:list, gpu:Optional[dict]) -> dict:
+    "Reads, benchmarks, architectures, prompt pool and memory of a plan, with the problems and warnings they raise."
+    reads, benches = _reads(cfg)
+    reads = sorted((r for r in reads if r["stage"] in stages), key=lambda r: STAGES.index(r["stage"]))
+    if "evaluate" not in stages: benches = []
+    problems = config_problems(cfg) + [r["problem"] for r in reads if r.get("problem")]
+    warnings = _read_warnings(reads)
+    arch, arch_src = model_arch(cfg.model.name)
+    gpath = cfg.guard.path if cfg.guard.name != "refusal-patterns" else None
+    garch, garch_src = model_arch(gpath) if gpath else (None, "no guard network")
+    if arch is None: warnings.append(f"memory and FLOPs of {cfg.model.name} unknown: {arch_src}")
+    if gpath and garch is None: warnings.append(f"memory and FLOPs of the guard {gpath} unknown: {garch_src}")
+    missing = any(r["what"] == "prompts" and r["status"] == "missing" for r in reads)
+    pool = (None, None, "missing") if missing else count_prompts(cfg.synth)
+    return dict(reads=reads, benches=benches, problems=problems, warnings=warnings, arch=arch, arch_src=arch_src,
+                garch=garch, garch_src=garch_src, gpath=gpath, rarch=refusal_arch(cfg, benches, gpath), pool=pool)
+
+# %% ../nbs/23_plan.ipynb #deaed247
+def _stage_memory(cfg:RunConfig, m:dict, gpu:Optional[dict], ptok:int, stages:list) -> dict:
+    "Memory per stage, in the order of STAGES, for the stages checked."
+    gpu_gib = gpu["memory_gib"] if gpu else None
+    mem = _memory(cfg, m["arch"], m["garch"], m["rarch"], gpu_gib, ptok)
+    order = lambda kv: (STAGES.index(kv[0].split(" ")[0]), kv[0])
+    return {k: v for k, v in sorted(mem.items(), key=order) if k.split(" ")[0] in stages}
+
+# %% ../nbs/23_plan.ipynb #bdb585ba
 def make_plan(cfg:RunConfig, gpu_memory_gb:Optional[float]=None, # GPU memory in GiB to check against (default: the GPU torch sees)
               typical:Optional[dict]=None, # overrides of `TYPICAL`
               stages:Optional[list]=None, # check only these stages (default: all of STAGES, the GRPO baseline included)
              ) -> dict:
-    "A dry run: what each stage reads, its GPU memory, tokens, FLOPs, the GRPO/ThinkSafe ratio and every problem (JSON-serialisable)."
-    seen_gpu = visible_gpu()
-    gpu = dict(name=f"{gpu_memory_gb} GiB (given)", memory_gib=float(gpu_memory_gb), count=(seen_gpu or {}).get("count", 1)) if gpu_memory_gb else seen_gpu
-    gpu_gib = gpu["memory_gib"] if gpu else None
-    problems, warnings = config_problems(cfg), []
+    "A dry run: what each stage reads, its GPU memory, tokens, FLOPs, the GRPO/ThinkSafe ratio and every problem."
     stages = list(stages or STAGES)
     bad = [s for s in stages if s not in STAGES]
     if bad: raise ConfigError(f"unknown stage(s) {bad}: use {', '.join(STAGES)}")
-    reads, benches = _reads(cfg)
-    reads = sorted((r for r in reads if r["stage"] in stages), key=lambda r: STAGES.index(r["stage"]))
-    if "evaluate" not in stages: benches = []
-    problems += [r["problem"] for r in reads if r.get("problem")]
-    seen = set()
-    for r in reads:
-        if r["status"] == "hub" and not r.get("problem") and r["source"] not in seen:
-            seen.add(r["source"]); warnings.append(f"{r['stage']}: {r['what']} {r['source']} {r['detail']}")
-        elif r.get("gated") and r["source"] not in seen:
-            seen.add(r["source"]); warnings.append(f"{r['stage']}: {r['source']} is gated on the Hub (licence + `hf auth login`)")
-    arch, arch_src = model_arch(cfg.model.name)
-    gpath = cfg.guard.path if cfg.guard.name != "refusal-patterns" else None
-    garch, garch_src = model_arch(gpath) if gpath else (None, "no guard network")
-    rname, _, rpath = str(cfg.eval.refusal_guard or "").partition(":")
-    rpath = rpath or (cfg.guard.path if rname == cfg.guard.name else None)
-    rarch = model_arch(rpath)[0] if rname and rname != "refusal-patterns" and rpath and rpath != gpath and any(b["kind"] == "overrefusal" for b in benches) else None
-    if arch is None: warnings.append(f"memory and FLOPs of {cfg.model.name} unknown: {arch_src}")
-    if gpath and garch is None: warnings.append(f"memory and FLOPs of the guard {gpath} unknown: {garch_src}")
-    n_prompts, ptok, pool_src = count_prompts(cfg.synth) if not any(r["what"] == "prompts" and r["status"] == "missing" for r in reads) else (None, None, "missing")
+    gpu = _plan_gpu(gpu_memory_gb)
+    m = _plan_models(cfg, stages, gpu)
+    problems, warnings = m["problems"], m["warnings"]
+    n_prompts, ptok, pool_src = m["pool"]
     measured = measured_typical(cfg)
     typical = {**{k: v for k, v in measured.items() if k in TYPICAL}, **(typical or {})}
     ptok = typical.get("prompt_tokens") or ptok or TYPICAL["prompt_tokens"]
-    cp, cw = _context_problems(cfg, arch, seen_gpu)
-    problems += cp; warnings += cw
-    memory = {k: v for k, v in sorted(_memory(cfg, arch, garch, rarch, gpu_gib, ptok).items(), key=lambda kv: (STAGES.index(kv[0].split(" ")[0]), kv[0]))
-              if k.split(" ")[0] in stages}
-    for stage, m in memory.items():
-        if m.get("fits") is False:
-            what = (f"needs {m['need_gib']} GiB (weights {m['weights_gib']} + one {m['max_model_len']}-token sequence's KV {m['kv_max_len_gib']} + overhead {m['overhead_gib']})"
-                    f" but gpu_memory_utilization={m['util']} of {gpu_gib} GiB gives {m['budget_gib']}" if m["engine"] == "vllm"
-                    else f"needs about {m['need_gib']} GiB, the GPU has {gpu_gib}")
-            if stage == "grpo" and m["guard_backend"] == "vllm":
-                u = cfg.guard.gpu_memory_utilization
-                problems.append(f"memory: grpo: the guard's vLLM engine takes guard.gpu_memory_utilization={u} of {gpu_gib} GiB, leaving {round((1 - u) * gpu_gib, 2)} "
-                                f"for the policy, which needs {round(m['policy_gib'] + m['generation_gib'], 2)} (training + generation with {m['generation']}): lower "
-                                f"guard.gpu_memory_utilization (the guard needs {m['guard_min_gib']} GiB, weights and one sequence) or use guard.backend=hf for GRPO"
-                                + grpo_generation_hint(m))
-                continue
-            if stage == "grpo":
-                problems.append(f"memory: grpo needs about {m['need_gib']} GiB (training {m['policy_gib']} + generation with {m['generation']} {m['generation_gib']} "
-                                f"+ guard {m['guard_gib']}), the GPU has {gpu_gib}" + grpo_generation_hint(m))
-                continue
-            problems.append(f"memory: {stage} {what}: lower max_model_len / max_length / batch size, use more tensor-parallel GPUs or a larger GPU")
-    n_student = n_params(arch) if arch else None
-    n_guard = n_params(garch) if garch else 0
-    eval_items = sum((b["items"] or 0) * (cfg.eval.n if b["kind"] == "reasoning" else 1) for b in benches)
+    cp, cw = _context_problems(cfg, m["arch"], visible_gpu())
+    memory = _stage_memory(cfg, m, gpu, ptok, stages)
+    problems += cp + memory_problems(memory, cfg, gpu["memory_gib"] if gpu else None)
+    warnings += cw
+    n_student = architecture_params(m["arch"]) if m["arch"] else None
+    n_guard = architecture_params(m["garch"]) if m["garch"] else 0
+    eval_items = sum((b["items"] or 0) * (cfg.eval.n if b["kind"] == "reasoning" else 1) for b in m["benches"])
     compute = (compute_estimate(cfg, n_prompts, n_student, n_guard, ptok, eval_items, typical)
                if n_prompts and n_student else None)
-    if compute is None: warnings.append("tokens and FLOPs not estimated: " + ("prompt pool size unknown" if not n_prompts else "student architecture unknown"))
-    problems = list(dict.fromkeys(problems))
-    r1 = cfg.model.think_format == "r1" or "r1-distill" in cfg.model.name.lower()   # the reference samples R1-Distill with top_k 0
-    paper = [dict(key=r["key"], value=r["value"], paper=r["paper"]) for r in config_table(cfg)
-             if r["paper"] is not None and r["value"] != r["paper"] and not (r1 and r["key"] == "sampling.top_k" and r["value"] == 0)]
-    return dict(name=cfg.name, out_dir=str(cfg.out_dir), gpu=gpu, gpu_note=None if gpu else "no GPU visible (torch.cuda): memory needs listed, no fit checked",
-                models=dict(student=dict(name=cfg.model.name, params=n_student, arch_source=arch_src),
-                            guard=dict(name=gpath or cfg.guard.name, params=n_guard or None, arch_source=garch_src)),
-                prompts=dict(source=str(cfg.synth.prompts), count=n_prompts, prompt_tokens=ptok, how=pool_src),
-                stages=[s for s in run_order(cfg) if s["stage"] in stages], reads=reads, benchmarks=benches, memory=memory,
-                tokens={c: {s: v["tokens"] for s, v in compute[c]["stages"].items()} for c in compute} if compute else None,
-                flops={c: {s: v["flops"] for s, v in compute[c]["stages"].items()} for c in compute} if compute else None,
-                ratio={c: dict(thinksafe_flops=compute[c]["thinksafe_flops"], grpo_flops=compute[c]["grpo_flops"],
-                               grpo_over_thinksafe=compute[c]["grpo_over_thinksafe"], grpo_steps=compute[c]["stages"]["grpo"]["steps"],
-                               grpo_completion_tokens=compute[c]["grpo_completion_tokens"]) for c in compute} if compute else None,
-                typical={**TYPICAL, **typical}, typical_measured=measured or None, paper_differences=paper, problems=problems, warnings=warnings)
+    if compute is None:
+        why = "prompt pool size unknown" if not n_prompts else "student architecture unknown"
+        warnings.append("tokens and FLOPs not estimated: " + why)
+    models = dict(student=dict(name=cfg.model.name, params=n_student, arch_source=m["arch_src"]),
+                  guard=dict(name=m["gpath"] or cfg.guard.name, params=n_guard or None, arch_source=m["garch_src"]))
+    return dict(name=cfg.name, out_dir=str(cfg.out_dir), gpu=gpu,
+                gpu_note=None if gpu else "no GPU visible (torch.cuda): memory needs listed, no fit checked",
+                models=models, prompts=dict(source=str(cfg.synth.prompts), count=n_prompts, prompt_tokens=ptok, how=pool_src),
+                stages=[s for s in run_order(cfg) if s["stage"] in stages], reads=m["reads"], benchmarks=m["benches"],
+                memory=memory, **_plan_compute(compute), typical={**TYPICAL, **typical}, typical_measured=measured or None,
+                paper_differences=paper_differences(cfg), problems=list(dict.fromkeys(problems)), warnings=warnings)
 
 # %% ../nbs/23_plan.ipynb #2ad67e4d
 def _num(x) -> str:
@@ -727,18 +795,28 @@ def format_plan(plan:dict) -> str:
     return "\n".join(out)
 
 # %% ../nbs/23_plan.ipynb #016bcd4f
-def run_plan(cfg, # a RunConfig, or the path of a run YAML
+def run_plan(cfg, # a RunConfig, a Run, or the path of a run YAML
              gpu_memory_gb:Optional[float]=None, # GiB to check against (default: the GPU torch sees)
              overrides=(), # 'section.key=value' strings when `cfg` is a path
              stages:Optional[list]=None, # only these stages (default: all)
              out=print) -> int:
-    "Print the plan, write `<out_dir>/plan.json`; 0 when nothing would fail, else 1."
+    "Print the plan, write the run's plan.json; 0 when nothing would fail, else 1."
     try:
-        if not isinstance(cfg, RunConfig): cfg = load_config(cfg, overrides)
-        plan = make_plan(cfg, gpu_memory_gb, stages=stages)
+        run = cfg if isinstance(cfg, Run) else Run(cfg if isinstance(cfg, RunConfig) else load_config(cfg, overrides))
+        plan = make_plan(run.cfg, gpu_memory_gb, stages=stages)
     except ThinkSafeError as e:
-        out(f"thinksafe plan: the configuration does not load:\n- {e}"); return 1
+        out(f"thinksafe plan: the configuration does not load:\n- {e}")
+        return 1
     out(format_plan(plan))
-    try: write_json(Path(cfg.out_dir)/"plan.json", {**plan, **run_info()})
+    try: write_json(run.plan_path(), {**plan, **run_info()})
     except OutputError as e: out(f"(plan.json not written: {e})")
     return 1 if plan["problems"] else 0
+
+# %% ../nbs/23_plan.ipynb #2951a996
+@command("plan", writes="<out_dir>/plan.json")
+def plan_command(run:Run,
+                 gpu_memory_gb:Optional[float]=None, # GiB of GPU memory to check against (default: the GPU torch sees)
+                 stages:Optional[list]=None): # only these stages (default: all)
+    "Dry run: what each stage reads (reachable?), GPU memory, tokens and FLOPs; exits non-zero on what would fail."
+    code = run_plan(run, gpu_memory_gb, stages=stages)
+    if code: raise SystemExit(code)
