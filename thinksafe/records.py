@@ -47,7 +47,7 @@ class Sample:
     answer: str = ""                 # text after </think>
     think_closed: bool = False       # was </think> written?
     steering: str = "none"           # how `sent` was produced
-    prefill: str = ""                # the assistant turn was opened with this text (a prefilling attack); `response` starts with it
+    prefill: str = ""                # the opening a prefilling attack forced on the assistant turn (`response` starts with it)
     prompt_id: str = ""              # stable id of (prompt, label)
     sample_idx: int = 0              # index among the K samples of this prompt
     model: str = ""                  # model that produced the response
