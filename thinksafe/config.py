@@ -378,7 +378,9 @@ def _build(cls, d, where, src):
         key = f"{where}.{k}" if where else k
         if k not in known: raise ConfigError(f"{src}: unknown key '{key}' (known: {', '.join(known)})")
         if key in NOT_CONFIG_KEYS: raise ConfigError(f"{src}: {NOT_CONFIG_KEYS[key]}")
-        if dataclasses.is_dataclass(hints[k]): kw[k] = _build(hints[k], v, key, src); continue
+        if dataclasses.is_dataclass(hints[k]):
+            kw[k] = _build(hints[k], v, key, src)
+            continue
         try: kw[k] = parse_value(key, v, hints[k])
         except ConfigError as e: raise ConfigError(f"{src}: {e}") from None
     try: return cls(**kw)

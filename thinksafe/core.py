@@ -52,7 +52,8 @@ def _wrap_oserror(path, e:OSError):
     return OutputError(f"cannot write {path}: {why}")
 
 def _umask() -> int:
-    old = os.umask(0); os.umask(old)
+    old = os.umask(0)
+    os.umask(old)
     return old
 
 def public_mode(path):
@@ -66,7 +67,10 @@ def atomic_write_text(path, text:str):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text); f.flush(); os.fsync(f.fileno())
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
             public_mode(tmp)
             os.replace(tmp, path)
         except BaseException:
@@ -92,8 +96,10 @@ def append_jsonl(path, records:Iterable) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             for r in records:
-                f.write(json.dumps(_jsonable(r), ensure_ascii=False) + "\n"); n += 1
-            f.flush(); os.fsync(f.fileno())
+                f.write(json.dumps(_jsonable(r), ensure_ascii=False) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e: raise _wrap_oserror(path, e) from e
     return n
 
@@ -170,7 +176,9 @@ def map_columns(rows:list[dict], mapping:dict, # {our_name: their_column}
 def set_seed(seed:int=0):
     "Seed python, numpy and torch (all devices)."
     import numpy as np, torch
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 def pick_device(pref:str="auto") -> str:
     "The device to use: `pref` unless 'auto', then cuda > mps > cpu."

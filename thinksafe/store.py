@@ -66,8 +66,10 @@ def file_digest(path, # a file
         if size <= quick_above:
             for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
         else:
-            h.update(str(size).encode()); h.update(f.read(1 << 20))
-            f.seek(-(1 << 20), os.SEEK_END); h.update(f.read())
+            h.update(str(size).encode())
+            h.update(f.read(1 << 20))
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read())
     return h.hexdigest()[:16]
 
 DIGEST_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.gguf", "*.model", "*.jinja", "*.txt")  # a model or adapter folder's weights and configs
@@ -93,7 +95,8 @@ def sources_digest(items:Iterable) -> Optional[str]:
 PUBLIC_MODE = 0o644   # every result file is readable by group and others, whatever the umask (the README's promise)
 
 def _umask() -> int:
-    old = os.umask(0); os.umask(old)
+    old = os.umask(0)
+    os.umask(old)
     return old
 
 def make_readable(path):
@@ -112,7 +115,9 @@ def remove_stale_tmp(dir, # a results folder
     n, now = 0, time.time()
     for p in Path(dir).glob(f".{prefix}*.tmp"):
         try:
-            if now - p.stat().st_mtime > age: p.unlink(); n += 1
+            if now - p.stat().st_mtime > age:
+                p.unlink()
+                n += 1
         except OSError: pass
     return n
 
@@ -126,7 +131,10 @@ def write_together(files:dict # {path: text}
             remove_stale_tmp(path.parent, path.name)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             tmps.append(tmp)
-            with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text); f.flush(); os.fsync(f.fileno())
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
             make_readable(tmp)
         for path, tmp in zip(paths, tmps): os.replace(tmp, path)
     except OSError as e:
@@ -183,7 +191,9 @@ def _flock(path:Path, shared:bool=False):
     f = open(path, "a+")
     try: fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError:
-        f.seek(0); pid = f.read().strip() or "?"; f.close()
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
         raise BlockingIOError(pid) from None
     return f
 
@@ -210,16 +220,22 @@ def __enter__(self:Store):
         if self.shard is not None:
             try: self._lock = _flock(own)
             except BlockingIOError as e:
-                _unlock(self._run_lock); self._run_lock = None
+                _unlock(self._run_lock)
+                self._run_lock = None
                 raise StoreLocked(f"{self.dir}: another process (pid {e}) is writing {self.path.name}; wait for it to finish") from None
         else: self._lock = self._run_lock
-        self._lock.seek(0); self._lock.truncate(); self._lock.write(str(os.getpid())); self._lock.flush()
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
         remove_stale_tmp(self.dir, self.name)
     except OSError as e:
         self.__exit__()
         raise _wrap_oserror(self.dir, e) from None
     try: self.check_fingerprint()
-    except BaseException: self.__exit__(); raise
+    except BaseException:
+        self.__exit__()
+        raise
     return self
 
 @patch
