@@ -132,7 +132,9 @@ def stage_compute(out, names:Sequence[str], # the sample stores of a directory
     out, recs = Path(out), []
     for name in names:
         if kind == "generate":
-            recs += [{**s.meta.get("compute", {}), "tokens": sample_tokens(s)} for s in Store(out, name).read().values()]
+            recs += [
+                {**s.meta.get("compute", {}), "tokens": sample_tokens(s)} for s in Store(out, name).read().values()
+            ]
             continue
         for base in judged_stores(out, name):
             js = Store(out, base, load=lambda d, p, i: d, key=lambda r: (r["item_id"], r["sample_idx"]))

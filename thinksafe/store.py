@@ -215,14 +215,18 @@ def __enter__(self:Store):
         except BlockingIOError as e:
             if self.shard is None: raise StoreLocked(f"{self.dir}: another process (pid {e}) is writing {self.path.name}, or shards of it; "
                                                      "wait for it to finish, or use another --out-dir (or --shard I/N to split the run)") from None
-            raise StoreLocked(f"{self.dir}: an unsharded run (pid {e}) is writing {self.name}.jsonl: a shard cannot run beside it "
-                              "(it would repeat its work); wait for it to finish, or run every process with --shard I/N") from None
+            raise StoreLocked(
+                f"{self.dir}: an unsharded run (pid {e}) is writing {self.name}.jsonl: a shard cannot run beside it "
+                "(it would repeat its work); wait for it to finish, or run every process with --shard I/N"
+            ) from None
         if self.shard is not None:
             try: self._lock = _flock(own)
             except BlockingIOError as e:
                 _unlock(self._run_lock)
                 self._run_lock = None
-                raise StoreLocked(f"{self.dir}: another process (pid {e}) is writing {self.path.name}; wait for it to finish") from None
+                raise StoreLocked(
+                    f"{self.dir}: another process (pid {e}) is writing {self.path.name}; wait for it to finish"
+                ) from None
         else: self._lock = self._run_lock
         self._lock.seek(0)
         self._lock.truncate()
@@ -254,8 +258,10 @@ def check_fingerprint(self:Store):
         old = json.loads(fp.read_text(encoding="utf-8"))
         diff = fingerprint_diff(old, self.fingerprint)
         if diff and not self.fresh:
-            raise ConfigError(f"{self.dir} holds {self.name} made with other settings or inputs ({'; '.join(diff)}): use --fresh to make it again, "
-                              f"another --out-dir, or delete {', '.join(p.name for p in self.files()) or self.path.name} and {fp.name} to start over")
+            raise ConfigError(
+                f"{self.dir} holds {self.name} made with other settings or inputs ({'; '.join(diff)}): use --fresh to make it again, "
+                f"another --out-dir, or delete {', '.join(p.name for p in self.files()) or self.path.name} and {fp.name} to start over"
+            )
         if diff: self.clear()
         elif writer_info() not in old.get("written_by", []):
             write_together({fp: json.dumps({**old, "written_by": [*old.get("written_by", []), writer_info()]}, indent=2, default=str) + "\n"})
@@ -311,7 +317,9 @@ def append(self:Store, records:Iterable) -> int:
         except OSError as e:
             try: os.ftruncate(fd, size)
             except OSError: pass
-            raise OutputError(f"{_wrap_oserror(self.path, e)}; this round was not kept (the store is as it was): run the command again to resume") from None
+            raise OutputError(
+                f"{_wrap_oserror(self.path, e)}; this round was not kept (the store is as it was): run the command again to resume"
+            ) from None
     finally: os.close(fd)
     return len(lines)
 
