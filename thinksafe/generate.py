@@ -4,17 +4,21 @@
 
 # %% ../nbs/08_generate.ipynb #e886a026
 from __future__ import annotations
-import dataclasses
+import gc, time, contextlib, dataclasses
+from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import asdict, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 from fastcore.basics import patch
 from .core import *
 from .config import *
 from .records import *
 from .store import *
+from .run import *
+from .steering import steer, steer_text, ActivationSteering, load_direction, save_direction
+from .steering import default_layer, refusal_direction
 from .models import chat_prompt, generation_prefix, load_from_config
 from .models import think_format as _think_format
 
@@ -22,7 +26,9 @@ from .models import think_format as _think_format
 __all__ = ['OUTPUT_FIELDS', 'END_OF_TURN', 'DECODE_ATTENTION', 'THINK_CLOSING', 'as_samples', 'user_turn', 'sampling_record',
            'with_prefix', 'Generator', 'row_uniforms', 'top_k_top_p', 'draw', 'next_tokens', 'stop_token_ids',
            'cache_keyword', 'kv_cache', 'drop_rows', 'decode_attention', 'decoding_attention', 'can_pack',
-           'packed_linears', 'Row', 'HFGenerator', 'chat']
+           'packed_linears', 'Row', 'HFGenerator', 'chat', 'make_generator', 'network_params', 'free', 'LazyModel',
+           'input_digests', 'generation_fingerprint', 'round_size', 'steering_direction', 'activation_hook',
+           'generate_stores', 'generate_stage', 'Generated', 'generate_run', 'chat_run']
 
 # %% ../nbs/08_generate.ipynb #b1c5b328
 def as_samples(prompts:Sequence[Union[Sample, str]]) -> list[Sample]:
@@ -82,9 +88,10 @@ class Generator:
     def _record(self, s:Sample, j:int, response:str, info:dict, rec:dict, seed:int) -> Sample:
         "The output record: the input's fields, the response and how it was made; earlier judgments dropped."
         meta = {**s.meta, **{k: v for k, v in info.items() if k not in OUTPUT_FIELDS}}
-        out = dataclasses.replace(s, response=response, sample_idx=j, seed=sample_seed(seed, s.prompt_id, j), model=self.name,
-                                  sampling=dict(rec), meta=meta, thinking="", answer="", think_closed=False, verdict=None,
-                                  unsafe_score=None, refusal=None, guard=None, judgments={}, **{k: info.get(k) for k in OUTPUT_FIELDS})
+        made = {k: info.get(k) for k in OUTPUT_FIELDS}
+        out = dataclasses.replace(s, response=response, sample_idx=j, seed=sample_seed(seed, s.prompt_id, j),
+                                  model=self.name, sampling=dict(rec), meta=meta, thinking="", answer="",
+                                  think_closed=False, judgments={}, **made)
         return out.parse()
 
     def _complete(self, samples:list[Sample], sc:SamplingConfig, desc:str, indices:Optional[list[int]]=None) -> list[list[tuple[str, dict]]]:
@@ -452,3 +459,282 @@ def chat(generator:Generator, text:str, # the user turn
     "One response to one user turn; keyword arguments override the generator's sampling settings."
     sc = dataclasses.replace(generator.sampling, n=1, **sampling)
     return generator.generate([text], sampling=sc, desc="chat")[0].response
+
+# %% ../nbs/08_generate.ipynb #d1cb966d
+def make_generator(mc:ModelConfig, # the student: name, adapter, backend ('hf' or 'vllm')
+                   sampling:Optional[SamplingConfig]=None, # the generator's default sampling settings
+                   **kw): # passed to the backend's constructor
+    "The student's generator for `mc.backend`: 'hf' (transformers) or 'vllm'."
+    if mc.backend == "hf": return HFGenerator.from_config(mc, sampling, **kw)
+    from thinksafe.vllm_backend import VLLMGenerator
+    return VLLMGenerator(mc, sampling, **kw)
+
+# %% ../nbs/08_generate.ipynb #9fd3da48
+def network_params(obj) -> Optional[int]:
+    "Parameters of a generator's or guard's network (None when unknown, 0 for a model-free judge)."
+    if getattr(obj, "n_params", None) is not None: return obj.n_params
+    m = getattr(obj, "model", None)
+    try: return sum(p.numel() for p in m.parameters()) if m is not None else None
+    except (AttributeError, TypeError): return None
+
+# %% ../nbs/08_generate.ipynb #91e855fa
+def free(*models):
+    "Release models: each one's `close()` (a vLLM engine's processes exit), then garbage collection and the CUDA cache."
+    for m in models:
+        if m is not None and hasattr(m, "close"): m.close()
+    gc.collect()
+    import torch
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+
+# %% ../nbs/08_generate.ipynb #1a5b79c1
+class LazyModel:
+    "A model built on first use and freed by `close` only if built here (a model passed in belongs to the caller)."
+    def __init__(self, given, # a model passed in (never closed here), or None
+                 build:Callable): # builds the model on first `get`
+        self.given, self.build, self.obj = given, build, None
+
+    def get(self):
+        "The model: the one given, else the one built (once)."
+        if self.given is not None: return self.given
+        if self.obj is None: self.obj = self.build()
+        return self.obj
+
+    def close(self):
+        "Free the model if it was built here (a later `get` builds it again)."
+        if self.obj is not None:
+            free(self.obj)
+            self.obj = None
+
+# %% ../nbs/08_generate.ipynb #cdc33a19
+def input_digests(cfg:RunConfig, steering:Optional[SteeringConfig]=None,
+                  items:Sequence[Sample]=()) -> dict:
+    "Content digests of the local files a generation reads: the model, the adapter, a given direction, the items' files."
+    steered = steering is not None and steering.mode != "none"
+    d = {"model": path_digest(cfg.model.name), "adapter": path_digest(cfg.model.adapter),
+         "direction": path_digest(steering.direction_path) if steered else None, "items": sources_digest(items)}
+    return {k: v for k, v in d.items() if v}
+
+# %% ../nbs/08_generate.ipynb #40e6abc0
+def generation_fingerprint(cfg:RunConfig, steering:SteeringConfig, max_new_tokens:int,
+                           items:Sequence[Sample]=()) -> dict: # the store's items: their files' digests are part of it
+    "What changes the distribution of a generated sample: settings, and the content of every local input (`inputs`)."
+    mc, sc = cfg.model, cfg.sampling
+    st = "none" if steering.mode == "none" else {k: v for k, v in config_to_dict(steering).items()
+                                                 if k != "n_direction_prompts"}
+    sampling = {"temperature": sc.temperature, "top_p": sc.top_p, "top_k": sc.top_k, "seed": sc.seed}
+    return {"model": mc.name, "adapter": mc.adapter, "revision": mc.revision, "dtype": mc.dtype, "backend": mc.backend,
+            "think_format": mc.think_format, "sampling": sampling, "max_new_tokens": max_new_tokens, "steering": st,
+            "inputs": input_digests(cfg, steering, items)}
+
+# %% ../nbs/08_generate.ipynb #29f46af0
+def round_size(cfg:RunConfig, pending:int) -> int:
+    "Items per resumable round: `sampling.chunk`, else all on vLLM, else 8 forward batches."
+    if cfg.sampling.chunk: return cfg.sampling.chunk
+    return max(pending, 1) if cfg.model.backend == "vllm" else 8 * cfg.sampling.batch_size
+
+# %% ../nbs/08_generate.ipynb #56fff090
+def _direction_pool(items:Sequence[Sample]) -> list[Sample]:
+    "Prompts to estimate a refusal direction from: the items when they hold both kinds, else the demo prompts."
+    if any(s.harmful for s in items) and any(not s.harmful for s in items): return list(items)
+    from thinksafe.synthesize import DEMO_PROMPTS
+    return [Sample(p, l) for p, l in DEMO_PROMPTS]
+
+def steering_direction(steering:SteeringConfig, generator, items:Sequence[Sample], path) -> tuple:
+    "`(direction, layer)` from `path`, else estimated from harmful and benign prompts and saved to `path`."
+    path = Path(path)
+    if path.exists(): return load_direction(path)
+    model, pool = generator.model, _direction_pool(items)
+    harm = [s.prompt for s in pool if s.harmful][:steering.n_direction_prompts]
+    ben = [s.prompt for s in pool if not s.harmful][:steering.n_direction_prompts]
+    layer = default_layer(model) if steering.layer is None else steering.layer
+    direction = refusal_direction(model, generator.tokenizer, harm, ben, layer, getattr(generator, "fmt", "auto"))
+    save_direction(path, direction, layer, {"harmful": len(harm), "benign": len(ben)})
+    return direction, layer
+
+# %% ../nbs/08_generate.ipynb #fe7af65e
+def activation_hook(steering:SteeringConfig, generator, items:Sequence[Sample], out) -> Callable:
+    "A factory of the `ActivationSteering` context for harmful prompts (direction loaded, or estimated and saved)."
+    model, tok = getattr(generator, "model", None), getattr(generator, "tokenizer", None)
+    if model is None or tok is None or not hasattr(model, "config"):
+        raise ConfigError(f"steering.mode={steering.mode} needs a transformers model (model.backend: hf); "
+                          f"{type(generator).__name__} has none")
+    path = Path(steering.direction_path) if steering.direction_path else Path(out)/"refusal_direction.pt"
+    direction, layer = steering_direction(steering, generator, items, path)
+    if steering.layer is not None and steering.layer != layer:
+        raise ConfigError(f"steering.layer={steering.layer} but the saved direction {path} is for layer {layer}")
+    return lambda: ActivationSteering(model, direction, layer, steering.coef)
+
+# %% ../nbs/08_generate.ipynb #1a52584c
+def _mark_compute(outs:Sequence[Sample], seconds:float, params:Optional[int]):
+    "Record in each sample its share of one call's `seconds` (by tokens) and the generator's size (`meta['compute']`)."
+    total = sum(map(sample_tokens, outs))
+    for o in outs:
+        share = seconds * (sample_tokens(o) / total if total else 1 / max(len(outs), 1))
+        o.meta = {**o.meta, "compute": {"seconds": round(share, 4), "n_params": params}}
+
+# %% ../nbs/08_generate.ipynb #8877a82a
+def _pending(sets:dict, stores:dict, done:dict, idx:Sequence[int]) -> list[tuple]:
+    "(store, item) pairs of this process's shard with a sample index still missing from the store."
+    return [(name, s) for name, items in sets.items() for s in items
+            if in_shard(s.item_id, stores[name].shard) and any((s.item_id, j) not in done[name] for j in idx)]
+
+def _steering_groups(part:list, hook) -> list[list]:
+    "The generator calls of one round: harmful and benign apart when a hook steers the harmful only, else one."
+    if hook is None: return [part]
+    return [g for g in ([x for x in part if x[1].harmful], [x for x in part if not x[1].harmful]) if g]
+
+def _new_samples(group:list, outs:list, done:dict, n:int) -> dict:
+    "{store: outputs it lacks}: outputs are input-major, `n` per input."
+    new = defaultdict(list)
+    for (name, _), k in zip(group, range(0, len(outs), n)):
+        new[name] += [o for o in outs[k:k + n] if o.key not in done[name]]
+    return new
+
+# %% ../nbs/08_generate.ipynb #28671cc5
+def _counts(stores:dict, sets:dict) -> dict:
+    "Each store's counts before generating."
+    return {name: {"store": str(st.path), "items": len(sets[name]), "generated": 0, "tokens": 0, "prompt_tokens": 0,
+                   "n_params": None} for name, st in stores.items()}
+
+def _count(c:dict, got:Sequence[Sample]):
+    "Add the samples `got` to a store's counts."
+    c["generated"] += len(got)
+    c["tokens"] += sum(o.new_tokens or 0 for o in got if not o.skipped)
+    c["prompt_tokens"] += sum(o.prompt_tokens or 0 for o in got if not o.skipped)
+
+def _share_wall(res:dict, wall:float, params:Optional[int]) -> dict:
+    "One call's wall time, shared by the stores as their tokens are; the generator's size where it generated."
+    total = sum(c["tokens"] + c["prompt_tokens"] for c in res.values())
+    for c in res.values():
+        c["n_params"] = params if c["generated"] else None
+        c["seconds"] = round(wall * ((c["tokens"] + c["prompt_tokens"]) / total if total else 1 / len(res)), 2)
+    return res
+
+# %% ../nbs/08_generate.ipynb #372e3044
+def _generate_rounds(cfg:RunConfig, out, sets:dict, todo:list, gen:LazyModel, steering:SteeringConfig,
+                     sc:SamplingConfig, idx:list, stores:dict, done:dict, res:dict) -> Optional[int]:
+    "Generate `todo` round by round, appending each call's new samples to their stores; returns the generator's size."
+    hook, params, desc = None, None, f"generate {', '.join(sets)}"
+    size = round_size(cfg, len(todo))
+    for r in range(0, len(todo), size):
+        g = gen.get()
+        if hook is None and steering.mode in ("activation", "both"):
+            hook = activation_hook(steering, g, [s for v in sets.values() for s in v], out)
+        for group in _steering_groups(todo[r:r + size], hook):
+            batch = steer([s for _, s in group], steering)
+            if params is None: params = network_params(g)
+            t1 = time.time()
+            with (hook() if hook is not None and batch[0].harmful else contextlib.nullcontext()):
+                outs = g.generate(batch, n=len(idx), sampling=sc, desc=desc, sample_indices=idx)
+            _mark_compute(outs, time.time() - t1, params)
+            for name, got in _new_samples(group, outs, done, len(idx)).items():
+                stores[name].append(got)
+                done[name].update((o.key, o) for o in got)
+                _count(res[name], got)
+    return params
+
+# %% ../nbs/08_generate.ipynb #cfb946e2
+def generate_stores(cfg:RunConfig,
+                    sets:dict, # {store name: items}: prompts or benchmark items (their item_id keys each store)
+                    out, # the run directory
+                    n:Optional[int]=None, # samples per item (default synth.k)
+                    indices:Optional[Sequence[int]]=None, # sample indices to generate (default range(n))
+                    steering:Optional[SteeringConfig]=None, # default cfg.steering; SteeringConfig(mode='none'): plain
+                    max_new_tokens:Optional[int]=None, # default sampling.max_new_tokens
+                    generator=None, # a Generator or LazyModel; default: built from cfg.model, freed at the end
+                    shard=None, # 'I/N': this process's share of the items
+                    progress:bool=True,
+                    fresh:bool=False): # a store made with other settings or inputs is made again (else: refused)
+    "Generate the missing samples of every store in shared generator calls; resumable; {name: counts, tokens, seconds}."
+    out, steering = Path(out), steering or cfg.steering
+    idx = list(range(n or cfg.synth.k)) if indices is None else list(indices)
+    budget = max_new_tokens or cfg.sampling.max_new_tokens
+    sc = dataclasses.replace(cfg.sampling, max_new_tokens=budget, n=len(idx) or 1)
+    stores = {name: Store(out, name, generation_fingerprint(cfg, steering, budget, sets[name]), shard=shard,
+                          fresh=fresh) for name in sets}
+    gen = generator if isinstance(generator, LazyModel) else LazyModel(generator, lambda: make_generator(cfg.model, sc))
+    res, t0 = _counts(stores, sets), time.time()
+    with contextlib.ExitStack() as stack:
+        done = {name: stack.enter_context(st).read() for name, st in stores.items()}
+        todo = _pending(sets, stores, done, idx)
+        try: params = _generate_rounds(cfg, out, sets, todo, gen, steering, sc, idx, stores, done, res)
+        finally:
+            if gen is not generator: gen.close()
+    return _share_wall(res, time.time() - t0, params)
+
+# %% ../nbs/08_generate.ipynb #cf632544
+def generate_stage(cfg:RunConfig,
+                   items:Sequence[Sample], # prompts or benchmark items (their item_id keys the store)
+                   out, # the run directory
+                   name:str="samples", # the store
+                   **kw) -> dict: # as `generate_stores`: n, indices, steering, max_new_tokens, generator, shard, ...
+    "Generate the missing samples of `items` into `out/<name>.jsonl`; resumable; returns counts, tokens and seconds."
+    return generate_stores(cfg, {name: items}, out, **kw)[name]
+
+# %% ../nbs/08_generate.ipynb #5c1c860e
+@dataclass
+class Generated:
+    "What `Run.generate` made: the directory and the samples generated per store (0: all were there)."
+    dir: str
+    generated: dict
+
+    def __str__(self):
+        return "\n".join([f"dir: {self.dir}"] + [f"{k} generated: {v}" for k, v in self.generated.items()])
+
+# %% ../nbs/08_generate.ipynb #a3de82ed
+@patch
+def _generate_synthesis(self:Run, gen:LazyModel, shard=None, progress:bool=True, fresh:bool=False) -> dict:
+    "The generate stage on the synthesis pool: the steered store, and the plain one when `synth.compare_steering`."
+    from thinksafe.synthesize import synthesis_prompts
+    cfg, out = self.cfg, self.synth_dir()
+    prompts, _ = synthesis_prompts(cfg)
+    kw = dict(generator=gen, shard=shard, progress=progress, fresh=fresh)
+    res = {STEERED: generate_stage(cfg, prompts, out, STEERED, **kw)}
+    if cfg.synth.compare_steering and cfg.steering.mode != "none":
+        harmful = [s for s in prompts if s.harmful]
+        res[PLAIN] = generate_stage(cfg, harmful, out, PLAIN, steering=SteeringConfig(mode="none"), **kw)
+    return res
+
+@patch
+def generate(self:Run, evaluation:bool=False, # every benchmark instead of the synthesis pool
+             shard=None, # 'I/N': this process's share of the items
+             generator=None, # a Generator (default: built from model, freed at the end)
+             progress:bool=True,
+             fresh:bool=False) -> Generated: # stores made with other settings or inputs are made again (else: refused)
+    "The generate stage on the synthesis pool (or, `evaluation`, on every benchmark); compute.json from the stores."
+    gen = LazyModel(generator, lambda: make_generator(self.cfg.model, self.cfg.sampling))
+    try:
+        if evaluation:
+            from thinksafe.evaluate import load_eval_sets, generate_eval
+            out = self.eval_dir()
+            res = generate_eval(self.cfg, load_eval_sets(self.cfg), out, generator=gen, shard=shard, progress=progress,
+                                fresh=fresh)
+        else: out, res = self.synth_dir(), self._generate_synthesis(gen, shard, progress, fresh)
+        store_compute(out, list(res))
+    finally: gen.close()
+    return Generated(str(out), {k: v["generated"] for k, v in res.items()})
+
+# %% ../nbs/08_generate.ipynb #ccaee69b
+@command("generate", loads_student=True,
+         writes="<out_dir>/synth/<model>/samples-*.jsonl (--eval: <out_dir>/eval/<model>/<benchmark>.jsonl); resumes")
+def generate_run(run:Run,
+                 eval:bool=False, # the benchmarks (eval section) instead of the synthesis pool
+                 shard:Optional[str]=None, # I/N: this process's share of the items (0 <= I < N); shards merge on read
+                 fresh:bool=False): # results of other settings or inputs (a retrained adapter, an edited file): made again
+    "Stage 1: K samples per prompt from the student (steered on harmful prompts); --eval: on the benchmarks."
+    return str(run.generate(evaluation=eval, shard=shard, fresh=fresh))
+
+# %% ../nbs/08_generate.ipynb #0ae5e118
+@command("chat", writes="nothing", flags=("model", "adapter", "backend"), loads_student=True)
+def chat_run(run:Run,
+             prompt:str, # the user turn
+             steer:bool=False, # prepend the refusal instruction (the prompt taken as harmful)
+             max_new_tokens:int=128): # the response's token budget
+    "One response to one prompt (--steer: with the refusal instruction)."
+    cfg = run.cfg
+    sc = dataclasses.replace(cfg.sampling, max_new_tokens=max_new_tokens)
+    s = Sample(prompt, "vanilla_harmful" if steer else "vanilla_benign")
+    if steer: s.sent, s.steering = steer_text(prompt, cfg.steering.instruction), "instruction"
+    gen = make_generator(cfg.model, sc)
+    try: return gen.generate([s], n=1, sampling=sc)[0].response
+    finally: free(gen)
