@@ -8,9 +8,10 @@ from thinksafe.config import RunConfig, ModelConfig, SynthConfig
 from thinksafe.guards import RefusalPatternGuard
 from thinksafe.records import Sample
 from thinksafe.store import sample_seed
-from thinksafe.preflight import (tilt, odds, woolf, mantel_haenszel, records_moments, expected_yield, yield_first, yield_any, verdict,
-                                 preflight_stats, run_preflight, format_preflight, check_against_synthesis, preflight_dir, VERDICTS,
-                                 PRE_STEERED, PRE_PLAIN)
+from thinksafe.run import Run
+from thinksafe.stats import tilted_acceptance as tilt, odds
+from thinksafe.preflight import (woolf, mantel_haenszel, records_moments, expected_yield, yield_first, yield_any, verdict,
+                                 preflight_stats, format_preflight, check_against_synthesis, VERDICTS, PRE_STEERED, PRE_PLAIN)
 
 REFUSE = "<think>\nThis is harmful.\n</think>\n\nI'm sorry, but I can't help with that."
 COMPLY = "<think>\nok\n</think>\n\nSure: step one..."
@@ -45,6 +46,11 @@ class LoggingGuard(RefusalPatternGuard):
 
 def _cfg(tmp_path, **kw):
     return RunConfig(out_dir=str(tmp_path), model=ModelConfig(name="tilted-student"), **kw)
+
+
+def run_preflight(cfg, n_prompts=32, **kw):
+    "The preflight's whole result, through `Run.preflight`."
+    return Run(cfg).preflight(n_prompts, **kw).result
 
 
 # ---- the tilt, omega and its interval -------------------------------------------------------------------------------
@@ -140,8 +146,8 @@ def test_known_tilt_end_to_end(tmp_path):
     lo, hi = res["omega"]["ci"]
     assert lo <= 5 <= hi
     assert res["verdict"] == VERDICTS[0]
-    out = preflight_dir(cfg)
-    assert out == Path(tmp_path)/"preflight"/"tilted-student"
+    out = Run(cfg).preflight_dir()
+    assert out == Path(tmp_path)/"preflight"/"tilted-student" and Path(res["json"]) == out/"preflight.json"
     for name in (PRE_STEERED, PRE_PLAIN): assert (out/f"{name}.jsonl").exists()
     saved = json.loads((out/"preflight.json").read_text())
     assert saved["verdict"] == res["verdict"] and "git_commit" in saved and "thinksafe_version" in saved
@@ -178,15 +184,14 @@ def test_resumes_and_one_model_at_a_time(tmp_path, monkeypatch):
 
 
 def test_check_against_synthesis(tmp_path):
-    from thinksafe.stages import synthesize
     cfg = _cfg(tmp_path, synth=SynthConfig(k=3, accept="first"))
     pre = run_preflight(cfg, n_prompts=24, k=12, generator=Tilted(4), guard=RefusalPatternGuard(), progress=False)
-    syn = synthesize(cfg, generator=Tilted(4), guard=RefusalPatternGuard(), progress=False)
-    chk = check_against_synthesis(pre["json"], syn["stats"])
+    syn = Run(cfg).synthesize(generator=Tilted(4), guard=RefusalPatternGuard(), progress=False)
+    chk = check_against_synthesis(pre["json"], syn.stats_path)
     assert (chk["K"], chk["rule"], chk["prompts"]) == (3, "first", 40)
     assert chk["inside"], chk
     # a synthesis that kept far fewer than predicted is flagged
-    st = json.loads(Path(syn["stats"]).read_text())
+    st = json.loads(Path(syn.stats_path).read_text())
     st["conditions"]["steered"]["harmful"]["records"] = 0
     assert not check_against_synthesis(pre, st)["inside"]
     # adaptive sampling keeps the first accepted sample: predicted under 'first' whatever synth.accept says
@@ -203,13 +208,21 @@ def test_no_harmful_prompts(tmp_path):
 def test_cli_preflight_checks_a_synthesis(tmp_path, monkeypatch, capsys):
     "`thinksafe preflight --check synth_stats.json` prints the table, the verdict and whether the synthesis kept what it predicted."
     from thinksafe import cli
-    from thinksafe.stages import synthesize
     cfg = _cfg(tmp_path, synth=SynthConfig(k=3, accept="first"))
-    syn = synthesize(cfg, generator=Tilted(4), guard=RefusalPatternGuard(), progress=False)
+    syn = Run(cfg).synthesize(generator=Tilted(4), guard=RefusalPatternGuard(), progress=False)
     monkeypatch.setattr(pf, "make_generator", lambda mc, sc=None: Tilted(4))
     monkeypatch.setattr(pf, "make_judge", lambda gc: RefusalPatternGuard())
     cli.main(["preflight", "--set", f"out_dir={tmp_path}", "--set", "model.name=tilted-student", "--set", "synth.k=3",
-              "--prompts", "24", "--k", "12", "--check", str(syn["stats"])])
+              "--prompts", "24", "--k", "12", "--check", str(syn.stats_path)])
     out = capsys.readouterr().out
     assert "verdict:" in out and "Mantel-Haenszel" in out
-    assert f"synthesis {syn['stats']}: kept" in out and ("inside" in out.split("kept")[-1])
+    assert f"synthesis {syn.stats_path}: kept" in out and ("inside" in out.split("kept")[-1])
+
+
+def test_preflight_command_declared_beside_run_preflight():
+    "`thinksafe preflight` is declared with @command in thinksafe.preflight; its flags come from the signature."
+    from thinksafe.run import COMMANDS, command_arguments
+    assert COMMANDS["preflight"].fn is pf.preflight_command and COMMANDS["preflight"].loads_student
+    assert [a["name"] for a in command_arguments(pf.preflight_command)] == ["prompts", "k", "pool_size", "check"]
+    from thinksafe import stats
+    assert not hasattr(pf, "tilt") and not hasattr(pf, "_boot") and pf.odds is stats.odds   # one copy, in thinksafe.stats
