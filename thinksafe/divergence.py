@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_divergence.ipynb #49fb084c
 from __future__ import annotations
-import contextlib, math, sys, time
+import contextlib, json, math, sys, time
 from pathlib import Path
 from typing import Optional, Sequence
 import numpy as np
@@ -13,46 +13,30 @@ from .config import *
 from .records import *
 from .store import *
 from .models import *
+from .stats import *
+from .run import *
+from fastcore.basics import patch
+from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['PROMPT_COLUMNS', 'RESPONSE_COLUMNS', 'load_records', 'encode_record', 'length_batches', 'attention_implementation',
-           'shared_prefix_length', 'response_logprobs', 'naive_response_logprobs', 'cpu_bf16_fast',
-           'dataset_perplexity', 'bootstrap', 'nll_stats', 'summarize', 'cross_entropy_gap', 'plot_perplexity',
-           'run_perplexity']
+__all__ = ['load_records', 'encode_record', 'length_batches', 'attention_implementation', 'shared_prefix_length',
+           'response_logprobs', 'naive_response_logprobs', 'cpu_bf16_fast', 'dataset_perplexity', 'nll_stats',
+           'summarize', 'cross_entropy_gap', 'plot_perplexity', 'perplexity_sets', 'frozen_model', 'run_perplexity',
+           'write_perplexity', 'Perplexity', 'perplexity_command']
 
 # %% ../nbs/15_divergence.ipynb #c456f0a8
-PROMPT_COLUMNS = ("prompt", "instruction", "question")
-RESPONSE_COLUMNS = ("response", "output", "completion")
-
-def _pick(row, names): return next((c for c in names if c in row), None)
-
 def load_records(path, # a Sample JSONL, a SafeChain-format or STAR-1-format file (json/jsonl/csv/parquet)
                  limit:Optional[int]=None, # keep the first `limit` records
-                 default_label:str="vanilla_harmful", # label of records without one (STAR-1 is all harmful prompts)
-                 safe_only:bool=True, # drop records a guard judged 'unsafe' or 'error'
-                ) -> list[Sample]:
-    "Read (prompt, response) records of any supported layout as `Sample`s (meta: source file and line)."
-    path = Path(path)
-    rows = load_table(path)
-    if not rows: raise DataError("no records", path)
-    pcol, rcol = _pick(rows[0], PROMPT_COLUMNS), _pick(rows[0], RESPONSE_COLUMNS)
-    cols = sorted(c for c in rows[0] if c != "_line")
-    if pcol is None: raise DataError(f"no prompt column (looked for {', '.join(PROMPT_COLUMNS)}); record has {cols}", path, rows[0]["_line"])
-    if rcol is None: raise DataError(f"no response column (looked for {', '.join(RESPONSE_COLUMNS)}); record has {cols}", path, rows[0]["_line"])
-    out = []
-    for r in rows:
-        line = r["_line"]
-        for c in (pcol, rcol):
-            if not isinstance(r.get(c), str): raise DataError(f"missing field {c!r}", path, line)
-        if not r[pcol].strip(): raise DataError(f"empty {pcol!r}", path, line)
-        if safe_only and r.get("verdict") in ("unsafe", "error"): continue
-        if not r[rcol].strip(): continue   # a skipped generation: nothing to score
-        label = r.get("label") or default_label
-        if label not in LABELS: raise DataError(f"unknown label {label!r} (expected one of {', '.join(LABELS)})", path, line)
-        out.append(Sample(r[pcol], label, r[rcol], sample_idx=r.get("sample_idx", 0) or 0,
-                          meta={"source": str(path), "line": line}))
-        if limit is not None and len(out) >= limit: break
-    return out
+                 default_label:str="vanilla_harmful", # label of records without one (STAR-1: all harmful prompts)
+                 safe_only:bool=True, # drop records their judge called 'unsafe' or 'error'
+                 judge:Optional[str]=None) -> list[Sample]: # whose verdict (default: the file's `default_judge`)
+    "The records of a file to score, read by `records.read_records`: generated ones, and only safe ones if asked."
+    recs = read_records(path, default_label)
+    bad = next((s for s in recs if not s.response.strip() and not s.skipped), None)
+    if bad is not None: raise DataError("missing or empty response", path, bad.meta.get("line"))
+    judge = judge or default_judge(recs)
+    unsafe = lambda s: safe_only and verdict_of(s, judge) in ("unsafe", "error")
+    return [s for s in recs if s.response.strip() and not unsafe(s)][:limit]
 
 # %% ../nbs/15_divergence.ipynb #47e46649
 def encode_record(tok, s:Sample, fmt:str="auto", max_length:Optional[int]=None) -> dict:
@@ -187,16 +171,14 @@ def dataset_perplexity(model, tok, samples:list[Sample], fmt:str="auto", max_len
                      "nll_mean": nll / max(len(lp), 1), "truncated": e["truncated"]})
     return rows, stats
 
-def bootstrap(stat, n:int, # number of records
-              n_boot:int=1000, seed:int=0) -> np.ndarray:
-    "`stat(idx)` on `n_boot` resamples (with replacement) of record indices."
-    rng = np.random.default_rng(seed)
-    return np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
-
+# %% ../nbs/15_divergence.ipynb #07123761
 def nll_stats(rows:list[dict], n_boot:int=1000, level:float=0.95, seed:int=0) -> dict:
     "Token-weighted mean NLL, perplexity and their bootstrap intervals over records."
-    s = np.array([r["nll_sum"] for r in rows]); t = np.array([r["n_tokens"] for r in rows], dtype=float)
-    if not len(s) or t.sum() == 0: return {"n_records": len(s), "n_tokens": 0, "nll": float("nan"), "nll_ci": [float("nan")] * 2, "ppl": float("nan"), "ppl_ci": [float("nan")] * 2}
+    s = np.array([r["nll_sum"] for r in rows])
+    t = np.array([r["n_tokens"] for r in rows], dtype=float)
+    nan = float("nan")
+    if not len(s) or t.sum() == 0:
+        return {"n_records": len(s), "n_tokens": 0, "nll": nan, "nll_ci": [nan] * 2, "ppl": nan, "ppl_ci": [nan] * 2}
     nll = s.sum() / t.sum()
     boot = bootstrap(lambda i: s[i].sum() / max(t[i].sum(), 1), len(s), n_boot, seed)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
@@ -245,6 +227,29 @@ def plot_perplexity(summary:dict, # {dataset name: nll_stats dict}
     return fig
 
 # %% ../nbs/15_divergence.ipynb #bc40cc9d
+def perplexity_sets(data, # data files; the first is the reference (self-generated) set for the gaps
+                    labels:Optional[list]=None, # display names of the datasets (default: file stems)
+                    limit:Optional[int]=None) -> dict:
+    "{name: records} of every data file, all read (and checked) before a model loads."
+    data = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else data)]
+    if not data: raise ThinkSafeError("no data files given")
+    labels = list(labels) if labels else [p.stem for p in data]
+    if len(labels) != len(data): raise ThinkSafeError(f"{len(labels)} labels for {len(data)} data files")
+    if len(set(labels)) != len(labels): raise ThinkSafeError(f"dataset names must be distinct: {labels}")
+    return {n: (p, load_records(p, limit)) for n, p in zip(labels, data)}
+
+def frozen_model(model, device:str="auto", dtype:str="auto", adapter:Optional[str]=None, progress:bool=True):
+    "`(model, tokenizer, name)` from a name or a loaded pair; hints at bf16 on a CPU with bf16 units."
+    import torch
+    if isinstance(model, (tuple, list)): (m, tok), name = model, getattr(model[0], "name_or_path_", "model")
+    else: (m, tok), name = load_model(model, device, dtype, adapter), model
+    param = next(m.parameters())
+    if progress and param.device.type == "cpu" and param.dtype == torch.float32 and cpu_bf16_fast():
+        print("hint: this CPU has bf16 matrix units; dtype='bfloat16' (--dtype bfloat16) scores ~3x faster, "
+              "with dataset mean NLL within ~1e-3 of fp32", file=sys.stderr)
+    return m, tok, name
+
+# %% ../nbs/15_divergence.ipynb #8ebeeec6
 def run_perplexity(model, # a model name (embedded, HF id, local dir) or a loaded `(model, tokenizer)` pair
                    data:list, # data files; the first is the reference (self-generated) set for the gaps
                    out_dir, labels:Optional[list]=None, # display names of the datasets (default: file stems)
@@ -257,35 +262,73 @@ def run_perplexity(model, # a model name (embedded, HF id, local dir) or a loade
                    adapter:Optional[str]=None,
                    n_boot:int=1000, seed:int=0, progress:bool=True) -> dict:
     "Score datasets under a frozen model; write records, summary and figure to `out_dir`; return the summary."
-    import torch
-    data = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else data)]
-    if not data: raise ThinkSafeError("no data files given")
-    labels = list(labels) if labels else [p.stem for p in data]
-    if len(labels) != len(data): raise ThinkSafeError(f"{len(labels)} labels for {len(data)} data files")
-    if len(set(labels)) != len(labels): raise ThinkSafeError(f"dataset names must be distinct: {labels}")
-    sets = {n: load_records(p, limit) for n, p in zip(labels, data)}   # read everything first: fail before loading a model
-    if isinstance(model, (tuple, list)): (m, tok), mname = model, getattr(model[0], "name_or_path_", "model")
-    else: (m, tok), mname = load_model(model, device, dtype, adapter), model
-    param = next(m.parameters())
-    if progress and param.device.type == "cpu" and param.dtype == torch.float32 and cpu_bf16_fast():
-        print("hint: this CPU has bf16 matrix units; dtype='bfloat16' (--dtype bfloat16) scores ~3x faster, "
-              "with dataset mean NLL within ~1e-3 of fp32", file=sys.stderr)
-    out_dir = Path(out_dir)
+    sets = perplexity_sets(data, labels, limit)
+    m, tok, mname = frozen_model(model, device, dtype, adapter, progress)
+    out_dir, labels = Path(out_dir), list(sets)
     all_rows, summary, timing = [], {}, {}
-    for n, samples in sets.items():
-        rows, stats = dataset_perplexity(m, tok, samples, fmt, max_length, batch_tokens, chunk_tokens, progress, name=n)
-        all_rows += rows; summary[n] = summarize(rows, n_boot, seed); timing[n] = stats
-    ref = labels[0]
-    gaps = {n: cross_entropy_gap([r for r in all_rows if r["dataset"] == ref], [r for r in all_rows if r["dataset"] == n], n_boot, seed=seed)
-            for n in labels[1:]}
-    result = {"model": mname, "dtype": str(param.dtype).removeprefix("torch."), "think_format": think_format(tok, fmt), "max_length": max_length,
-              "data": {n: str(p) for n, p in zip(labels, data)}, "reference": ref,
+    for n, (_, samples) in sets.items():
+        rows, timing[n] = dataset_perplexity(m, tok, samples, fmt, max_length, batch_tokens, chunk_tokens, progress, n)
+        all_rows += rows
+        summary[n] = summarize(rows, n_boot, seed)
+    of = lambda n: [r for r in all_rows if r["dataset"] == n]
+    gaps = {n: cross_entropy_gap(of(labels[0]), of(n), n_boot, seed=seed) for n in labels[1:]}
+    result = {"model": mname, "dtype": str(next(m.parameters()).dtype).removeprefix("torch."),
+              "think_format": think_format(tok, fmt), "max_length": max_length,
+              "data": {n: str(p) for n, (p, _) in sets.items()}, "reference": labels[0],
               "datasets": summary, "gaps_vs_reference": gaps, "timing": timing}
-    write_jsonl(out_dir/"perplexity_records.jsonl", all_rows)
-    write_json(out_dir/"perplexity.json", result)
+    return {**result, "paths": write_perplexity(out_dir, result, all_rows)}
+
+# %% ../nbs/15_divergence.ipynb #545660e6
+def write_perplexity(out_dir, result:dict, rows:list[dict]) -> dict:
+    "Write the per-record rows, the summary and the figure; their paths."
     import matplotlib.pyplot as plt
-    fig = plot_perplexity({n: summary[n]["all"] for n in labels}, out_dir/"perplexity", title=f"Training-set perplexity under {mname}")
+    out_dir = Path(out_dir)
+    write_jsonl(out_dir/"perplexity_records.jsonl", rows)
+    write_json(out_dir/"perplexity.json", result)
+    summary = {n: d["all"] for n, d in result["datasets"].items()}
+    fig = plot_perplexity(summary, out_dir/"perplexity", title=f"Training-set perplexity under {result['model']}")
     plt.close(fig)
-    result["paths"] = {"records": str(out_dir/"perplexity_records.jsonl"), "summary": str(out_dir/"perplexity.json"),
-                       "figure": str(out_dir/"perplexity.png")}
-    return result
+    return {"records": str(out_dir/"perplexity_records.jsonl"), "summary": str(out_dir/"perplexity.json"),
+            "figure": str(out_dir/"perplexity.png")}
+
+# %% ../nbs/15_divergence.ipynb #f3026a06
+@dataclass
+class Perplexity:
+    "What `Run.perplexity` wrote: the directory, the figure, each dataset's perplexity, and the whole summary."
+    dir: Path
+    model: str
+    reference: str
+    figure: Path
+    ppl: str = ""                                              # 'name ppl [lo, hi]' per dataset
+    summary: dict = field(default_factory=dict, repr=False)    # perplexity.json
+
+    @classmethod
+    def of(cls, out, result:dict):
+        "From `run_perplexity`'s result."
+        cell = lambda n, d: f"{n} {d['ppl']:.2f} [{d['ppl_ci'][0]:.2f}, {d['ppl_ci'][1]:.2f}]"
+        ppl = "; ".join(cell(n, d["all"]) for n, d in result["datasets"].items())
+        return cls(Path(out), str(result["model"]), result["reference"], Path(result["paths"]["figure"]), ppl, result)
+
+# %% ../nbs/15_divergence.ipynb #9a2f670f
+@patch
+def perplexity(self:Run, data:list, # data files; the first is the reference (self-generated) set for the gaps
+               model=None, # the frozen model: a name or a loaded (model, tokenizer) pair (default: model.name)
+               limit:Optional[int]=None, dtype:str="auto", max_length:Optional[int]=None,
+               batch_tokens:Optional[int]=None, labels:Optional[list]=None, progress:bool=True) -> Perplexity:
+    "Training-data perplexity under the run's frozen model, written to `perplexity_dir()`."
+    out = self.perplexity_dir()
+    res = run_perplexity(model if model is not None else self.cfg.model.name, data, out, labels, limit, batch_tokens,
+                         max_length=max_length, dtype=dtype, device=self.cfg.model.device, progress=progress)
+    return Perplexity.of(out, res)
+
+# %% ../nbs/15_divergence.ipynb #96d58861
+@command("perplexity", writes="<out_dir>/perplexity/: perplexity.json, per-record rows and a figure", flags=("model", "out_dir"))
+def perplexity_command(run:Run,
+                       data:Optional[list]=None, # data files (required); the first is the self-generated reference
+                       limit:Optional[int]=None, # records per dataset
+                       dtype:str="auto", # auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16 (fast on CPUs with bf16 units)
+                       max_length:Optional[int]=None, # cut records to this many tokens
+                       batch_tokens:Optional[int]=None): # padded tokens per forward batch (default: by device)
+    "Training-data perplexity under a frozen model (the excess-KL proxy)."
+    if not data: raise ConfigError("perplexity needs --data FILE [FILE ...] (the first: the self-generated data)")
+    return run.perplexity(data, limit=limit, dtype=dtype, max_length=max_length, batch_tokens=batch_tokens)
