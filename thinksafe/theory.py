@@ -10,10 +10,11 @@ from .core import *
 from .config import *
 from .records import *
 from .store import *
+from .stats import *
 
 # %% auto #0
-__all__ = ['as_dist', 'kl', 'acceptance', 'project_safe', 'excess_kl', 'tilt', 'tilted_acceptance', 'tilt_factor',
-           'safe_log_ratio', 'excess_kl_curve', 'plot_excess_kl']
+__all__ = ['as_dist', 'kl', 'acceptance', 'project_safe', 'excess_kl', 'tilt', 'safe_log_ratio', 'excess_kl_curve',
+           'plot_excess_kl']
 
 # %% ../nbs/16_theory.ipynb #78c72c57
 def as_dist(p, name:str="p") -> np.ndarray:
@@ -25,6 +26,7 @@ def as_dist(p, name:str="p") -> np.ndarray:
     if s <= 0: raise ThinkSafeError(f"{name} has no mass")
     return p / s
 
+# %% ../nbs/16_theory.ipynb #40fc17a1
 def kl(q, p) -> float:
     "KL(q || p) in nats (inf when q is not absolutely continuous w.r.t. p)."
     q, p = as_dist(q, "q"), as_dist(p, "p")
@@ -32,6 +34,7 @@ def kl(q, p) -> float:
     if (p[m] == 0).any(): return math.inf
     return float(np.sum(q[m] * (np.log(q[m]) - np.log(p[m]))))
 
+# %% ../nbs/16_theory.ipynb #fb58b989
 def acceptance(p, safe) -> float:
     "alpha = p(S), the probability that a sample is safe."
     return float(as_dist(p)[np.asarray(safe, dtype=bool)].sum())
@@ -42,9 +45,11 @@ def project_safe(p, safe) -> tuple[np.ndarray, float]:
     p, safe = as_dist(p), np.asarray(safe, dtype=bool)
     if safe.shape != p.shape: raise ThinkSafeError(f"safe mask has shape {safe.shape}, p has {p.shape}")
     alpha = float(p[safe].sum())
-    if alpha <= 0: raise ThinkSafeError("p gives the safe set no mass (alpha = 0): no safe distribution is reachable by filtering")
+    if alpha <= 0:
+        raise ThinkSafeError("p gives the safe set no mass (alpha = 0): filtering reaches no safe distribution")
     return np.where(safe, p, 0.0) / alpha, -math.log(alpha)
 
+# %% ../nbs/16_theory.ipynb #f8d94770
 def excess_kl(q, p, safe) -> float:
     "KL(q || p+): what a safe target `q` pays beyond the projection's -log alpha."
     return kl(q, project_safe(p, safe)[0])
@@ -57,14 +62,7 @@ def tilt(p, safe, omega:float) -> np.ndarray:
     w = np.where(safe, omega * p, p)
     return w / w.sum()
 
-def tilted_acceptance(alpha:float, omega:float) -> float:
-    "alpha_omega = omega*alpha / (omega*alpha + 1 - alpha)."
-    return omega * alpha / (omega * alpha + 1 - alpha)
-
-def tilt_factor(alpha:float, alpha_steered:float) -> float:
-    "The omega that turns acceptance `alpha` into `alpha_steered` (inverse of `tilted_acceptance`)."
-    return alpha_steered * (1 - alpha) / (alpha * (1 - alpha_steered))
-
+# %% ../nbs/16_theory.ipynb #569edd75
 def safe_log_ratio(p, p_steered, safe) -> dict:
     "Exact tilt diagnostic: r(y) = log p_I(y) - log p(y) on safe y, its spread under p_I+, and KL(p_I+ || p+)."
     p, q, safe = as_dist(p), as_dist(p_steered, "p_steered"), np.asarray(safe, dtype=bool)
@@ -74,7 +72,8 @@ def safe_log_ratio(p, p_steered, safe) -> dict:
     w = q[m] / q[m].sum()                       # p_I+ on the safe outcomes
     mean = float((w * r).sum())
     return {"alpha": a, "alpha_steered": aI, "log_alpha_ratio": math.log(aI / a), "mean_r": mean,
-            "sd_r": float(np.sqrt((w * (r - mean) ** 2).sum())), "kl_target_shift": excess_kl(np.where(safe, q, 0.0), p, safe)}
+            "sd_r": float(np.sqrt((w * (r - mean) ** 2).sum())),
+            "kl_target_shift": excess_kl(np.where(safe, q, 0.0), p, safe)}
 
 # %% ../nbs/16_theory.ipynb #a083f59e
 def _dist_from(weights, zeros=()):
@@ -92,6 +91,7 @@ def excess_kl_curve(p, safe, q_teacher, ts=None) -> dict:
     return {"t": ts, "total": np.array([kl(x, p) for x in qs]), "floor": np.full(len(ts), v),
             "excess": np.array([kl(x, pp) for x in qs])}
 
+# %% ../nbs/16_theory.ipynb #0063f72d
 def plot_excess_kl(curves:dict, # {name: excess_kl_curve(...)}
                    path=None):
     "Stacked view of KL(q_t||p) = -log alpha + excess KL for one or more (p, teacher) settings."
@@ -101,9 +101,11 @@ def plot_excess_kl(curves:dict, # {name: excess_kl_curve(...)}
         ax.plot(c["t"], c["total"], color=f"C{i}", lw=2, label=f"KL(q_t || p), {name}")
         ax.plot(c["t"], c["floor"], color=f"C{i}", ls="--", lw=1, label=f"-log alpha (projection), {name}")
         ax.fill_between(c["t"], c["floor"], c["total"], color=f"C{i}", alpha=0.15)
-    ax.set_xlabel("t: teacher q_t = (1-t) p+ + t q_T"); ax.set_ylabel("nats")
+    ax.set_xlabel("t: teacher q_t = (1-t) p+ + t q_T")
+    ax.set_ylabel("nats")
     ax.set_title("Excess KL: a safe teacher pays more than the self-filtered target", fontsize=9)
-    ax.legend(fontsize=7, frameon=False); ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_ylim(bottom=0)
     ax.spines[["top", "right"]].set_visible(False)
     if path is not None: save_figure(fig, path)
     return fig
