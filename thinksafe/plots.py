@@ -5,17 +5,20 @@
 # %% ../nbs/20_plots.ipynb #494bb732
 from __future__ import annotations
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 from .core import *
 from .config import *
 from .records import *
 from .store import *
+from .run import Run, command
 
 # %% auto #0
-__all__ = ['PAPER_METHODS', 'QWEN3_SIZES', 'PAPER_HEADLINE_QWEN3_4B', 'HARM', 'REASON', 'RUN_KEYS', 'METHOD_STYLE', 'paper_table',
-           'paper_headline', 'dominates', 'pareto_frontier', 'load_runs', 'pd_concat', 'plot_pareto', 'plot_headline',
-           'paper_figures', 'plot_training_curves', 'plot_perplexity', 'plot_excess_kl', 'plot_acceptance', 'plot_tilt']
+__all__ = ['PAPER_METHODS', 'QWEN3_SIZES', 'PAPER_HEADLINE_QWEN3_4B', 'HARM', 'REASON', 'RUN_KEYS', 'METHOD_STYLE', 'RUN_MARKERS',
+           'PAPER_AXES', 'PAPER_BENCHMARKS', 'paper_table', 'paper_headline', 'dominates', 'pareto_frontier',
+           'load_runs', 'pd_concat', 'plot_pareto', 'plot_headline', 'paper_figures', 'Figures', 'figures',
+           'plot_training_curves', 'plot_perplexity', 'plot_excess_kl', 'plot_acceptance', 'plot_tilt']
 
 # %% ../nbs/20_plots.ipynb #4243d3d5
 PAPER_METHODS = ("Initial", "DirectRefusal", "SafeChain", "STAR-1", "SafePath", "SafeKey", "ThinkSafe")
@@ -68,7 +71,9 @@ def pareto_frontier(df, x:str=HARM, # minimised
     keep, best, last = [], float("-inf"), None
     for idx, row in d.iterrows():
         pt = (row[x], row[y])
-        if row[y] > best or pt == last: keep.append(idx); best = max(best, row[y]); last = pt
+        if row[y] > best or pt == last:
+            keep.append(idx)
+            best, last = max(best, row[y]), pt
     return d.loc[keep]
 
 # %% ../nbs/20_plots.ipynb #f40b566d
@@ -105,48 +110,92 @@ METHOD_STYLE = {  # marker, colour, size
     "STAR-1": ("D", "#9467bd", 55), "SafePath": ("^", "#ff7f0e", 70), "SafeKey": ("P", "#8c564b", 80),
     "ThinkSafe": ("*", "#d62728", 260),
 }
+RUN_MARKERS = [("X", "#000000", 90), ("h", "#17becf", 80), ("p", "#e377c2", 80), ("d", "#bcbd22", 70),
+               ("8", "#000000", 70), ("H", "#17becf", 70)]   # your runs: markers and colours no paper method uses
+PAPER_AXES = ("safety avg: harmful % (lower is better)", "reasoning avg: pass@1 % (higher is better)")
+PAPER_BENCHMARKS = ("HarmBench, StrongREJECT, WildJailbreak", "AIME 2024, GPQA-Diamond, MATH-500, GSM8K")
 
+# %% ../nbs/20_plots.ipynb #1c0e7a11
 def _frontier_line(ax, pts, color="#444444"):
     "Dashed staircase through frontier points (sorted by harm), each point ringed."
     xs, ys = pts[HARM].tolist(), pts[REASON].tolist()
     sx, sy = [], []
     for i, (x, y) in enumerate(zip(xs, ys)):
-        if i: sx.append(x); sy.append(ys[i - 1])
-        sx.append(x); sy.append(y)
+        if i: sx, sy = sx + [x], sy + [ys[i - 1]]
+        sx, sy = sx + [x], sy + [y]
     ax.plot(sx, sy, ls="--", lw=1.1, color=color, zorder=1)
     ax.scatter(xs, ys, s=330, facecolors="none", edgecolors=color, lw=1.0, zorder=2)
 
+# %% ../nbs/20_plots.ipynb #1c0e7a13
+def _draw_runs(ax, runs, with_size:bool=False):
+    "Each run with its marker (by its row in `runs`), its 95% error bars when known, and its name."
+    for i, r in runs.iterrows():
+        mk, col, sz = RUN_MARKERS[i % len(RUN_MARKERS)]
+        x, y = float(r[HARM]), float(r[REASON])
+        if all(k in r and r[k] == r[k] for k in ("harm_lo", "harm_hi", "reason_lo", "reason_hi")):
+            ax.errorbar(x, y, xerr=[[x - r["harm_lo"]], [r["harm_hi"] - x]], yerr=[[y - r["reason_lo"]], [r["reason_hi"] - y]],
+                        fmt="none", ecolor=col, alpha=0.6, lw=1, zorder=3)
+        ax.scatter(x, y, marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=4, label=str(r["name"]))
+        has_size = with_size and r.get("size_b") is not None and r["size_b"] == r["size_b"]
+        ax.annotate(str(r["name"]) + (f" ({float(r['size_b']):g}B)" if has_size else ""), (x, y),
+                    textcoords="offset points", xytext=(6, 5), fontsize=8)
+
+# %% ../nbs/20_plots.ipynb #1c0e7a14
 def _panel(ax, g, title, runs=None):
+    "One paper panel: its methods, the frontier over them and the runs on it, the runs themselves."
     for _, r in g.iterrows():
         mk, col, sz = METHOD_STYLE.get(r["method"], ("o", "#17becf", 60))
-        ax.scatter(r[HARM], r[REASON], marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=3, label=r["method"])
+        ax.scatter(r[HARM], r[REASON], marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=3,
+                   label=r["method"])
     pts = g if runs is None or runs.empty else pd_concat([g, runs])
     _frontier_line(ax, pareto_frontier(pts))
-    if runs is not None and not runs.empty:
-        for _, r in runs.iterrows():
-            ax.scatter(r[HARM], r[REASON], marker="X", color="black", s=90, zorder=4, label="your runs")
-            ax.annotate(str(r["name"]), (r[HARM], r[REASON]), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    if runs is not None and not runs.empty: _draw_runs(ax, runs)
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    xs, ys = pts[HARM], pts[REASON]
+    xs, ys = pts[HARM].astype(float), pts[REASON].astype(float)
     padx, pady = max(2.0, 0.1 * (xs.max() - xs.min())), max(1.0, 0.15 * (ys.max() - ys.min()))
-    ax.set_xlim(max(-1, xs.min() - padx), xs.max() + padx); ax.set_ylim(ys.min() - pady, ys.max() + pady)
+    ax.set_xlim(max(-1, xs.min() - padx), xs.max() + padx)
+    ax.set_ylim(ys.min() - pady, ys.max() + pady)
+
+def _runs_panel(ax, extra):
+    "The panel of runs of other model sizes: their own frontier, each run with its size."
+    _frontier_line(ax, pareto_frontier(extra))
+    _draw_runs(ax, extra, with_size=True)
+    ax.set_title("your runs (other model sizes)", fontsize=11)
+    ax.grid(alpha=0.3)
+    xs, ys = extra[HARM].astype(float), extra[REASON].astype(float)
+    padx, pady = max(8.0, 0.2 * (xs.max() - xs.min())), max(4.0, 0.25 * (ys.max() - ys.min()))
+    ax.set_xlim(max(-2, xs.min() - padx), min(102, xs.max() + padx))
+    ax.set_ylim(max(-2, ys.min() - pady), min(102, ys.max() + pady))
 
 def pd_concat(frames):
     import pandas as pd
     return pd.concat([f for f in frames if f is not None and not f.empty], ignore_index=True)
 
+# %% ../nbs/20_plots.ipynb #1c0e7a15
+def _legend(fig, axes):
+    "One legend for all panels, the frontier included."
+    from matplotlib.lines import Line2D
+    handles = {}
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()): handles.setdefault(l, h)
+    handles["Pareto frontier"] = Line2D([], [], ls="--", color="#444444", marker="o", markerfacecolor="none", markersize=11)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 9), frameon=False,
+               bbox_to_anchor=(0.5, -0.08), fontsize=9, markerscale=0.8)
+
 def plot_pareto(table=None, # the paper's table (default) or any frame with method, size_b and the two averages
-                runs=None, # a load_runs() frame to overlay
+                runs=None, # a load_runs() frame to overlay (with harm_lo/harm_hi/reason_lo/reason_hi: error bars)
                 sizes:Optional[Sequence[float]]=None, # panels (default: every size in the table)
-                title:str="Safety vs reasoning on Qwen3 (ThinkSafe paper)"):
+                title:str="Safety vs reasoning on Qwen3 (ThinkSafe paper)",
+                runs_axes:Optional[tuple]=None): # (x, y) labels of the runs' own axes: which benchmarks they average
     "Per-size Pareto panels; returns the matplotlib figure."
     import matplotlib.pyplot as plt
     import pandas as pd
     table = paper_table() if table is None else table
     sizes = list(sizes or sorted(table["size_b"].unique()))
-    runs = runs if runs is not None else pd.DataFrame(columns=["name", "size_b", HARM, REASON])
-    on_panel = {s: runs[runs["size_b"].apply(lambda v: v is not None and v == v and abs(float(v) - s) <= 0.1 * s)] for s in sizes}
+    runs = (runs if runs is not None else pd.DataFrame(columns=["name", "size_b", HARM, REASON])).reset_index(drop=True)
+    near = lambda v, s: v is not None and v == v and abs(float(v) - s) <= 0.1 * s
+    on_panel = {s: runs[runs["size_b"].apply(lambda v: near(v, s))] for s in sizes}
     placed = set().union(*[set(v.index) for v in on_panel.values()]) if on_panel else set()
     extra = runs.loc[[i for i in runs.index if i not in placed]]
     ncol = len(sizes) + (1 if not extra.empty else 0)
@@ -154,28 +203,17 @@ def plot_pareto(table=None, # the paper's table (default) or any frame with meth
     axes = axes[0]
     for ax, s in zip(axes, sizes):
         _panel(ax, table[table["size_b"] == s], f"Qwen3-{_size_label(s)}", on_panel[s])
+        ours = f"\nyour runs: {runs_axes[0]}" if runs_axes and not on_panel[s].empty else ""
+        ax.set_xlabel(PAPER_AXES[0] + ours, fontsize=8)
+    axes[0].set_ylabel(PAPER_AXES[1], fontsize=9)
     if not extra.empty:
-        ax = axes[-1]
-        _frontier_line(ax, pareto_frontier(extra))
-        for _, r in extra.iterrows():
-            size = f" ({float(r['size_b']):g}B)" if r.get("size_b") is not None and r["size_b"] == r["size_b"] else ""
-            ax.scatter(r[HARM], r[REASON], marker="X", color="black", s=90, zorder=4, label="your runs")
-            ax.annotate(f"{r['name']}{size}", (r[HARM], r[REASON]), textcoords="offset points", xytext=(0, 12),
-                        ha="center", fontsize=8)
-        ax.set_title("your runs (other model sizes)", fontsize=11); ax.grid(alpha=0.3)
-        xs, ys = extra[HARM].astype(float), extra[REASON].astype(float)
-        padx, pady = max(8.0, 0.2 * (xs.max() - xs.min())), max(4.0, 0.25 * (ys.max() - ys.min()))
-        ax.set_xlim(max(-2, xs.min() - padx), min(102, xs.max() + padx)); ax.set_ylim(max(-2, ys.min() - pady), min(102, ys.max() + pady))
-    for ax in axes: ax.set_xlabel("safety avg: harmful % (lower is better)", fontsize=9)
-    axes[0].set_ylabel("reasoning avg: pass@1 % (higher is better)", fontsize=9)
-    handles, labels = {}, []
-    for ax in axes:
-        for h, l in zip(*ax.get_legend_handles_labels()): handles.setdefault(l, h)
-    from matplotlib.lines import Line2D
-    handles["Pareto frontier"] = Line2D([], [], ls="--", color="#444444", marker="o", markerfacecolor="none", markersize=11)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 9), frameon=False,
-               bbox_to_anchor=(0.5, -0.08), fontsize=9, markerscale=0.8)
-    fig.suptitle(title, fontsize=12)
+        _runs_panel(axes[-1], extra)
+        x, y = runs_axes or PAPER_AXES
+        axes[-1].set_xlabel(f"your runs: {x}", fontsize=8)
+        axes[-1].set_ylabel(f"your runs: {y}", fontsize=8)
+    _legend(fig, axes)
+    fig.suptitle(f"{title}\npaper: safety avg over {PAPER_BENCHMARKS[0]}; reasoning avg over {PAPER_BENCHMARKS[1]}",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -211,6 +249,22 @@ def paper_figures(out_dir="figures", # where the PNG and PDF files go
     frontier = {_size_label(s): pareto_frontier(g)["method"].tolist() for s, g in table.groupby("size_b")}
     return {"pareto_png": str(pareto[0]), "pareto_pdf": str(pareto[1]), "headline_png": str(headline[0]),
             "headline_pdf": str(headline[1]), "runs": 0 if run_df is None else len(run_df), "frontier": frontier}
+
+# %% ../nbs/20_plots.ipynb #2f1c0a02
+@dataclass
+class Figures:
+    "What `thinksafe figures` wrote."
+    pareto: str     # the Pareto figure (PNG; a PDF beside it)
+    headline: str   # the Qwen3-4B headline figure (PNG; a PDF beside it)
+    runs: int       # runs overlaid
+
+@command("figures", writes="pareto_qwen3.png/.pdf and headline_qwen3_4b.png/.pdf in --out (default figures/)", flags=())
+def figures(run:Run,
+            out:str="figures", # where the figures go
+            runs:Optional[list]=None): # summary.json or results.json files, or run folders, to overlay
+    "The paper's Pareto figure from its published table, with your runs overlaid."
+    res = paper_figures(out, runs)
+    return Figures(res["pareto_png"], res["headline_png"], res["runs"])
 
 # %% ../nbs/20_plots.ipynb #7bea3727
 def plot_training_curves(*args, **kwargs):
