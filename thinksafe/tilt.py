@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_tilt.ipynb #4ecfcd05
 from __future__ import annotations
-import math, dataclasses
+import json, math, dataclasses
 from pathlib import Path
 from typing import Optional, Sequence, Callable
 import numpy as np
@@ -15,11 +15,16 @@ from .store import *
 from .models import *
 from .divergence import encode_record, response_logprobs, naive_response_logprobs
 from .theory import tilt, acceptance, safe_log_ratio, project_safe, kl
+from .stats import *
+from .run import *
+from fastcore.basics import patch
+from dataclasses import dataclass, field
 
 # %% auto #0
 __all__ = ['UNTEMPERED', 'is_steered', 'is_plain', 'smoothed_rate', 'acceptance_counts', 'summarize_tilt', 'sampling_settings',
            'describe_settings', 'sampled_logprobs', 'response_logprobs_sampled', 'log_ratios', 'drawn_settings',
-           'tilt_diagnostic', 'plot_tilt', 'synthesis_samples', 'run_tilt']
+           'tilt_diagnostic', 'plot_tilt', 'synthesis_samples', 'check_tilt_samples', 'write_tilt', 'run_tilt', 'Tilt',
+           'tilt_command']
 
 # %% ../nbs/17_tilt.ipynb #210e0bfa
 def is_steered(s:Sample) -> bool:
@@ -34,14 +39,17 @@ def smoothed_rate(k:int, n:int) -> float:
     "Add-one-half acceptance rate (k + 0.5) / (n + 1): finite log ratios when k is 0 or n."
     return (k + 0.5) / (n + 1)
 
-def acceptance_counts(samples:Sequence[Sample]) -> dict:
+def acceptance_counts(samples:Sequence[Sample],
+                      judge:Optional[str]=None) -> dict: # whose verdicts (default: `default_judge`)
     "Per prompt id: `{n_plain, safe_plain, n_steered, safe_steered}` over judged harmful samples."
-    out = {}
+    judge, out = judge or default_judge(samples), {}
     for s in samples:
-        if s.verdict not in ("safe", "unsafe") or not s.harmful: continue
+        v = verdict_of(s, judge)
+        if v not in ("safe", "unsafe") or not s.harmful: continue
         c = out.setdefault(s.prompt_id, {"n_plain": 0, "safe_plain": 0, "n_steered": 0, "safe_steered": 0})
         g = "steered" if is_steered(s) else "plain"
-        c[f"n_{g}"] += 1; c[f"safe_{g}"] += s.verdict == "safe"
+        c[f"n_{g}"] += 1
+        c[f"safe_{g}"] += v == "safe"
     return out
 
 # %% ../nbs/17_tilt.ipynb #29a20533
@@ -188,20 +196,25 @@ def tilt_diagnostic(model, tok, samples:Sequence[Sample], # judged harmful sampl
                     fmt:str="auto", counts:Optional[dict]=None, # acceptance counts per prompt id (default: from `samples`)
                     batch_tokens:int=8192, max_length:Optional[int]=None, steer_ctx:Optional[Callable]=None,
                     tol:float=0.1, progress:bool=True,
-                    settings:Optional[dict]=None, # scoring settings; default (and required match): those the samples were drawn with
+                    settings:Optional[dict]=None, # scoring settings; default (and required match): the drawn ones
+                    judge:Optional[str]=None, # whose verdicts (default: `default_judge`)
                    ) -> dict:
-    "Per-prompt spread of r over safe steered samples and its agreement with log(alpha_steered/alpha_plain), under the sampled distribution."
+    "Per-prompt spread of r over safe steered samples against log(alpha_steered/alpha_plain), as sampled."
     samples = list(samples)
-    steered = [s for s in samples if is_steered(s) and s.verdict in ("safe", "unsafe") and s.response]
-    if not steered: raise ThinkSafeError("no judged steered harmful samples to diagnose (need Samples with steering != 'none' and a verdict)")
-    used = steered + [s for s in samples if is_plain(s) and s.verdict in ("safe", "unsafe")]
-    st = drawn_settings(used, settings)
-    counts = acceptance_counts(samples) if counts is None else counts
+    judge = judge or default_judge(samples)
+    ok = lambda s: verdict_of(s, judge) in ("safe", "unsafe")
+    steered = [s for s in samples if is_steered(s) and ok(s) and s.response]
+    if not steered:
+        raise ThinkSafeError("no judged steered harmful samples to diagnose (need Samples with steering != 'none' "
+                             f"and a verdict of {judge!r})")
+    st = drawn_settings(steered + [s for s in samples if is_plain(s) and ok(s)], settings)
+    counts = acceptance_counts(samples, judge) if counts is None else counts
     r = log_ratios(model, tok, steered, fmt, batch_tokens, max_length, steer_ctx, progress, settings=st)
-    rows = [{"prompt_id": s.prompt_id, "sample_idx": s.sample_idx, "verdict": s.verdict, "r": ri,
+    rows = [{"prompt_id": s.prompt_id, "sample_idx": s.sample_idx, "verdict": verdict_of(s, judge), "r": ri,
              "n_tokens": None, "prompt": s.prompt[:200]} for s, ri in zip(steered, r)]
     out = summarize_tilt(rows, counts, tol)
-    out["aggregate"].update(n_token_mismatch_or_outside_support=sum(ri is None for ri in r), scored_under=describe_settings(st))
+    out["aggregate"].update(n_token_mismatch_or_outside_support=sum(ri is None for ri in r),
+                            scored_under=describe_settings(st), judge=judge)
     out["rows"] = rows
     return out
 
@@ -246,44 +259,95 @@ def plot_tilt(result:dict, path=None, title:str="Is refusal steering a tilt?"):
     return fig
 
 # %% ../nbs/17_tilt.ipynb #1660226c
-def synthesis_samples(cfg:RunConfig, samples_path=None) -> tuple[list[Sample], str]:
-    "`(samples, where)`: the given files, else the judged stores of the run's synthesis directory, else <out_dir>/samples*.jsonl or synth.out."
-    run = Path(cfg.out_dir)
+def synthesis_samples(run:Run, samples_path=None) -> tuple[list[Sample], str]:
+    "`(samples, where)`: the given files, else the judged stores of the run's synthesis, else its older files."
+    d = run.synth_dir()
+    if samples_path is None and Store(d, STEERED).files():
+        return [s for n in (STEERED, PLAIN) if Store(d, n).files() for s in stored_samples(d, n)], str(d)
     if samples_path is None:
-        try:
-            from thinksafe.stages import synth_dir, stored_samples, STEERED, PLAIN
-            d = synth_dir(cfg)
-            if (d/f"{STEERED}.jsonl").exists():
-                return [s for n in (STEERED, PLAIN) if (d/f"{n}.jsonl").exists() for s in stored_samples(d, n)], str(d)
-        except ImportError: pass
-        paths = [p for p in (run/"samples.jsonl", run/"samples_unsteered.jsonl") if p.exists()] or [run/cfg.synth.out]
+        old = [run.root/"samples.jsonl", run.root/"samples_unsteered.jsonl"]
+        paths = [p for p in old if p.exists()] or [run.records_path()]
     else: paths = [Path(p) for p in ([samples_path] if isinstance(samples_path, (str, Path)) else samples_path)]
     for p in paths:
         if not p.exists(): raise DataError("no synthesis output to diagnose (run synthesis first)", p)
-    return [s for p in paths for s in read_samples(p, repair=False)], ", ".join(map(str, paths))
+    return [s for p in paths for s in read_records(p)], ", ".join(map(str, paths))
 
-def run_tilt(cfg:RunConfig, samples_path=None, # a path or list of paths (default: the synthesis stores, else <out_dir>/samples*.jsonl, else <out_dir>/<synth.out>)
-             stats_path=None, # default: <out_dir>/synth_stats.json (copied into tilt.json when present)
-             model=None, # a loaded `(model, tokenizer)` pair (default: load `cfg.model`)
-             out_dir=None, steer_ctx:Optional[Callable]=None, tol:float=0.1, progress:bool=True,
-             settings:Optional[dict]=None, # scoring settings (default: those the samples were drawn with)
-            ) -> dict:
-    "Tilt diagnostic of a run's synthesis output; writes tilt.json, tilt_records.jsonl and a figure."
-    import json
-    out_dir = Path(out_dir or cfg.out_dir)
-    samples, sp = synthesis_samples(cfg, samples_path)
+# %% ../nbs/17_tilt.ipynb #4d94d85e
+def check_tilt_samples(samples:Sequence[Sample], where:str, judge:Optional[str], steer_ctx=None):
+    "Refuse samples the diagnostic cannot read: activation steering without `steer_ctx`, no judged plain samples."
     if any("activation" in (s.steering or "") for s in samples if is_steered(s)) and steer_ctx is None:
-        raise ConfigError("samples were drawn with activation steering: pass steer_ctx (an ActivationSteering factory) to score the steered context")
-    if not any(is_plain(s) and s.verdict in ("safe", "unsafe") for s in samples):
-        raise DataError("no plain (unsteered) harmful samples, so alpha_plain is unknown: synthesise with synth.compare_steering: true", sp)
-    m, tok = model if model is not None else load_from_config(cfg.model)
-    res = tilt_diagnostic(m, tok, samples, cfg.model.think_format, tol=tol, steer_ctx=steer_ctx, progress=progress, settings=settings)
-    stats = Path(stats_path) if stats_path else Path(cfg.out_dir)/"synth_stats.json"
-    summary = {"samples": str(sp), "model": cfg.model.name, "aggregate": res["aggregate"], "prompts": res["prompts"],
-               "synth_stats": json.loads(stats.read_text()) if stats.exists() else None}
+        raise ConfigError("samples were drawn with activation steering: pass steer_ctx (an ActivationSteering factory) "
+                          "to score the steered context")
+    if not any(is_plain(s) and verdict_of(s, judge) in ("safe", "unsafe") for s in samples):
+        raise DataError("no plain (unsteered) harmful samples, so alpha_plain is unknown: synthesise with "
+                        "synth.compare_steering: true", where)
+
+def write_tilt(out_dir, summary:dict, res:dict, model:str) -> dict:
+    "Write tilt.json, tilt_records.jsonl and the figure; their paths."
+    import matplotlib.pyplot as plt
+    out_dir = Path(out_dir)
     write_json(out_dir/"tilt.json", summary)
     write_jsonl(out_dir/"tilt_records.jsonl", res["rows"])
-    import matplotlib.pyplot as plt
-    fig = plot_tilt(res, out_dir/"tilt", title=f"Is refusal steering a tilt? ({cfg.model.name})"); plt.close(fig)
-    summary["paths"] = {"summary": str(out_dir/"tilt.json"), "records": str(out_dir/"tilt_records.jsonl"), "figure": str(out_dir/"tilt.png")}
-    return summary
+    fig = plot_tilt(res, out_dir/"tilt", title=f"Is refusal steering a tilt? ({model})")
+    plt.close(fig)
+    return {"summary": str(out_dir/"tilt.json"), "records": str(out_dir/"tilt_records.jsonl"),
+            "figure": str(out_dir/"tilt.png")}
+
+# %% ../nbs/17_tilt.ipynb #21ea48c1
+def run_tilt(cfg:RunConfig, samples_path=None, # a path or list of paths (default: the run's synthesis, see above)
+             stats_path=None, # default: the synthesis's synth_stats.json (copied into tilt.json when present)
+             model=None, # a loaded `(model, tokenizer)` pair (default: load `cfg.model`)
+             out_dir=None, # default: `Run(cfg).tilt_dir()`
+             steer_ctx:Optional[Callable]=None, tol:float=0.1, progress:bool=True,
+             settings:Optional[dict]=None, # scoring settings (default: those the samples were drawn with)
+             judge:Optional[str]=None, # whose verdicts (default: `default_judge`)
+            ) -> dict:
+    "Tilt diagnostic of a run's synthesis output; writes tilt.json, tilt_records.jsonl and a figure."
+    run = Run(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else run.tilt_dir()
+    samples, where = synthesis_samples(run, samples_path)
+    judge = judge or default_judge(samples)
+    check_tilt_samples(samples, where, judge, steer_ctx)
+    m, tok = model if model is not None else load_from_config(cfg.model)
+    res = tilt_diagnostic(m, tok, samples, cfg.model.think_format, tol=tol, steer_ctx=steer_ctx, progress=progress,
+                          settings=settings, judge=judge)
+    stats = Path(stats_path) if stats_path else run.synth_stats_path()
+    summary = {"samples": str(where), "model": cfg.model.name, "aggregate": res["aggregate"], "prompts": res["prompts"],
+               "synth_stats": json.loads(stats.read_text()) if stats.exists() else None}
+    return {**summary, "paths": write_tilt(out_dir, summary, res, cfg.model.name)}
+
+# %% ../nbs/17_tilt.ipynb #11741c3f
+@dataclass
+class Tilt:
+    "What `Run.tilt` wrote: where, the headline numbers, and the whole summary."
+    dir: Path
+    samples: str
+    n_prompts_compared: int
+    median_shift: Optional[float]
+    median_sd_r: Optional[float]
+    frac_consistent: Optional[float]
+    figure: Path
+    summary: dict = field(default_factory=dict, repr=False)   # tilt.json
+
+    @classmethod
+    def of(cls, out, res:dict):
+        a = res["aggregate"]
+        return cls(Path(out), res["samples"], a["n_prompts_compared"], a["median_shift"], a["median_sd_r"],
+                   a["frac_consistent"], Path(res["paths"]["figure"]), res)
+
+@patch
+def tilt(self:Run, samples_path=None, # files of judged samples (default: the run's synthesis)
+         model=None, # a loaded `(model, tokenizer)` pair (default: the run's model)
+         steer_ctx:Optional[Callable]=None, tol:float=0.1, progress:bool=True, settings:Optional[dict]=None,
+         judge:Optional[str]=None) -> Tilt:
+    "The tilt diagnostic of the run's synthesis, written to `tilt_dir()`."
+    res = run_tilt(self.cfg, samples_path, None, model, self.tilt_dir(), steer_ctx, tol, progress, settings, judge)
+    return Tilt.of(self.tilt_dir(), res)
+
+# %% ../nbs/17_tilt.ipynb #3648d8f6
+@command("tilt", writes="<out_dir>/tilt/: tilt.json, tilt_records.jsonl and a figure", flags=("model", "out_dir"),
+         loads_student=True)
+def tilt_command(run:Run,
+                 judge:Optional[str]=None): # the judgment key whose verdicts count (default: the first judge's)
+    "The tilt-assumption diagnostic on the steered samples of the run's synthesis."
+    return run.tilt(judge=judge)
