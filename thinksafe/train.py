@@ -4,10 +4,11 @@
 
 # %% ../nbs/12_train.ipynb #459d6cdf
 from __future__ import annotations
-import os, re, json, math, time, copy, shutil, hashlib, itertools
+import os, re, json, math, time, copy, shutil, hashlib, itertools, dataclasses, importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
+from fastcore.basics import patch
 import torch, torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from datasets import Dataset
@@ -19,14 +20,17 @@ from .config import *
 from .records import *
 from .store import *
 from .models import *
+from .run import *
+from .stats import wilson
 
 # %% auto #0
-__all__ = ['LOGITS_IN_MEMORY', 'normalize_response', 'load_sft_records', 'tokenize_example', 'sft_dataset', 'SFTCollator',
-           'collate', 'seq_bounds', 'packed_attention', 'FastDropout', 'fast_dropout', 'unwrap', 'final_hidden',
-           'response_losses', 'reduce_losses', 'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer', 'lora_config', 'world_size',
-           'grad_accum', 'sft_config', 'n_params', 'training_entry', 'write_run_compute', 'ComputeCallback',
-           'loss_curves', 'plot_curves', 'training_fingerprint', 'check_training_inputs', 'run_sft', 'response_kl',
-           'response_nll', 'budget_forced_generate']
+__all__ = ['LOGITS_IN_MEMORY', 'REPORT_PACKAGES', 'normalize_response', 'training_samples', 'sft_records', 'tokenize_example',
+           'sft_dataset', 'SFTCollator', 'collate', 'seq_bounds', 'packed_attention', 'FastDropout', 'fast_dropout',
+           'unwrap', 'final_hidden', 'response_losses', 'reduce_losses', 'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer',
+           'lora_config', 'world_size', 'grad_accum', 'report_to', 'sft_config', 'base_params', 'training_entry',
+           'write_run_compute', 'ComputeCallback', 'loss_curves', 'plot_curves', 'training_fingerprint',
+           'check_training_inputs', 'trained_before', 'student_copy', 'sft_trainer', 'save_sft', 'run_sft', 'Trained',
+           'train_run', 'round_row', 'rates', 'response_kl', 'response_nll', 'budget_forced_generate']
 
 # %% ../nbs/12_train.ipynb #fb277307
 def normalize_response(text:str) -> Optional[str]:
@@ -37,35 +41,26 @@ def normalize_response(text:str) -> Optional[str]:
     return re.sub(r"</think>\n(?!\n)", "</think>\n\n", t)
 
 # %% ../nbs/12_train.ipynb #62f4bae6
-_PROMPT_KEYS, _LABEL_KEYS = ("prompt", "instruction", "question"), ("label", "prompt_label")
+def training_samples(data, # a record file, or a list of `Sample`s (or dicts of their fields)
+                     default_label:Optional[str]=None) -> list[Sample]: # label of records without one (STAR-1)
+    "The records of `data` as `Sample`s, read through `read_records` (every one needs a response)."
+    if isinstance(data, (str, Path)): return read_records(data, default_label, require_response=True)
+    return [s if isinstance(s, Sample) else Sample.from_dict({"label": default_label, **s} if default_label else s,
+                                                             "<records>", i) for i, s in enumerate(data, 1)]
 
-def _field(r:dict, keys, what, path, line, required=True):
-    for k in keys:
-        if r.get(k) is not None:
-            if not isinstance(r[k], str): raise DataError(f"field {k!r} must be a string, got {type(r[k]).__name__}", path, line)
-            return r[k]
-    if required: raise DataError(f"missing {what} (one of {', '.join(map(repr, keys))})", path, line)
-
-def load_sft_records(data, # a JSONL/JSON file, or a list of `Sample`s / dicts
-                     default_label:Optional[str]=None, # label for records without one (STAR-1: 'vanilla_harmful')
-                    ) -> tuple[list[dict], dict]:
+def sft_records(data, # a record file, or a list of `Sample`s (or dicts of their fields)
+                default_label:Optional[str]=None, # label of records without one (STAR-1: 'vanilla_harmful')
+                judge:Optional[str]=None) -> tuple[list[dict], dict]: # whose verdict must be safe (default: `default_judge`)
     "Normalised `{prompt, response, label}` records and counts of what was dropped and why."
-    if isinstance(data, (str, Path)): path, rows = Path(data), load_table(data)
-    else: path, rows = "<records>", [{**(r.to_dict() if hasattr(r, "to_dict") else r), "_line": i} for i, r in enumerate(data, 1)]
-    out, stats = [], {"read": len(rows), "kept": 0, "unclosed_think": 0, "not_safe": 0, "skipped": 0}
-    for r in rows:
-        line = r.get("_line")
-        if not isinstance(r, dict): raise DataError("expected a record (JSON object)", path, line)
-        prompt = _field(r, _PROMPT_KEYS, "prompt", path, line)
-        response = _field(r, ("response",), "response", path, line)
-        label = _field(r, _LABEL_KEYS, "label", path, line, required=default_label is None) or default_label
-        if not prompt.strip(): raise DataError("empty prompt", path, line)
-        if label not in LABELS: raise DataError(f"unknown label {label!r} (expected one of {', '.join(LABELS)})", path, line)
-        if (r.get("meta") or {}).get("skipped"): stats["skipped"] += 1; continue
-        if r.get("verdict") not in (None, "safe"): stats["not_safe"] += 1; continue
-        resp = normalize_response(response)
-        if resp is None: stats["unclosed_think"] += 1; continue
-        out.append({"prompt": prompt, "response": resp, "label": label})
+    samples = training_samples(data, default_label)
+    judge = judge or default_judge(samples)
+    out, stats = [], {"read": len(samples), "kept": 0, "unclosed_think": 0, "not_safe": 0, "skipped": 0}
+    for s in samples:
+        resp = normalize_response(s.response)
+        why = ("skipped" if s.skipped or s.meta.get("skipped") else
+               "not_safe" if verdict_of(s, judge) not in (None, "safe") else "unclosed_think" if resp is None else None)
+        if why: stats[why] += 1
+        else: out.append({"prompt": s.prompt, "response": resp, "label": s.label})
     stats["kept"] = len(out)
     return out, stats
 
@@ -328,14 +323,29 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 def grad_accum(tc:TrainConfig, world:Optional[int]=None, batch_key:str="effective_batch_size") -> int:
-    "Accumulation steps keeping `train.<batch_key>` per optimizer step over `world` processes (`gradient_accumulation_steps` when set)."
+    "Accumulation steps keeping `train.<batch_key>` per optimizer step over `world` processes (or the fixed setting)."
     if tc.gradient_accumulation_steps is not None: return tc.gradient_accumulation_steps
     world, total = world or world_size(), getattr(tc, batch_key)
     per = tc.per_device_batch_size * world
-    if total % per: raise ConfigError(f"train.{batch_key}={total} is not divisible by per_device_batch_size x processes = {tc.per_device_batch_size} x {world}: "
-                                      f"change train.per_device_batch_size, train.{batch_key} or the number of processes")
+    if total % per:
+        raise ConfigError(f"train.{batch_key}={total} is not divisible by per_device_batch_size x processes = "
+                          f"{tc.per_device_batch_size} x {world}: change train.per_device_batch_size, "
+                          f"train.{batch_key} or the number of processes")
     return total // per
 
+# %% ../nbs/12_train.ipynb #9e32ba7b
+REPORT_PACKAGES = {"trackio": "trackio", "wandb": "wandb", "tensorboard": "tensorboard"}
+
+def report_to(tc:TrainConfig) -> str:
+    "`train.report_to` for the trainer's configuration; a logger whose package is missing is a `ConfigError`."
+    if tc.report_to == "none": return "none"
+    pkg = REPORT_PACKAGES[tc.report_to]
+    if importlib.util.find_spec(pkg) is None:
+        raise ConfigError(f"train.report_to={tc.report_to}: the package {pkg!r} is not installed "
+                          f"(pip install {pkg}, or set train.report_to: none)")
+    return tc.report_to
+
+# %% ../nbs/12_train.ipynb #f86c9ffd
 def sft_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None, **overrides) -> ThinkSafeSFTConfig:
     "The trainer configuration of a run: paper defaults from `TrainConfig`, checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -343,36 +353,33 @@ def sft_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=No
         per_device_train_batch_size=tc.per_device_batch_size, gradient_accumulation_steps=grad_accum(tc, world),
         num_train_epochs=tc.epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
         max_grad_norm=tc.max_grad_norm, gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False,
-        use_cpu=device == "cpu", optim="adamw_torch", max_length=tc.max_length, save_steps=tc.save_steps, save_total_limit=2,
-        logging_steps=tc.logging_steps, seed=tc.seed, data_seed=tc.seed, report_to="none", completion_only_loss=tc.mask_prompt,
-        kl=tc.loss_type == "sft+kl", kl_weight=tc.kl_weight, kl_chunk=tc.kl_chunk, kl_reduction=tc.kl_reduction,
-        packed=tc.padding_free, disable_tqdm=False, dataloader_num_workers=0)
+        use_cpu=device == "cpu", optim="adamw_torch", max_length=tc.max_length, save_steps=tc.save_steps,
+        save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, data_seed=tc.seed, report_to=report_to(tc),
+        completion_only_loss=tc.mask_prompt, kl=tc.loss_type == "sft+kl", kl_weight=tc.kl_weight, kl_chunk=tc.kl_chunk,
+        kl_reduction=tc.kl_reduction, packed=tc.padding_free, disable_tqdm=False, dataloader_num_workers=0)
     kw.update(overrides)
     return ThinkSafeSFTConfig(**kw)
 
 # %% ../nbs/12_train.ipynb #1cacd11c
-def n_params(model) -> int:
+def base_params(model) -> int:
     "Parameter count of the base network (adapters excluded)."
     base = _base(model)
     return sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
 
 def training_entry(n:int, tokens:int, wall_s:float, forward_tokens:int=0, prior:Optional[dict]=None, **extra) -> dict:
-    "The 'training' stage: 4N per trained token (LoRA) plus 2N per token of frozen-model forward; added to `prior` (a resumed run's)."
+    "The 'training' stage: 4N per trained token (LoRA) plus 2N per frozen-forward token; added to a resumed run's `prior`."
     p = prior or {}
     tokens, forward_tokens = p.get("tokens", 0) + int(tokens), p.get("forward_tokens", 0) + int(forward_tokens)
     e = compute_entry("train_lora", n, tokens, p.get("wall_s", 0) + wall_s, forward_tokens=forward_tokens, **extra)
     e["flops"] += FLOPS_PER_TOKEN["forward"] * n * forward_tokens
     return e
 
-def write_run_compute(path, training:dict, before=None, # a compute.json (path or dict) whose stages come first: the synthesis run's
+def write_run_compute(d, # the training directory
+                      training:dict, # the 'training' stage
+                      before=None, # a directory (or compute document) whose stages come first: the synthesis's
                       **stages) -> dict:
-    "Write a fresh compute.json: the stages of `before`, any `stages` given, then 'training'; returns the document."
-    path = Path(path); path.unlink(missing_ok=True)
-    if isinstance(before, (str, Path)): before = json.loads(Path(before).read_text()) if Path(before).exists() else None
-    for stage, e in {**((before or {}).get("stages") or {}), **stages}.items(): add_compute(path, stage, e)
-    doc = {**add_compute(path, "training", training), **run_info()}
-    write_json(path, doc)
-    return doc
+    "Write `d`'s compute.json afresh: the stages of `before`, any `stages` given, then 'training'; returns it."
+    return write_compute(d, {**stages, "training": training}, before=before, keep=False)
 
 # %% ../nbs/12_train.ipynb #e3957cb6
 class ComputeCallback(TrainerCallback):
@@ -383,10 +390,11 @@ class ComputeCallback(TrainerCallback):
         return int(acc.gather(torch.tensor([x], device=acc.device)).sum()) if acc.num_processes > 1 else int(x)
     def record(self) -> dict:
         t = self.trainer
-        return training_entry(n_params(t.model), self._sum(t.tokens_trained), time.time() - self.t0, self._sum(t.tokens_base_forward), prior=self.prior)
+        tokens, forward = self._sum(t.tokens_trained), self._sum(t.tokens_base_forward)
+        return training_entry(base_params(t.model), tokens, time.time() - self.t0, forward, prior=self.prior)
     def on_save(self, args, state, control, **kw):
         rec = self.record()
-        if state.is_world_process_zero: write_json(Path(args.output_dir)/f"checkpoint-{state.global_step}"/"compute.json", rec)
+        if state.is_world_process_zero: write_json(compute_path(Path(args.output_dir)/f"checkpoint-{state.global_step}"), rec)
 
 def loss_curves(log_history:list[dict]) -> list[dict]:
     "The training log as `[{step, loss, kl?, ce?, learning_rate}]`."
@@ -407,18 +415,9 @@ def plot_curves(curves:list[dict], path, title:str="training loss", keys=("loss"
     return out
 
 # %% ../nbs/12_train.ipynb #80a8ff30
-def _default_data(cfg:RunConfig) -> Path:
-    if cfg.train.data: p = Path(cfg.train.data)
-    else:
-        from thinksafe.stages import synth_dir
-        p = synth_dir(cfg)/cfg.synth.out
-        if not p.exists() and (Path(cfg.out_dir)/cfg.synth.out).exists(): p = Path(cfg.out_dir)/cfg.synth.out
-    if not p.exists(): raise ConfigError(f"training data {p} not found: run synthesis first or set train.data")
-    return p
-
 def training_fingerprint(cfg:RunConfig, data, records:list) -> dict:
     "What an adapter depends on: the base model's files, the training data's contents and the train settings."
-    skip = ("save_steps", "logging_steps", "data", "merge", "max_steps", "epochs")   # more steps continue the run
+    skip = ("save_steps", "logging_steps", "data", "merge", "max_steps", "epochs", "report_to")   # more steps continue
     if isinstance(data, (str, Path)): src = path_digest(data)
     else: src = "records@" + hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"model": cfg.model.name, "model_files": path_digest(resolve_model(cfg.model.name)[0]),
@@ -433,50 +432,189 @@ def check_training_inputs(out, fingerprint:dict, fresh:bool=False):
         if diff and not fresh:
             raise ConfigError(f"{out} holds training made with other inputs or settings ({'; '.join(diff)}): "
                               "use --fresh to train again, or another --out-dir")
-        for ckpt in out.glob("checkpoint-*") if diff else []: shutil.rmtree(ckpt)
+        for ckpt in out.glob("checkpoints/checkpoint-*") if diff else []: shutil.rmtree(ckpt)
     write_json(p, fingerprint)
 
-def run_sft(cfg:RunConfig, data=None, # records, or a file; default `train.data` or the run's synthesis output
-            out_dir=None, # default `cfg.out_dir/train`
-            model=None, tokenizer=None, # an already loaded base model (a copy is trained)
-            default_label:Optional[str]=None, # label for records without one
-            synth_compute=None, # the synthesis run's compute.json (path or dict); default: the one beside the data file
-            fresh:bool=False, # checkpoints made from other data or settings are removed instead of refused
-           ) -> Path:
-    "Train a LoRA adapter (SFT, or ThinkSafe+KL when `train.loss_type` is 'sft+kl'); returns the adapter directory."
-    tc = cfg.train
-    out = Path(out_dir) if out_dir is not None else Path(cfg.out_dir)/"train"
-    data = data if data is not None else _default_data(cfg)
-    if synth_compute is None and isinstance(data, (str, Path)): synth_compute = Path(data).parent/"compute.json"
-    records, stats = load_sft_records(data, default_label)
-    set_seed(tc.seed)
-    if model is None: model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision)
+def trained_before(out, fingerprint:dict, train:dict) -> bool:
+    "Is the adapter in `out` trained from these inputs with these settings (then it is reused)?"
+    out = Path(out)
+    files = [out/"adapter"/"adapter_config.json", out/"fingerprint.json", out/"train_stats.json"]
+    if not all(f.exists() for f in files): return False
+    same = lambda a, b: json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    return (same(json.loads(files[1].read_text(encoding="utf-8")), fingerprint)
+            and same(json.loads(files[2].read_text(encoding="utf-8")).get("train"), train))
+
+# %% ../nbs/12_train.ipynb #c20eaed2
+def student_copy(cfg:RunConfig, model=None, tokenizer=None) -> tuple:
+    "The base model to train: loaded from `cfg.model`, or a copy of the one given (one with an adapter is refused)."
+    mc = cfg.model
+    if model is None:
+        model, tokenizer = load_model(mc.name, mc.device, mc.dtype, trust_remote_code=mc.trust_remote_code,
+                                      revision=mc.revision)
     else: model = copy.deepcopy(model)
-    if hasattr(model, "peft_config"): raise ConfigError("run_sft trains a fresh adapter on a base model; merge the existing adapter first")
-    device = str(next(model.parameters()).device)
+    if hasattr(model, "peft_config"):
+        raise ConfigError("run_sft trains a fresh adapter on a base model; merge the existing adapter first")
+    return model, tokenizer
+
+def sft_trainer(cfg:RunConfig, out, model, tokenizer, records:list[dict]) -> tuple:
+    "The trainer of a run on `records`, and the think format the examples were encoded in."
+    tc, device = cfg.train, str(next(model.parameters()).device)
     fmt, kl = think_format(tokenizer, cfg.model.think_format), tc.loss_type == "sft+kl"
-    args = sft_config(tc, out, device)
-    trainer = ThinkSafeSFTTrainer(model, args=args, processing_class=tokenizer, peft_config=lora_config(tc),
-                                  train_dataset=sft_dataset(records, tokenizer, fmt, kl, tc.mask_prompt, tc.max_length))
-    check_training_inputs(out, training_fingerprint(cfg, data, records), fresh)
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    prior = json.loads((Path(last)/"compute.json").read_text()) if last and (Path(last)/"compute.json").exists() else None
-    cb = ComputeCallback(trainer, prior); trainer.add_callback(cb)
-    trainer.train(resume_from_checkpoint=last)
-    rec = cb.record()
-    if not trainer.is_world_process_zero(): return out/"adapter"
-    adapter = out/"adapter"
+    ds = sft_dataset(records, tokenizer, fmt, kl, tc.mask_prompt, tc.max_length)
+    trainer = ThinkSafeSFTTrainer(model, args=sft_config(tc, out, device), processing_class=tokenizer,
+                                  peft_config=lora_config(tc), train_dataset=ds)
+    return trainer, fmt
+
+# %% ../nbs/12_train.ipynb #f22d5f82
+def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' compute stage
+             synth_compute, stats:dict, records:list[dict], fmt:str) -> Path:
+    "Write the adapter, curves, compute.json, train_stats.json (and the merged model); returns the adapter directory."
+    out, tc, adapter = Path(out), cfg.train, Path(out)/"adapter"
     trainer.model.save_pretrained(adapter)
     curves = loss_curves(trainer.state.log_history)
     write_json(out/"curves.json", curves)
-    plot_curves(curves, out/"curves", title=f"{'ThinkSafe+KL' if kl else 'ThinkSafe SFT'}: {cfg.model.name}")
-    write_run_compute(out/"compute.json", rec | {"method": tc.loss_type, "steps": trainer.state.global_step, "resumed_from": last}, before=synth_compute)
-    write_json(out/"train_stats.json", {"records": stats, "n_benign": sum(not is_harmful(r["label"]) for r in records),
-                                        "n_harmful": sum(is_harmful(r["label"]) for r in records), "think_format": fmt, "train": config_to_dict(cfg)["train"]})
+    name = "ThinkSafe+KL" if tc.loss_type == "sft+kl" else "ThinkSafe SFT"
+    plot_curves(curves, out/"curves", title=f"{name}: {cfg.model.name}")
+    write_run_compute(out, training, before=synth_compute)
+    harmful = sum(is_harmful(r["label"]) for r in records)
+    write_json(out/"train_stats.json", {"records": stats, "n_benign": len(records) - harmful, "n_harmful": harmful,
+                                        "think_format": fmt, "train": config_to_dict(cfg)["train"]})
     if tc.merge:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(out/"merged", safe_serialization=True); tokenizer.save_pretrained(out/"merged")
+        trainer.model.merge_and_unload().save_pretrained(out/"merged", safe_serialization=True)
+        trainer.processing_class.save_pretrained(out/"merged")
     return adapter
+
+# %% ../nbs/12_train.ipynb #1700e3b6
+def run_sft(cfg:RunConfig, data=None, # records (`Sample`s) or a record file; default: the run's kept records
+            out_dir=None, # default `Run(cfg).train_dir()`
+            model=None, tokenizer=None, # an already loaded base model (a copy is trained)
+            default_label:Optional[str]=None, # label for records without one
+            synth_compute=None, # the synthesis's directory (or compute document); default: the data file's directory
+            fresh:bool=False, # checkpoints made from other data or settings are removed instead of refused
+            judge:Optional[str]=None) -> Path: # whose verdict must be safe (default: the records' first judge)
+    "Train a LoRA adapter (SFT, or ThinkSafe+KL when `train.loss_type` is 'sft+kl'); returns the adapter directory."
+    tc = cfg.train
+    out = Path(out_dir) if out_dir is not None else Run(cfg).train_dir()
+    data = data if data is not None else Run(cfg).training_data()
+    if synth_compute is None and isinstance(data, (str, Path)): synth_compute = Path(data).parent
+    records, stats = sft_records(data, default_label, judge)
+    fp = training_fingerprint(cfg, data, records)
+    if not fresh and trained_before(out, fp, config_to_dict(cfg)["train"]): return out/"adapter"
+    set_seed(tc.seed)
+    model, tokenizer = student_copy(cfg, model, tokenizer)
+    trainer, fmt = sft_trainer(cfg, out, model, tokenizer, records)
+    check_training_inputs(out, fp, fresh)
+    last = get_last_checkpoint(trainer.args.output_dir) if Path(trainer.args.output_dir).is_dir() else None
+    cb = ComputeCallback(trainer, read_compute(last) if last else None)
+    trainer.add_callback(cb)
+    trainer.train(resume_from_checkpoint=last)
+    rec = cb.record()
+    if not trainer.is_world_process_zero(): return out/"adapter"
+    rec |= {"method": tc.loss_type, "steps": trainer.state.global_step, "resumed_from": last}
+    return save_sft(trainer, cfg, out, rec, synth_compute, stats, records, fmt)
+
+# %% ../nbs/12_train.ipynb #96387573
+@dataclass
+class Trained:
+    "What `Run.train` wrote (or found already trained from the same inputs)."
+    adapter: Path        # the LoRA adapter
+    dir: Path            # the training directory: checkpoints, curves, compute.json
+    method: str          # the method (the directory's name)
+    round: int = 0       # the round of iterative ThinkSafe
+
+@patch
+def training_data(self:Run, round:int=0, data=None):
+    "What a round trains on: `data`, else `train.data` (round 0), else the round's kept records (which must exist)."
+    if data is not None: return data
+    p = Path(self.cfg.train.data) if round == 0 and self.cfg.train.data else self.records_path(round)
+    if not p.exists():
+        raise ConfigError(f"training data {p} not found: run `thinksafe synthesize` first or set train.data")
+    return p
+
+# %% ../nbs/12_train.ipynb #4181ec76
+@patch
+def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name (default: train.loss_type)
+          round:int=0, # the round of iterative ThinkSafe
+          data=None, # a record file or `Sample`s (default: the round's kept records)
+          fresh:bool=False, # checkpoints of other data or settings are removed instead of refused
+          model=None, tokenizer=None) -> Trained: # an already loaded base model (a copy is trained)
+    "LoRA SFT of a fresh adapter on a round's records, into `train_dir(method, round)`."
+    method = method or self.cfg.train.loss_type
+    loss = method if method in LOSS_TYPES else self.cfg.train.loss_type
+    cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(self.cfg.train, loss_type=loss))
+    data = self.training_data(round, data)
+    before = None if isinstance(data, (str, Path)) else self.synth_dir(round)
+    out = self.train_dir(method, round)
+    adapter = run_sft(cfg, data, out, model, tokenizer, synth_compute=before, fresh=fresh)
+    return Trained(adapter, out, method, round)
+
+# %% ../nbs/12_train.ipynb #e9815e2a
+@command("train", writes="<out_dir>/train/<method>/: adapter, curves, compute.json; resumes from checkpoints",
+         flags=("model", "out_dir"))
+def train_run(run:Run,
+              data:Optional[str]=None, # training file (default: the run's kept records, synth.out)
+              kl:bool=False, # train.loss_type=sft+kl: forward KL to the base on benign records
+              round:int=0, # the round of iterative ThinkSafe whose records are trained on
+              fresh:bool=False): # checkpoints of other data or settings are removed instead of refused
+    "LoRA SFT on the kept records (ThinkSafe; --kl: ThinkSafe+KL)."
+    return run.train("sft+kl" if kl else None, round=round, data=data, fresh=fresh)
+
+# %% ../nbs/12_train.ipynb #e48268ab
+def round_row(round:int, sel, kept:list, recs:list, trained:Trained) -> dict:
+    "A round's row: records (new), harmful records, acceptance with its interval per condition, compute, adapter."
+    conds = sel.stats["conditions"]
+    return {"round": round, "records": len(recs), "new_records": len(kept), "harmful_records": sum(s.harmful for s in recs),
+            "alpha": {c: v["harmful"].get("alpha_pooled") for c, v in conds.items()},
+            "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in conds.items()},
+            "compute": read_compute(trained.dir), "adapter": str(trained.adapter), "dir": str(sel.dir)}
+
+def rates(outcomes:dict) -> dict:
+    "{benchmark: {pct, ci}} of {benchmark: {item: bool}} outcomes, with 95% Wilson intervals in %."
+    return {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]}
+            for b, o in outcomes.items() if o}
+
+# %% ../nbs/12_train.ipynb #b21cb5f3
+@patch
+def evaluate_round(self:Run, adapter, # a round's adapter
+                   eval_sets:dict, # {name: items}
+                   generator=None, guard=None, progress:bool=True) -> dict:
+    "The outcomes and rates of an adapter on `eval_sets`, evaluated through `thinksafe.evaluate`."
+    from thinksafe.evaluate import evaluate
+    from thinksafe.report import item_outcomes
+    cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, adapter=str(adapter)))
+    out = Run(cfg, self.root).eval_dir()
+    evaluate(cfg, out, generator=generator, guard=guard, sets=eval_sets, progress=progress)
+    outcomes = {b: item_outcomes(out, b) for b in eval_sets}
+    return {"outcomes": outcomes, "rates": rates(outcomes)}
+
+# %% ../nbs/12_train.ipynb #c809082a
+@patch
+def rounds(self:Run, eval_sets:Optional[dict]=None, # {name: items} evaluated after each round (thinksafe.evaluate)
+           rounds:Optional[int]=None, # default synth.rounds
+           generator_for:Optional[Callable]=None, # adapter (None: the base) -> generator; default: from the config
+           guard=None, progress:bool=True,
+           method:Optional[str]=None, # the training method (default train.loss_type)
+           model=None, tokenizer=None, # a loaded base model: each round trains a copy
+           evaluate:Optional[Callable]=None, # (round, adapter) -> dict merged into the round's row
+           fresh:bool=False) -> list[dict]:
+    "Iterative ThinkSafe: per round, synthesize from the last adapter, train a fresh adapter; one row per round."
+    from thinksafe.synthesize import synthesize
+    union, rows = [], []
+    for r in range(rounds or self.cfg.synth.rounds):
+        cr = self.round_config(r, method)
+        gen = generator_for(cr.model.adapter) if generator_for is not None else None
+        sel = synthesize(cr, self.synth_dir(r), gen, guard, progress, fresh)
+        kept = read_records(sel.records_path) if sel.records else []
+        union += kept
+        recs = union if self.cfg.synth.round_data == "union" else kept
+        tr = self.train(method, r, None if len(recs) == len(kept) else recs, fresh, model, tokenizer)
+        row = round_row(r, sel, kept, recs, tr)
+        if evaluate is not None: row.update(evaluate(r, str(tr.adapter)) or {})
+        elif eval_sets:
+            ev_gen = generator_for(str(tr.adapter)) if generator_for is not None else None
+            row.update(self.evaluate_round(tr.adapter, eval_sets, ev_gen, guard, progress))
+        rows.append(row)
+    return rows
 
 # %% ../nbs/12_train.ipynb #847005f2
 def _scored_batches(model, tok, records, fmt, batch_size):
