@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_distill.ipynb #d83a6a9f
 from __future__ import annotations
-import time, json, hashlib, contextlib
+import time, json, math, hashlib, contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +31,8 @@ except ImportError: from thinksafe.train import n_params as base_params     # it
 # %% auto #0
 __all__ = ['DISTILL_DEFAULTS', 'TEACHER_TEMPLATE', 'setting', 'distill_prompts', 'safety_context', 'self_distill_dataset',
            'opd_dataset', 'StageMeter', 'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args',
-           'opd_config', 'self_distill_config', 'load_student', 'load_teacher', 'distill_fingerprint', 'DistillResult',
-           'train_on_policy', 'opd_command', 'self_distill_command']
+           'opd_config', 'self_distill_config', 'divergence', 'completion_logits', 'load_student', 'load_teacher',
+           'distill_fingerprint', 'DistillResult', 'train_on_policy', 'opd_command', 'self_distill_command']
 
 # %% ../nbs/14_distill.ipynb #76f9b113
 DISTILL_DEFAULTS = {
@@ -195,7 +195,7 @@ def common_args(tc:TrainConfig, out, device:str="cpu", world:Optional[int]=None,
                 lr_scheduler_type=tc.lr_scheduler, max_grad_norm=tc.max_grad_norm,
                 gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu",
                 save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed,
-                report_to=tc.report_to, disable_dropout=True, disable_tqdm=True,
+                report_to=tc.report_to, disable_dropout=True, disable_tqdm=False,
                 max_completion_length=setting(tc, "distill_max_completion_length"),
                 temperature=setting(tc, "distill_temperature"),
                 **_generation_args(setting(tc, "distill_generation"), mc or ModelConfig()))
@@ -210,6 +210,21 @@ def self_distill_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=No
                       teacher_prompt_template=TEACHER_TEMPLATE, max_prompt_length=None,
                       distillation_mode=setting(tc, "self_distill_mode"),
                       distillation_alpha=setting(tc, "self_distill_alpha"))
+
+# %% ../nbs/14_distill.ipynb #8cb2b389
+def divergence(student_logits, teacher_logits, beta:float=1.0) -> torch.Tensor:
+    "Per-position D_beta(pi_t, q_t): 0 the forward KL(q || pi), 1 the reverse KL(pi || q), between: generalised JSD."
+    lp, lq = (torch.log_softmax(x.float(), -1) for x in (student_logits, teacher_logits))
+    kl = lambda a, b: (a.exp() * (a - b)).sum(-1)
+    if beta == 0: return kl(lq, lp)
+    if beta == 1: return kl(lp, lq)
+    lm = torch.logsumexp(torch.stack([lp + math.log(1 - beta), lq + math.log(beta)]), 0)
+    return beta * kl(lq, lm) + (1 - beta) * kl(lp, lm)
+
+def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    "The logits predicting each completion token (prompts padded on the left, completions on the right)."
+    ids, am = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1)
+    return model(input_ids=ids, attention_mask=am, use_cache=False).logits[:, -completion_ids.shape[1] - 1:-1]
 
 # %% ../nbs/14_distill.ipynb #c5ba4560
 def load_student(cfg:RunConfig, model=None, tokenizer=None):
