@@ -1,4 +1,4 @@
-"""The real vLLM engine's lifecycle: `VLLMGenerator.close` (and `stages.free`) stops the engine-core process and its worker,
+"""The real vLLM engine's lifecycle: `VLLMGenerator.close` (and `generate.free`) stops the engine-core process and its worker,
 their memory comes back to the system, and a torch.distributed process group the caller created stays initialized (the old
 `release_engine` destroyed it with vLLM's `destroy_distributed_environment`); an engine the generator was given is left alone."""
 import time
@@ -22,7 +22,7 @@ def test_close_stops_the_engine_and_keeps_the_callers_process_group(tmp_path):
     require_vllm()
     import psutil, torch.distributed as dist, torch
     from thinksafe.vllm_backend import VLLMGenerator, engine_pids
-    from thinksafe.stages import free
+    from thinksafe.generate import free
     dist.init_process_group("gloo", init_method=f"file://{tmp_path/'pg'}", rank=0, world_size=1)   # the trainer's group
     try:
         avail0 = psutil.virtual_memory().available

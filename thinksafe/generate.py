@@ -81,9 +81,11 @@ class Generator:
         if len(idx) != sc.n: raise ThinkSafeError(f"generate: {len(idx)} sample_indices but n={sc.n}")
         samples = as_samples(prompts)
         if not samples or not idx: return []
-        done = self._complete(samples, sc, desc) if idx == list(range(sc.n)) else self._complete(samples, sc, desc, idx)
+        done = self._complete(samples, sc, desc) if idx == list(range(sc.n)) else self._complete(samples, sc, desc,
+                                                                                                 idx)
         rec = sampling_record(sc)
-        return [self._record(s, j, resp, info, rec, sc.seed) for s, outs in zip(samples, done) for j, (resp, info) in zip(idx, outs)]
+        return [self._record(s, j, resp, info, rec,
+                             sc.seed) for s, outs in zip(samples, done) for j, (resp, info) in zip(idx, outs)]
 
     def _record(self, s:Sample, j:int, response:str, info:dict, rec:dict, seed:int) -> Sample:
         "The output record: the input's fields, the response and how it was made; earlier judgments dropped."
@@ -94,7 +96,8 @@ class Generator:
                                   think_closed=False, judgments={}, **made)
         return out.parse()
 
-    def _complete(self, samples:list[Sample], sc:SamplingConfig, desc:str, indices:Optional[list[int]]=None) -> list[list[tuple[str, dict]]]:
+    def _complete(self, samples:list[Sample], sc:SamplingConfig, desc:str,
+                  indices:Optional[list[int]]=None) -> list[list[tuple[str, dict]]]:
         "For each sample, one `(response, info)` per index in `indices` (default `range(sc.n)`)."
         raise NotImplementedError
 
@@ -122,7 +125,8 @@ def draw(probs, ids, u):
     "Inverse-CDF sampling: per row, the first candidate whose cumulative probability exceeds that row's uniform."
     import torch
     k = (probs.cumsum(-1) <= u[:, None].to(probs.device, probs.dtype)).sum(-1)   # the uniforms live on the CPU
-    k = torch.minimum(k, (probs > 0).sum(-1) - 1)       # never a candidate top-p removed (rounding at the top of the CDF)
+    # never a candidate top-p removed (rounding at the top of the CDF)
+    k = torch.minimum(k, (probs > 0).sum(-1) - 1)
     return ids.gather(-1, k[:, None])[:, 0]
 
 def next_tokens(logits, sc:SamplingConfig, u):
@@ -140,7 +144,8 @@ def stop_token_ids(tok, model=None) -> list[int]:
         if isinstance(x, int): ids.add(x)
         elif isinstance(x, (list, tuple)): [add(y) for y in x]
     add(tok.eos_token_id)
-    if model is not None and getattr(model, "generation_config", None) is not None: add(model.generation_config.eos_token_id)
+    if model is not None and getattr(model, "generation_config", None) is not None:
+        add(model.generation_config.eos_token_id)
     vocab = tok.get_vocab()
     for t in END_OF_TURN:
         if t in vocab: ids.add(vocab[t])
@@ -155,14 +160,16 @@ def _kv_layer():
     class PreallocatedLayer(DynamicLayer):
         "A `DynamicLayer` that writes keys and values into buffers grown by doubling, instead of concatenating per token."
         def lazy_initialization(self, k, v):
-            super().lazy_initialization(k, v); self.n, self.kb, self.vb = 0, None, None
+            super().lazy_initialization(k, v)
+            self.n, self.kb, self.vb = 0, None, None
         def update(self, k, v, *args, **kwargs):
             if not self.is_initialized: self.lazy_initialization(k, v)
             T = k.shape[-2]
             if self.kb is None or self.n + T > self.kb.shape[-2]:
                 cap = max(2 * (self.n + T), 64)
                 kb, vb = k.new_empty(*k.shape[:-2], cap, k.shape[-1]), v.new_empty(*v.shape[:-2], cap, v.shape[-1])
-                if self.n: kb[..., :self.n, :], vb[..., :self.n, :] = self.kb[..., :self.n, :], self.vb[..., :self.n, :]
+                if self.n:
+                    kb[..., :self.n, :], vb[..., :self.n, :] = self.kb[..., :self.n, :], self.vb[..., :self.n, :]
                 self.kb, self.vb = kb, vb
             self.kb[..., self.n:self.n + T, :], self.vb[..., self.n:self.n + T, :] = k, v
             self.n += T
@@ -192,7 +199,9 @@ def cache_keyword(model) -> str:
     import inspect
     params = inspect.signature(model.forward).parameters
     name = next((k for k in ("cache", "past_key_values") if k in params), None)
-    if name is None: raise ThinkSafeError(f"{type(model).__name__}.forward takes no KV cache (neither 'cache' nor 'past_key_values')")
+    if name is None:
+        raise ThinkSafeError(f"{type(model).__name__}.forward takes no KV cache (neither 'cache' nor "
+                             f"'past_key_values')")
     return name
 
 def kv_cache(model):
@@ -217,9 +226,12 @@ def decode_attention(module, query, key, value, attention_mask=None, scaling=Non
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     B, H, Q, D = query.shape
-    if Q != 1 or module.training: return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if Q != 1 or module.training:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
     G = key.shape[1]
-    s = torch.matmul(query.reshape(B, G, H // G, D), key.transpose(-1, -2)) * (D ** -0.5 if scaling is None else scaling)
+    s = torch.matmul(query.reshape(B, G, H // G, D),
+                     key.transpose(-1, -2)) * (D ** -0.5 if scaling is None else scaling)
     if attention_mask is not None:
         s = s.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else s + attention_mask
     return torch.matmul(s.softmax(-1), value).reshape(B, 1, H, D), None
@@ -233,8 +245,11 @@ def decoding_attention(model, on:bool=True):
     from transformers.masking_utils import sdpa_mask
     cfg, dev = model.config, next(model.parameters()).device
     old = getattr(cfg, "_attn_implementation", None)
-    if not on or old != "sdpa" or dev.type != "cpu": yield; return
-    AttentionInterface.register(DECODE_ATTENTION, decode_attention); AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+    if not on or old != "sdpa" or dev.type != "cpu":
+        yield
+        return
+    AttentionInterface.register(DECODE_ATTENTION, decode_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
     cfg._attn_implementation = DECODE_ATTENTION
     try: yield
     finally: cfg._attn_implementation = old
@@ -256,12 +271,15 @@ def packed_linears(model, packs:dict, # the packed weights kept between calls: {
     "While active, every plain `nn.Linear` of a CPU fp32 model multiplies with its weight prepacked once by oneDNN."
     import torch
     from functools import partial
-    if not on or not can_pack(model): yield; return
+    if not on or not can_pack(model):
+        yield
+        return
     mods = [m for m in model.modules() if type(m) is torch.nn.Linear]
     saved = {m: m.__dict__.get("forward") for m in mods}
     for m in mods:
         key = (m.weight.data_ptr(), m.weight._version)
-        if m not in packs or packs[m][0] != key: packs[m] = (key, torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), batch_hint))
+        if m not in packs or packs[m][0] != key:
+            packs[m] = (key, torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), batch_hint))
         m.forward = partial(_packed_linear, packs[m][1], None if m.bias is None else m.bias.detach())
     try: yield
     finally:
@@ -304,17 +322,21 @@ class HFGenerator(Generator):
         self.fmt = _think_format(tokenizer, think_format)
         self.prefix = generation_prefix(self.fmt)
         self.close_think = (self.fmt == "system") if close_think is None else close_think
-        self.think_fraction, self.close_ids = think_fraction, tokenizer(THINK_CLOSING, add_special_tokens=False)["input_ids"]
-        self.name = name or getattr(model, "name_or_path_", None) or getattr(model.config, "name_or_path", "") or type(model).__name__
+        self.think_fraction, self.close_ids = think_fraction, tokenizer(THINK_CLOSING,
+                                                                        add_special_tokens=False)["input_ids"]
+        self.name = name or getattr(model, "name_or_path_", None) or getattr(model.config, "name_or_path",
+                                                                             "") or type(model).__name__
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.context = max_model_len or getattr(cfg, "max_position_embeddings", None) or 10**9
         self.stops = stop_token_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stops[0]
         self.n_params = sum(p.numel() for p in model.parameters())
         self.cache_kw = cache_keyword(model)    # read once: the decoding loop passes its cache under this name
-        a, b = (tokenizer(chat_prompt(tokenizer, u, self.fmt), add_special_tokens=False)["input_ids"] for u in ("A", "B"))
+        a, b = (tokenizer(chat_prompt(tokenizer, u, self.fmt),
+                          add_special_tokens=False)["input_ids"] for u in ("A", "B"))
         self.template_ids = a
-        self.shared_prefix = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), 0)   # tokens before the user turn
+        # tokens before the user turn
+        self.shared_prefix = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), 0)
 
     @classmethod
     def from_config(cls, mc:ModelConfig, sampling:Optional[SamplingConfig]=None, **kw) -> "HFGenerator":
@@ -353,12 +375,16 @@ def _step(self:HFGenerator, x:Row, t:int, stops:set) -> Optional[int]:
     else:
         x.drawn += 1
         if t in stops:
-            if not (x.closing and self._force(x)): x.reason = "stop"; return None
+            if not (x.closing and self._force(x)):
+                x.reason = "stop"
+                return None
             t = x.queue.pop(0)                           # the end of turn becomes the close of the thinking
         else:
             x.new.append(t)
             if x.closing and len(x.new) >= x.think_budget: self._force(x)
-            if len(x.new) >= x.max_new: x.reason = "length"; return None
+            if len(x.new) >= x.max_new:
+                x.reason = "length"
+                return None
             return t
     x.new.append(t)
     return t
@@ -374,7 +400,8 @@ def _choose(self:HFGenerator, logits, sc:SamplingConfig, rows:list) -> list[int]
 def _forward(self:HFGenerator, ids, att, pos, cache):
     "Next-token logits at the last position of every row."
     kw = {self.cache_kw: cache}
-    return self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1, **kw).logits[:, -1]
+    return self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1,
+                      **kw).logits[:, -1]
 
 @patch
 def _prefill(self:HFGenerator, ids:list[list[int]], cache):
@@ -394,14 +421,17 @@ def _prefill_distinct(self:HFGenerator, ids:list[list[int]], cache):
     import torch
     dev, B, P = next(self.model.parameters()).device, len(ids), self.shared_prefix
     if not P or any(len(x) <= P or x[:P] != self.template_ids[:P] for x in ids): P = 0
-    if P:                                                  # the opening every prompt shares: one row, then copied to all
+    # the opening every prompt shares: one row, then copied to all
+    if P:
         self._forward(torch.tensor([ids[0][:P]], device=dev), torch.ones(1, P, dtype=torch.long, device=dev),
                       torch.arange(P, device=dev)[None], cache)
         cache.batch_repeat_interleave(B)
     L = max(len(x) for x in ids) - P
     inp = torch.full((B, L), self.pad_id, dtype=torch.long)
     att = torch.zeros((B, L), dtype=torch.long)
-    for r, x in enumerate(ids): inp[r, L - len(x) + P:] = torch.tensor(x[P:]); att[r, L - len(x) + P:] = 1
+    for r, x in enumerate(ids):
+        inp[r, L - len(x) + P:] = torch.tensor(x[P:])
+        att[r, L - len(x) + P:] = 1
     pos = (P + att.cumsum(-1) - 1).clamp(min=0)
     att = torch.cat([torch.ones(B, P, dtype=torch.long), att], 1).to(dev)
     return self._forward(inp.to(dev), att, pos.to(dev), cache), att, pos[:, -1:].to(dev)
@@ -419,7 +449,8 @@ def _decode(self:HFGenerator, ids:list[list[int]], rows:list[Row], sc:SamplingCo
             feed = [self._step(rows[r], t, stops) for r, t in zip(live, chosen)]
             keep = [a for a, t in enumerate(feed) if t is not None]
             if not keep: break
-            if len(keep) < len(live):                      # drop finished rows and their cache: the last rows move into the gaps
+            # drop finished rows and their cache: the last rows move into the gaps
+            if len(keep) < len(live):
                 keep = drop_rows(cache, keep)
                 sel = torch.tensor(keep, device=dev)
                 att, last, live = att[sel], last[sel], [live[a] for a in keep]
@@ -439,16 +470,20 @@ def _complete(self:HFGenerator, samples, sc, desc, indices=None):
             why = f"prompt has {len(x)} tokens, the context holds {self.context}"
             for a in range(len(indices)): done[i][a] = ("", {"skipped": why, "prompt_tokens": len(x)})
         else: jobs += [(i, a) for a in range(len(indices))]
-    jobs.sort(key=lambda r: (-len(enc[r[0]]), r))       # longest first: little padding, and a memory problem shows at once
+    # longest first: little padding, and a memory problem shows at once
+    jobs.sort(key=lambda r: (-len(enc[r[0]]), r))
     bar = tqdm(total=len(jobs), desc=desc, unit="seq", disable=not self.progress or not jobs)
-    with packed_linears(self.model, {}, self.packed_weights and bool(jobs)):   # packed for this call only: the copy is freed after it
+    # packed for this call only: the copy is freed after it
+    with packed_linears(self.model, {}, self.packed_weights and bool(jobs)):
         for b in range(0, len(jobs), sc.batch_size):
             batch = jobs[b:b + sc.batch_size]
-            rows = [self._row(sc, len(enc[i]), sample_seed(sc.seed, samples[i].prompt_id, indices[a])) for i, a in batch]
+            rows = [self._row(sc, len(enc[i]),
+                              sample_seed(sc.seed, samples[i].prompt_id, indices[a])) for i, a in batch]
             for (i, a), x in zip(batch, self._decode([enc[i] for i, _ in batch], rows, sc)):
                 text = self.tokenizer.decode(x.new, skip_special_tokens=True)
                 done[i][a] = (with_prefix(self.prefix, text), {"finish_reason": x.reason, "new_tokens": len(x.new),
-                                                               "prompt_tokens": len(enc[i]), "think_closed_by": x.closed_by})
+                                                               "prompt_tokens": len(enc[i]),
+                                                               "think_closed_by": x.closed_by})
             bar.update(len(batch))
     bar.close()
     return done
@@ -652,7 +687,8 @@ def generate_stores(cfg:RunConfig,
     sc = dataclasses.replace(cfg.sampling, max_new_tokens=budget, n=len(idx) or 1)
     stores = {name: Store(out, name, generation_fingerprint(cfg, steering, budget, sets[name]), shard=shard,
                           fresh=fresh) for name in sets}
-    gen = generator if isinstance(generator, LazyModel) else LazyModel(generator, lambda: make_generator(cfg.model, sc))
+    gen = generator if isinstance(generator, LazyModel) else LazyModel(generator,
+                                                                       lambda: make_generator(cfg.model, sc))
     res, t0 = _counts(stores, sets), time.time()
     with contextlib.ExitStack() as stack:
         done = {name: stack.enter_context(st).read() for name, st in stores.items()}

@@ -24,8 +24,10 @@ def steer_text(prompt:str, instruction:str=REFUSAL_INSTRUCTION) -> str:
 
 def steering_name(mode:str) -> str:
     "The value stored in `Sample.steering` for a harmful prompt under `mode`."
-    if mode not in STEERING_MODES: raise ConfigError(f"steering.mode must be one of {', '.join(STEERING_MODES)}, got {mode!r}")
-    return {"none": "none", "instruction": "instruction", "activation": "activation", "both": "instruction+activation"}[mode]
+    if mode not in STEERING_MODES:
+        raise ConfigError(f"steering.mode must be one of {', '.join(STEERING_MODES)}, got {mode!r}")
+    return {"none": "none", "instruction": "instruction", "activation": "activation",
+            "both": "instruction+activation"}[mode]
 
 def steer(samples:Sequence, # `Sample`s (or prompt strings, taken as benign)
           cfg:Optional[SteeringConfig]=None) -> list[Sample]:
@@ -53,12 +55,14 @@ def decoder_layers(model):
         if nxt is None and getattr(m, "base_model", m) is not m: nxt = m.base_model
         if nxt is None or nxt is m: break
         m = nxt
-    raise ThinkSafeError(f"cannot find decoder layers in {type(model).__name__} (activation steering needs model.model.layers)")
+    raise ThinkSafeError(f"cannot find decoder layers in {type(model).__name__} "
+                         "(activation steering needs model.model.layers)")
 
 def default_layer(model) -> int:
     "The middle decoder layer, where refusal directions are usually clearest."
     return len(decoder_layers(model)) // 2
 
+# %% ../nbs/07_steering.ipynb #cbf818b1
 def last_token_activations(model, tok, prompts:Sequence[str], layer:int, fmt:str="auto", batch_size:int=8):
     "Output of decoder layer `layer` at the last prompt token, one row per prompt (chat-formatted)."
     import torch
@@ -73,18 +77,24 @@ def refusal_direction(model, tok, harmful:Sequence[str], benign:Sequence[str],
                       layer:Optional[int]=None, # decoder layer (default: the middle one)
                       fmt:str="auto", batch_size:int=8):
     "Unit vector: mean last-token activation on harmful prompts minus that on benign prompts, at `layer`."
-    if not harmful or not benign: raise ThinkSafeError("refusal_direction needs at least one harmful and one benign prompt")
+    if not harmful or not benign:
+        raise ThinkSafeError("refusal_direction needs at least one harmful and one benign prompt")
     layer = default_layer(model) if layer is None else layer
-    d = last_token_activations(model, tok, harmful, layer, fmt, batch_size).mean(0) - last_token_activations(model, tok, benign, layer, fmt, batch_size).mean(0)
+    mean = lambda ps: last_token_activations(model, tok, ps, layer, fmt, batch_size).mean(0)
+    d = mean(harmful) - mean(benign)
     n = d.norm()
-    if not n > 0: raise ThinkSafeError("harmful and benign activations have the same mean; cannot define a refusal direction")
+    if not n > 0:
+        raise ThinkSafeError("harmful and benign activations have the same mean; cannot define a refusal direction")
     return d / n
 
+# %% ../nbs/07_steering.ipynb #3bf3e94c
 def save_direction(path, direction, layer:int, meta:Optional[dict]=None) -> Path:
     "Save a refusal direction (and its layer) as a .pt file, atomically."
     import torch, os, tempfile
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp"); os.close(fd)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
     torch.save({"direction": direction.detach().float().cpu(), "layer": int(layer), "meta": meta or {}}, tmp)
     os.replace(tmp, path)
     return path
@@ -96,7 +106,8 @@ def load_direction(path) -> tuple:
     if not p.exists(): raise ConfigError(f"refusal direction file not found: {p}")
     try: d = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e: raise DataError(f"not a refusal direction file ({type(e).__name__}: {e})", p) from None
-    if not isinstance(d, dict) or "direction" not in d or "layer" not in d: raise DataError("not a refusal direction file (needs 'direction' and 'layer')", p)
+    if not isinstance(d, dict) or "direction" not in d or "layer" not in d:
+        raise DataError("not a refusal direction file (needs 'direction' and 'layer')", p)
     return d["direction"], int(d["layer"])
 
 # %% ../nbs/07_steering.ipynb #49ae7159
@@ -106,9 +117,11 @@ class ActivationSteering:
         self.model, self.layer, self.coef = model, layer, float(coef)
         self.direction, self.handle = direction.detach().float(), None
         layers = decoder_layers(model)
-        if not 0 <= layer < len(layers): raise ConfigError(f"steering layer {layer} out of range (model has {len(layers)} layers)")
+        if not 0 <= layer < len(layers):
+            raise ConfigError(f"steering layer {layer} out of range (model has {len(layers)} layers)")
         if self.direction.shape[-1] != model.config.hidden_size:
-            raise ConfigError(f"refusal direction has size {self.direction.shape[-1]}, model hidden size is {model.config.hidden_size} (direction from another model?)")
+            raise ConfigError(f"refusal direction has size {self.direction.shape[-1]}, model hidden size is "
+                              f"{model.config.hidden_size} (direction from another model?)")
         self.module = layers[layer]
 
     def _hook(self, module, args, output):
@@ -122,6 +135,8 @@ class ActivationSteering:
 
     def remove(self):
         "Remove the hook (idempotent)."
-        if self.handle is not None: self.handle.remove(); self.handle = None
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
 
     def __exit__(self, *exc): self.remove()
