@@ -7,6 +7,7 @@ from __future__ import annotations
 import os, json, time, copy, itertools, functools, contextlib
 from pathlib import Path
 from typing import Any, Optional, Sequence
+from fastcore.basics import patch
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -17,12 +18,14 @@ from .config import *
 from .records import *
 from .store import *
 from .models import *
-from .train import lora_config, grad_accum, n_params, training_entry, write_run_compute, loss_curves, plot_curves
+from .run import *
+from .train import lora_config, grad_accum, base_params, training_entry, write_run_compute, report_to
+from .train import loss_curves, plot_curves, student_copy, Trained
 
 # %% auto #0
-__all__ = ['GRPO_VLLM_SHARE', 'local_rank', 'judge_on_node', 'GuardReward', 'think_format_reward', 'grpo_prompts', 'grpo_dataset',
-           'grpo_generation', 'generation_args', 'grpo_config', 'EngineVLLMGeneration', 'ThinkSafeGRPOTrainer',
-           'colocate_engine_kwargs', 'run_grpo', 'compute_ratio']
+__all__ = ['GRPO_VLLM_SHARE', 'local_rank', 'judge_on_node', 'only_judgment', 'GuardReward', 'think_format_reward',
+           'grpo_prompts', 'grpo_dataset', 'grpo_generation', 'generation_args', 'grpo_config', 'EngineVLLMGeneration',
+           'ThinkSafeGRPOTrainer', 'colocate_engine_kwargs', 'run_grpo', 'compute_ratio', 'grpo_run']
 
 # %% ../nbs/13_grpo.ipynb #ff4db550
 def local_rank() -> int:
@@ -52,6 +55,10 @@ def judge_on_node(guard, # the guard on the node's local main process; None on t
     dist.all_gather_object(back, verdicts)
     return back[node_main][rank]
 
+def only_judgment(s:Sample) -> Optional[Judgment]:
+    "The one judgment a freshly judged sample holds (None when the guard gave none)."
+    return next(iter(s.judgments.values()), None)
+
 class GuardReward:
     "TRL reward function: the guard's P(safe) of (original prompt, generation prefix + completion); counts calls, completions and guard time."
     def __init__(self, guard, prefix:str=""):
@@ -62,11 +69,17 @@ class GuardReward:
         samples = [Sample(u, l, response=self.prefix + c) for u, l, c in zip(user, label, completions)]
         judged = judge_on_node(self.guard, samples)
         if len(judged) != len(samples): raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} returned {len(judged)} verdicts for {len(samples)} samples")
-        bad = [s for s in judged if s.verdict not in ("safe", "unsafe") or s.unsafe_score is None]
-        if bad: raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} failed on {len(bad)} of {len(judged)} completions (verdict {bad[0].verdict!r}); refusing to turn that into a reward")
-        self.calls += 1; self.judged += len(judged); self.seconds += time.time() - t0
+        js = [only_judgment(s) for s in judged]
+        bad = [j for j in js if j is None or j.verdict not in ("safe", "unsafe") or j.unsafe_score is None]
+        if bad:
+            raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} failed on {len(bad)} of {len(judged)} "
+                                 f"completions (verdict {getattr(bad[0], 'verdict', None)!r}); "
+                                 "refusing to turn that into a reward")
+        self.calls += 1
+        self.judged += len(judged)
+        self.seconds += time.time() - t0
         if completion_ids is not None: self.completion_tokens += sum(len(c) for c in completion_ids)
-        return [1.0 - float(s.unsafe_score) for s in judged]
+        return [1.0 - float(j.unsafe_score) for j in js]
 
 def think_format_reward(completions, prefix:str="", **kw) -> list[float]:
     "The reference's format reward: 1 when prefix + completion holds exactly one `<think>` and one `</think>`, in that order."
@@ -79,13 +92,10 @@ def think_format_reward(completions, prefix:str="", **kw) -> list[float]:
 # %% ../nbs/13_grpo.ipynb #3ceae608
 def grpo_prompts(prompts) -> list[Sample]:
     "Prompts as `Sample`s from strings, `Sample`s, dicts or a file (Sample JSONL or SafeChain `instruction`/`label`)."
-    if isinstance(prompts, (str, Path)):
-        path, rows = Path(prompts), load_table(prompts)
-        out = []
-        for r in rows:
-            d = {"prompt": r.get("prompt", r.get("instruction")), "label": r.get("label", r.get("prompt_label", "vanilla_benign"))}
-            out.append(Sample.from_dict(d, path, r.get("_line")))
-    else: out = [Sample(p) if isinstance(p, str) else (p if isinstance(p, Sample) else Sample.from_dict(p, "<prompts>", i)) for i, p in enumerate(prompts, 1)]
+    if isinstance(prompts, (str, Path)): out = read_records(prompts, default_label="vanilla_benign")
+    else:
+        as_sample = lambda p, i: Sample(p) if isinstance(p, str) else p if isinstance(p, Sample) else Sample.from_dict(p, "<prompts>", i)
+        out = [as_sample(p, i) for i, p in enumerate(prompts, 1)]
     if not out: raise DataError("no GRPO prompts")
     return list({s.prompt_id: s for s in out}.values())
 
@@ -121,7 +131,7 @@ def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=N
         beta=tc.grpo_beta, epsilon=tc.grpo_epsilon, temperature=tc.grpo_temperature, max_completion_length=tc.grpo_max_completion_length,
         num_train_epochs=tc.grpo_epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
         max_grad_norm=tc.max_grad_norm, gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu",
-        save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, report_to="none",
+        save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, report_to=report_to(tc),
         reward_weights=[1.0, tc.grpo_format_weight], disable_tqdm=False, **generation_args(generation, mc))
     kw.update(overrides)
     return GRPOConfig(**kw)
@@ -196,8 +206,7 @@ class _GRPOCompute(TrainerCallback):
             finally: self.gen_s += time.time() - t0
         if gen is not None: trainer._generate = timed
     def stages(self) -> dict:
-        from thinksafe.train import n_params, training_entry
-        n, T, p = n_params(self.t.model), int(self.t.state.num_input_tokens_seen), self.prior
+        n, T, p = base_params(self.t.model), int(self.t.state.num_input_tokens_seen), self.prior
         wall = lambda k, s: p.get(k, {}).get("wall_s", 0) + s
         gen_s, guard_s = self.gen_s, self.r.seconds
         judged = int(self.t.accelerator.gather(torch.tensor([self.r.judged], device=self.t.accelerator.device)).sum()) if self.t.accelerator.num_processes > 1 else self.r.judged
@@ -207,15 +216,15 @@ class _GRPOCompute(TrainerCallback):
                                            prior={"wall_s": p.get("training", {}).get("wall_s", 0)})}
     def on_save(self, args, state, control, **kw):
         st = self.stages()
-        if state.is_world_process_zero: write_json(Path(args.output_dir)/f"checkpoint-{state.global_step}"/"compute.json", st)
+        if state.is_world_process_zero: write_json(compute_path(Path(args.output_dir)/f"checkpoint-{state.global_step}"), st)
 
 def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the run's synthesis prompts
-             out_dir=None, # default `cfg.out_dir/grpo`
+             out_dir=None, # default `Run(cfg).train_dir('grpo')`
              guard=None, # a `Guard`; default `make_guard(cfg.guard)`
              model=None, tokenizer=None) -> Path:
     "Train a LoRA adapter with GRPO (reward: guard P(safe) + think format); returns the adapter directory."
     tc = cfg.train
-    out = Path(out_dir) if out_dir is not None else Path(cfg.out_dir)/"grpo"
+    out = Path(out_dir) if out_dir is not None else Run(cfg).train_dir("grpo")
     if prompts is None:
         from thinksafe.synthesize import load_prompts
         prompts = load_prompts(cfg.synth)
@@ -224,8 +233,7 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
         from thinksafe.guards import make_guard
         guard = make_guard(cfg.guard)
     set_seed(tc.seed)
-    if model is None: model, tokenizer = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision)
-    else: model = copy.deepcopy(model)
+    model, tokenizer = student_copy(cfg, model, tokenizer)
     fmt = think_format(tokenizer, cfg.model.think_format)
     prefix = generation_prefix(fmt)
     reward = GuardReward(guard, prefix)
@@ -239,7 +247,7 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
     trainer = ThinkSafeGRPOTrainer(model, reward_funcs=[reward, think_format_ok], args=args, train_dataset=grpo_dataset(ps, tokenizer, fmt),
                                    processing_class=tokenizer, peft_config=lora_config(tc), engine_kw=engine_kw)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    prior = json.loads((Path(last)/"compute.json").read_text()) if last and (Path(last)/"compute.json").exists() else None
+    prior = read_compute(last) if last else None
     cb = _GRPOCompute(trainer, reward, tc.grpo_beta, int(getattr(guard, "n_params", 0) or 0), prior); trainer.add_callback(cb)
     try: trainer.train(resume_from_checkpoint=last)
     finally: trainer.close_engine(own_group)
@@ -252,15 +260,15 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
     plot_curves(curves, out/"curves", title=f"GRPO: {cfg.model.name}", keys=("reward",), ylabel=f"mean reward (P(safe) + {tc.grpo_format_weight} x format)")
     training = stages.pop("training") | {"method": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps), "generation": mode,
                                          "guard": getattr(guard, "name", type(guard).__name__), "reward_calls": reward.calls}
-    write_run_compute(out/"compute.json", training, **stages)
+    write_run_compute(out, training, **stages)
     return adapter
 
 # %% ../nbs/13_grpo.ipynb #70cdc8e9
-def compute_ratio(thinksafe, # ThinkSafe's compute.json (path or dict): synthesis generation + guard + training
-                  grpo, # GRPO's compute.json
+def compute_ratio(thinksafe, # ThinkSafe's compute (a training directory, its compute.json, or the document)
+                  grpo, # GRPO's compute (the same kinds)
                   show:bool=True) -> dict:
     "FLOPs and wall time of ThinkSafe and GRPO per stage, and GRPO / ThinkSafe in total; prints a table when `show`."
-    a, b = (json.loads(Path(x).read_text()) if isinstance(x, (str, Path)) else x for x in (thinksafe, grpo))
+    a, b = (read_compute(x) if isinstance(x, (str, Path)) else x for x in (thinksafe, grpo))
     rows = {s: {"thinksafe_flops": a["stages"].get(s, {}).get("flops", 0), "grpo_flops": b["stages"].get(s, {}).get("flops", 0),
                 "thinksafe_wall_s": a["stages"].get(s, {}).get("wall_s", 0), "grpo_wall_s": b["stages"].get(s, {}).get("wall_s", 0)}
             for s in ("generation", "guard", "training")}
@@ -272,3 +280,20 @@ def compute_ratio(thinksafe, # ThinkSafe's compute.json (path or dict): synthesi
         for s, r in rows.items(): print(f"{s:12s} {r['thinksafe_flops']/1e15:17.4g} {r['grpo_flops']/1e15:12.4g} {r['thinksafe_wall_s']:12.1f} {r['grpo_wall_s']:9.1f}")
         print(f"GRPO / ThinkSafe: {res['flops_ratio']:.2f}x FLOPs, {res['wall_ratio']:.2f}x wall time")
     return res
+
+# %% ../nbs/13_grpo.ipynb #cc1fdc4c
+@patch
+def grpo(self:Run, prompts=None, # Samples, strings or a prompt file (default: the run's synthesis prompts)
+         guard=None, # a `Guard` (default: `cfg.guard`)
+         model=None, tokenizer=None, # an already loaded base model (a copy is trained)
+         method:str="grpo") -> Trained: # the training directory's name
+    "GRPO with the guard's P(safe) + think format as reward, into `train_dir(method)`."
+    out = self.train_dir(method)
+    adapter = run_grpo(self.cfg, prompts, out, guard, model, tokenizer)
+    return Trained(adapter, out, method)
+
+@command("grpo", writes="<out_dir>/train/grpo/: adapter, curves, compute.json; resumes from checkpoints",
+         flags=("model", "out_dir"))
+def grpo_run(run:Run):
+    "The GRPO baseline with the guard as reward."
+    return run.grpo()
