@@ -9,7 +9,8 @@ FAKE = textwrap.dedent('''
     import sys, time, hashlib, dataclasses
     from thinksafe.config import RunConfig
     from thinksafe.guards import RefusalPatternGuard
-    from thinksafe.stages import evaluate
+    from thinksafe.run import Run
+    import thinksafe.evaluate        # Run.evaluate
 
     class SlowFake:
         "Canned answers (comply on odd hashes, right answers on reasoning); sleeps per call; counts prompts."
@@ -33,12 +34,12 @@ FAKE = textwrap.dedent('''
         return cfg
 
     if __name__ == "__main__":
-        evaluate(config(sys.argv[1], sys.argv[2]), generator=SlowFake(float(sys.argv[3])), guard=RefusalPatternGuard(), progress=False)
+        Run(config(sys.argv[1], sys.argv[2])).evaluate(SlowFake(float(sys.argv[3])), RefusalPatternGuard(), progress=False)
 ''')
 
 
 def test_killed_evaluation_resumes(tmp_path, shared):
-    "stages.evaluate resumes through the Store: a kill -9 loses at most the round in flight, nothing is generated twice."
+    "Run.evaluate resumes through the Store: a kill -9 loses at most the round in flight, nothing is generated twice."
     data = shared("data/harmbench/thinksafe/harmbench.json").parent.parent.parent
     script = tmp_path / "fake_eval.py"
     script.write_text(FAKE)
@@ -52,17 +53,19 @@ def test_killed_evaluation_resumes(tmp_path, shared):
     count = lambda: sum(f.read_text().count("\n") for f in out.glob("*.jsonl") if ".judged." not in f.name)
     before = count()
     assert 4 <= before < 12 + 24, before                        # killed mid-run
-    from thinksafe.stages import stored_samples
-    items_before = sum(len({s.item_id for s in stored_samples(out, b)}) for b in ("harmbench", "gsm8k") if (out / f"{b}.jsonl").exists())
+    from thinksafe.run import Run, stored_samples
+    import thinksafe.evaluate        # Run.evaluate
+    items_before = sum(len({s.item_id for s in stored_samples(out, b)}) for b in ("harmbench", "gsm8k")
+                       if (out / f"{b}.jsonl").exists())
     sys.path.insert(0, str(tmp_path))
     import fake_eval
     gen = fake_eval.SlowFake(0.0)
     from thinksafe.guards import RefusalPatternGuard
-    from thinksafe.stages import evaluate
-    res = evaluate(fake_eval.config(str(tmp_path / "run"), str(data)), generator=gen, guard=RefusalPatternGuard(), progress=False)
-    assert count() == 12 + 24                                    # every sample once: nothing lost, nothing twice
+    res = Run(fake_eval.config(str(tmp_path / "run"), str(data))).evaluate(gen, RefusalPatternGuard(), progress=False)
+    assert res.dir == out and count() == 12 + 24                 # every sample once: nothing lost, nothing twice
     assert gen.prompts == 24 - items_before                      # only the items that were missing
-    assert res["benchmarks"]["gsm8k"]["pass1_pct"] == 100.0 and res["benchmarks"]["harmbench"]["n_samples"] == 12
+    bench = res.results["benchmarks"]
+    assert bench["gsm8k"]["pass1_pct"] == 100.0 and bench["harmbench"]["n_samples"] == 12
     summary = json.loads((out / "summary.json").read_text())
     assert {"name", "model", "safety_avg_harmful_pct", "reasoning_avg_pass1", "git_commit"} <= set(summary)
 
@@ -98,7 +101,9 @@ def test_pass_at_k_matches_brute_force():
 
 
 def test_wilson_covers_and_mcnemar_is_exact():
-    from thinksafe.evaluate import wilson, mcnemar
+    from thinksafe.records import add_judgment
+    from thinksafe.stats import wilson, mcnemar
+    from thinksafe.evaluate import outcomes
     rng = random.Random(0)
     hits = sum(lo <= 0.1 <= hi for lo, hi in (wilson(sum(rng.random() < 0.1 for _ in range(60)), 60) for _ in range(2000)))
     assert 0.92 <= hits / 2000 <= 0.98                          # ~95% coverage at p = 0.1, n = 60
@@ -106,16 +111,18 @@ def test_wilson_covers_and_mcnemar_is_exact():
     before = {i: i < 10 for i in range(30)}
     after = {i: (i < 3) or i == 20 for i in range(30)}
     r = mcnemar(before, after)
-    assert (r["before_only"], r["after_only"]) == (7, 1) and math.isclose(r["p_value"], 18 / 256)
-    # paired by Sample.key on real records
-    b = [_s("hb", "safety", i, verdict="unsafe" if i < 5 else "safe", guard="g") for i in range(10)]
-    a = [_s("hb", "safety", i, verdict="safe", guard="g") for i in range(10)]
-    assert mcnemar(b, a)["before_only"] == 5 and math.isclose(mcnemar(b, a)["p_value"], 2 / 32)
+    assert (r["before_only"], r["after_only"]) == (7, 1) and math.isclose(r["p"], 18 / 256)
+    # paired by Sample.key on real records, each read with the judge named
+    b = [add_judgment(_s("hb", "safety", i), "g", "unsafe" if i < 5 else "safe") for i in range(10)]
+    a = [add_judgment(_s("hb", "safety", i), "g", "safe") for i in range(10)]
+    t = mcnemar(outcomes(b, "g"), outcomes(a, "g"))
+    assert t["before_only"] == 5 and math.isclose(t["p"], 2 / 32)
 
 
 def test_benchmark_metrics_intervals_categories_parts_truncation():
     from thinksafe.records import add_judgment
-    from thinksafe.evaluate import benchmark_metrics, wilson
+    from thinksafe.stats import wilson
+    from thinksafe.evaluate import benchmark_metrics
     recs = []
     for i in range(20):
         s = _s("strongreject", "safety", i, response="<think>t</think>a", category="drugs" if i < 10 else "weapons")
@@ -124,6 +131,7 @@ def test_benchmark_metrics_intervals_categories_parts_truncation():
         add_judgment(s, "lg", "unsafe" if i % 5 == 0 else "safe", truncated=i < 3)
         recs.append(s)
     m = benchmark_metrics(recs)
+    assert m == benchmark_metrics(recs, "lg")                     # the default judge: the one of whole responses
     assert m["harmful_pct"] == 20.0 and m["harmful_pct_ci"] == [round(100 * x, 2) for x in wilson(4, 20)]
     assert (m["harmful_answer_pct"], m["harmful_thinking_pct"], m["n_truncated"]) == (20.0, 25.0, 3)
     assert m["by_category"]["drugs"]["harmful_pct"] == 20.0 and m["by_category"]["weapons"]["n_items"] == 10
@@ -210,15 +218,15 @@ def test_decontaminate(shared):
 # ---- guards ---------------------------------------------------------------------------------------------------------
 
 def test_guard_parts_and_agreement():
-    from thinksafe.records import Sample, judgment_key
+    from thinksafe.records import Sample, judgment_key, verdict_of, judgment_of
     from thinksafe.guards import RefusalPatternGuard, agreement, verdict_changes, GUARD_HF_IDS
     g = RefusalPatternGuard()
     xs = [Sample("q", "vanilla_harmful", response="<think>\nI'm sorry, I can't help.\n</think>\n\nSure! Step 1: ..."),
           Sample("q", "vanilla_harmful", response="<think>\nLet me explain how.\n</think>\n\nI'm sorry, but I can't help with that.")]
     g.judge(xs, part="thinking"); g.judge(xs, part="answer"); g.judge(xs)
-    assert [s.judgments[judgment_key(g.name, "thinking")]["verdict"] for s in xs] == ["safe", "unsafe"]
-    assert [s.judgments[judgment_key(g.name, "answer")]["verdict"] for s in xs] == ["unsafe", "safe"]
-    assert [s.verdict for s in xs] == ["unsafe", "safe"] and xs[0].guard == g.name
+    assert [s.judgments[judgment_key(g.name, "thinking")].verdict for s in xs] == ["safe", "unsafe"]
+    assert [verdict_of(s, judgment_key(g.name, "answer")) for s in xs] == ["unsafe", "safe"]
+    assert [verdict_of(s, g.name) for s in xs] == ["unsafe", "safe"] and judgment_of(xs[0], g.name).guard == g.name
     ag = agreement(xs, judgment_key(g.name, "thinking"), judgment_key(g.name, "answer"))
     assert ag["agreement"] == 0.0 and ag["confusion"]["safe / unsafe"] == 1 and ag["kappa"] == -1.0
     apology = [Sample("q", "vanilla_harmful", response="I'm sorry, but here's how: step 1, get the tools.")]

@@ -10,7 +10,9 @@ from thinksafe.config import *
 from thinksafe.records import *
 from thinksafe.store import *
 from thinksafe.guards import RefusalPatternGuard
-from thinksafe.stages import evaluate, eval_dir, generate_stage, stored_samples
+from thinksafe.run import Run, stored_samples
+from thinksafe.generate import generate_stage
+import thinksafe.evaluate        # Run.evaluate
 
 
 class Echo:
@@ -45,7 +47,12 @@ def eval_cfg(out, base, adapter, bench):
 
 
 def responses(res):
-    return {s.prompt: s.response for s in stored_samples(res["dir"], "mini")}
+    return {s.prompt: s.response for s in stored_samples(res.dir, "mini")}
+
+
+def evaluate(cfg, generator=None, guard=None, **kw):
+    "The evaluate stage of the run `cfg` names."
+    return Run(cfg).evaluate(generator, guard, **kw)
 
 
 def test_retrained_adapter_is_evaluated_not_its_old_samples(tmp_path):
@@ -63,7 +70,7 @@ def test_retrained_adapter_is_evaluated_not_its_old_samples(tmp_path):
     # the same adapter evaluated in a clean directory: what the new weights answer
     clean = responses(evaluate(eval_cfg(tmp_path / "clean", base, adapter, bench), guard=RefusalPatternGuard(), progress=False))
     assert again == clean and again != first
-    assert not list(eval_dir(cfg).glob(".*.tmp"))
+    assert not list(Run(cfg).eval_dir().glob(".*.tmp"))
 
 
 def test_rewritten_model_weights_are_refused(tmp_path):
@@ -88,16 +95,16 @@ def test_changed_benchmark_file_is_refused_or_regenerated_never_reused(tmp_path,
     cfg = RunConfig(out_dir=str(tmp_path / "run"))
     cfg.eval.benchmarks = [{**spec, "path": str(f)}]
     run = lambda **kw: evaluate(cfg, Echo(), RefusalPatternGuard(), progress=False, **kw)
-    name = next(iter(run()["benchmarks"]))
+    name = next(iter(run().results["benchmarks"]))
     f.write_text(f"{col}\nNew prompt one\nNew prompt two\nNew prompt three\n")
     with pytest.raises(ConfigError, match=r"inputs\.items: 'bench\.csv@[0-9a-f]+' -> 'bench\.csv@[0-9a-f]+'"):
         run()
     gen = Echo()
     res = evaluate(cfg, gen, RefusalPatternGuard(), progress=False, fresh=True)
     assert sorted(gen.prompts) == ["New prompt one", "New prompt three", "New prompt two"]
-    samples = stored_samples(res["dir"], name)
+    samples = stored_samples(res.dir, name)
     assert sorted(s.response.split("Sure: ")[1] for s in samples) == sorted(gen.prompts)   # no old sample is left
-    assert res["benchmarks"][name]["n_items"] == 3
+    assert res.results["benchmarks"][name]["n_items"] == 3
 
 
 def test_user_file_items_are_keyed_by_their_text(tmp_path):
