@@ -10,7 +10,21 @@ from thinksafe.config import *
 from thinksafe.records import *
 from thinksafe.store import *
 from thinksafe.guards import RefusalPatternGuard
-from thinksafe.stages import synthesize, evaluate, generate_stage, synth_dir, STEERED
+from thinksafe.run import Run, stored_samples, stage_compute, compute_path, read_compute, STEERED
+from thinksafe.generate import generate_stage
+import thinksafe.synthesize          # Run.synthesize
+from thinksafe.evaluate import evaluate as evaluate_in
+
+
+def synth_dir(cfg): return Run(cfg).synth_dir()
+
+
+def synthesize(cfg, generator, guard, progress=False):
+    return Run(cfg).synthesize(generator=generator, guard=guard, progress=progress)
+
+
+def evaluate(cfg, generator, guard, sets, out, progress=False):
+    return evaluate_in(cfg, out, generator, guard, sets=sets, progress=progress)
 
 
 class Scripted:
@@ -49,8 +63,8 @@ def test_killed_and_resumed_synthesis_counts_what_an_uninterrupted_one_does(tmp_
         synthesize(cfg, Scripted(fail_after=1), RefusalPatternGuard(), progress=False)    # one chunk finished, then killed
     assert len((synth_dir(cfg) / f"{STEERED}.jsonl").read_text().splitlines()) == 4 * 2
     synthesize(cfg, Scripted(), RefusalPatternGuard(), progress=False)
-    want = counted(synth_dir(ref) / "compute.json")
-    assert counted(synth_dir(cfg) / "compute.json") == want
+    want = counted(compute_path(synth_dir(ref)))
+    assert counted(compute_path(synth_dir(cfg))) == want
     assert want["stages"]["generation"]["tokens"] == 12 * 2 * (7 + 5)                  # every sample once
     assert want["stages"]["generation"]["flops"] == 2 * 1000 * 12 * 2 * 12
 
@@ -62,8 +76,8 @@ def test_killed_and_resumed_evaluation_counts_what_an_uninterrupted_one_does(tmp
     with pytest.raises(RuntimeError, match="killed"):
         evaluate(mk(tmp_path / "b"), Scripted(fail_after=2), RefusalPatternGuard(), sets=items, out=tmp_path / "b", progress=False)
     evaluate(mk(tmp_path / "b"), Scripted(), RefusalPatternGuard(), sets=items, out=tmp_path / "b", progress=False)
-    assert counted(tmp_path / "b" / "compute.json") == counted(tmp_path / "a" / "compute.json")
-    assert counted(tmp_path / "a" / "compute.json")["stages"]["generation"]["tokens"] == 10 * 12
+    assert counted(compute_path(tmp_path / "b")) == counted(compute_path(tmp_path / "a"))
+    assert counted(compute_path(tmp_path / "a"))["stages"]["generation"]["tokens"] == 10 * 12
 
 
 def test_a_skipped_prompt_counts_zero_tokens(tmp_path):
@@ -75,10 +89,9 @@ def test_a_skipped_prompt_counts_zero_tokens(tmp_path):
     items = {"b": [Sample("hi", "vanilla_harmful", benchmark="b", kind="safety", item_id="short"),
                    Sample("word " * 500, "vanilla_harmful", benchmark="b", kind="safety", item_id="long")]}
     evaluate(cfg, gen, RefusalPatternGuard(), sets=items, out=tmp_path / "ev", progress=False)
-    from thinksafe.stages import stored_samples
     ss = {s.item_id: s for s in stored_samples(tmp_path / "ev", "b")}
     assert ss["long"].skipped and not ss["short"].skipped
-    doc = json.loads((tmp_path / "ev" / "compute.json").read_text())
+    doc = read_compute(tmp_path / "ev")
     assert doc["stages"]["generation"]["tokens"] == ss["short"].prompt_tokens + ss["short"].new_tokens   # the long prompt: zero
     assert doc["stages"]["guard"]["tokens"] == ss["short"].prompt_tokens + ss["short"].new_tokens
 
@@ -96,7 +109,6 @@ def test_a_shard_cannot_start_beside_an_unsharded_run(tmp_path):
 
 
 def test_shards_and_a_later_unsharded_run_count_each_sample_once(tmp_path):
-    from thinksafe.stages import stage_compute
     cfg = RunConfig(out_dir=str(tmp_path))
     items = [Sample(f"p{i}", "vanilla_benign") for i in range(10)]
     generate_stage(cfg, items[:6], tmp_path / "a", "s", n=2, generator=Scripted(), shard="0/2", progress=False)
@@ -113,11 +125,11 @@ def test_every_file_records_version_and_commit(tmp_path):
     res = synthesize(cfg, Scripted(), RefusalPatternGuard(), progress=False)
     from thinksafe.store import writer_info
     want = writer_info()      # what this process records (looked up once: the tree may change under a running test)
-    assert all({**r, **want} == r for _, r in read_jsonl(res["synth"]))                  # each SafeChain record
-    assert json.loads(Path(res["compute"]).read_text()).items() >= want.items()
+    assert all({**r["meta"], **want} == r["meta"] for _, r in read_jsonl(res.records_path))   # each kept record
+    assert read_compute(res.dir).items() >= want.items()
     for fp in synth_dir(cfg).glob("*.fingerprint.json"): assert want in json.loads(fp.read_text())["written_by"]
     items = {"b": [Sample("harmful", "vanilla_harmful", benchmark="b", kind="safety", item_id="0")]}
     evaluate(RunConfig(out_dir=str(tmp_path)), Scripted(), RefusalPatternGuard(), sets=items, out=tmp_path / "ev", progress=False)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "ev" / "results.csv").read_text())))
     assert rows and all(r["thinksafe_version"] == want["thinksafe_version"] and r["git_commit"] == (want["git_commit"] or "") for r in rows)
-    assert json.loads((tmp_path / "ev" / "compute.json").read_text()).items() >= want.items()
+    assert read_compute(tmp_path / "ev").items() >= want.items()

@@ -1,7 +1,7 @@
 """The stages as a user runs them: synthesize killed mid-run and resumed, a guard that fails, changed settings,
 every acceptance rule, bad prompt files, re-judging without the student, files readable by others.
 
-A scripted (model-free) generator keeps the file fast; nbs/12_stages.ipynb runs the real generator on a tiny model."""
+A scripted (model-free) generator keeps the file fast; nbs/11_synthesize.ipynb runs the real generator on a tiny model."""
 import dataclasses, hashlib, json, os, signal, stat, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -11,9 +11,10 @@ from thinksafe.config import *
 from thinksafe.records import *
 from thinksafe.store import *
 from thinksafe.guards import RefusalPatternGuard
-from thinksafe.synthesize import load_prompts, accept, is_candidate
-from thinksafe.stages import (synthesize, generate_stage, judge_stage, select_stage, stored_samples, synth_dir, STEERED, PLAIN,
-                              SYNTH_STATS)
+from thinksafe.run import Run, stored_samples, STEERED, PLAIN, SYNTH_STATS
+from thinksafe.synthesize import load_prompts, accept, is_candidate, select_stage
+from thinksafe.generate import generate_stage
+from thinksafe.guards import judge_stage
 
 HERE = Path(__file__).resolve()
 
@@ -44,11 +45,20 @@ def make_cfg(out, **synth):
     return RunConfig(name="t", out_dir=str(out), synth=SynthConfig(**{"k": 3, **synth}), sampling=SamplingConfig(batch_size=4, chunk=4, seed=7))
 
 
+def synth_dir(cfg): return Run(cfg).synth_dir()
+
+
+def synthesize(cfg, generator, guard, progress=False):
+    return Run(cfg).synthesize(generator=generator, guard=guard, progress=progress)
+
+
 def outputs(cfg):
+    "The kept records (without their generation-time meta: wall times) and the statistics."
     d = synth_dir(cfg)
     stats = json.loads((d / SYNTH_STATS).read_text(encoding="utf-8"))
     for k in ("git_commit", "thinksafe_version"): stats.pop(k)
-    return (d / "synth.jsonl").read_text(encoding="utf-8"), stats
+    recs = [{k: v for k, v in r.items() if k != "meta"} for _, r in read_jsonl(d / "synth.jsonl")]
+    return recs, stats
 
 
 def keys(cfg, name=STEERED):
@@ -123,17 +133,17 @@ def test_acceptance_rules(tmp_path, rule, min_safe):
     res = synthesize(cfg, ScriptedGenerator(), RefusalPatternGuard(), progress=False)
     by_prompt = {}
     for s in stored_samples(synth_dir(cfg), STEERED): by_prompt.setdefault(s.prompt_id, []).append(s)
-    recs = [r for _, r in read_jsonl(res["synth"])]
+    recs = read_records(res.records_path) if res.records else []
     got = {}
     for r in recs:
-        assert r["response_label"] == "safe" and "</think>" in r["response"] and "The following prompt" not in r["instruction"]
-        assert r["prompt_label"] in LABELS
-        got.setdefault(r["prompt_id"], []).append(r["sample_idx"])
+        assert verdict_of(r, res.judge) == "safe" and "</think>" in r.response and "The following prompt" not in r.prompt
+        assert r.label in LABELS
+        got.setdefault(r.prompt_id, []).append(r.sample_idx)
     for pid, ss in by_prompt.items():
-        cand = sorted(s.sample_idx for s in ss if is_candidate(s))
+        cand = sorted(s.sample_idx for s in ss if is_candidate(s, res.judge))
         want = {"any": cand, "first": cand[:1]}.get(rule, cand if len(cand) >= min_safe else [])
         assert got.get(pid, []) == want, (rule, min_safe, pid)
-    st = res["stats_dict"]
+    st = res.stats
     assert st["records"] == len(recs) and st["accept"] == rule
     assert st["conditions"]["steered"]["all"]["prompts_kept"] == len(got)
 
@@ -141,7 +151,7 @@ def test_acceptance_rules(tmp_path, rule, min_safe):
 def test_strict_filter_starves_without_steering(tmp_path):
     """The paper's point: with K samples, a strict K/K filter keeps few harmful prompts, fewer without steering."""
     a = synthesize(make_cfg(tmp_path / "s", accept="k-of-K", min_safe=3, compare_steering=True), ScriptedGenerator(), RefusalPatternGuard(), progress=False)
-    c = a["stats_dict"]["conditions"]
+    c = a.stats["conditions"]
     assert c["unsteered"]["harmful"]["prompts_kept"] < c["steered"]["harmful"]["prompts_kept"] < 40
     assert c["unsteered"]["harmful"]["alpha"] < c["steered"]["harmful"]["alpha"]
 
@@ -158,7 +168,7 @@ def test_second_guard_rejudges_without_the_student(tmp_path):
     assert r["judged"] == 80 * 3 and r["verdicts"] == {"unsafe": 240}
     (pair, agree), = r["agreement"].items()
     assert "strict" in pair and agree["n"] == 240 and agree["kappa"] == 0.0
-    assert select_stage(cfg, synth_dir(cfg), judge="strict")["records"] == 0
+    assert select_stage(cfg, synth_dir(cfg), judge="strict").records == 0
     assert len(generate_stage(cfg, load_prompts(cfg.synth), synth_dir(cfg), STEERED, generator=ScriptedGenerator(forbidden=True))) > 0
 
 

@@ -420,6 +420,7 @@ def synthesize(self:Run, round:Optional[int]=None, # a round of `synth.rounds` (
                progress:bool=True, fresh:bool=False) -> Selection:
     "generate -> judge -> select in the round's directory; with `synth.rounds` > 1 and no round, every round."
     if round is None and self.cfg.synth.rounds > 1:
+        import thinksafe.train          # Run.rounds: synthesize -> train, round after round
         rows = self.rounds(generator_for=lambda a: generator if a is None else None, guard=guard,
                            progress=progress, fresh=fresh)
         return self.selection(len(rows) - 1)
