@@ -37,18 +37,21 @@ def test_no_remote_code_and_safetensors_only(monkeypatch):
     assert seen["trust_remote_code"] is True                                   # only when the config says so
 
 def test_training_data_with_unclosed_empty_and_corrupt_records(tmp_path):
-    from thinksafe.train import load_sft_records
+    from thinksafe.train import sft_records
     rec = lambda r: json.dumps({"instruction": "q?", "response": r, "prompt_label": "vanilla_harmful"}) + "\n"
-    (tmp_path/"d.jsonl").write_text(rec("<think>\nok\n</think>\nI can't help.") + rec("<think>\nnever closed") + rec(""))
-    recs, stats = load_sft_records(tmp_path/"d.jsonl")
-    assert (len(recs), stats["unclosed_think"]) == (1, 2)                      # counted skips, never silent
+    (tmp_path/"d.jsonl").write_text(rec("<think>\nok\n</think>\nI can't help.") + rec("<think>\nnever closed"))
+    recs, stats = sft_records(tmp_path/"d.jsonl")
+    assert (len(recs), stats["unclosed_think"]) == (1, 1)                      # counted skips, never silent
     assert recs[0]["response"].endswith("</think>\n\nI can't help.")
+    (tmp_path/"d.jsonl").write_text((tmp_path/"d.jsonl").read_text() + rec(""))
+    with pytest.raises(DataError, match=r"d.jsonl:3: missing or empty response"): sft_records(tmp_path/"d.jsonl")
     (tmp_path/"e.jsonl").write_text(rec("<think>a</think>b") + '{"instruction": "q?", "respo\n')
-    with pytest.raises(DataError, match=r"e.jsonl:2: invalid JSON"): load_sft_records(tmp_path/"e.jsonl")
+    with pytest.raises(DataError, match=r"e.jsonl:2: invalid JSON"): sft_records(tmp_path/"e.jsonl")
 
 def test_a_guard_that_raises_stops_evaluation_and_keeps_what_was_written(tmp_path):
     import dataclasses
-    from thinksafe.stages import evaluate, stored_samples
+    from thinksafe.evaluate import evaluate
+    from thinksafe.run import stored_samples
     from thinksafe.guards import Guard
     class Echo:
         name, n_params = "echo", 0
@@ -65,10 +68,11 @@ def test_a_guard_that_raises_stops_evaluation_and_keeps_what_was_written(tmp_pat
     cfg = RunConfig(out_dir=str(tmp_path)); cfg.guard.batch_size = 1     # judge rounds of 64 samples
     items = [Sample(f"harmful {i}", "vanilla_harmful", benchmark="b", kind="safety", item_id=str(i)) for i in range(100)]
     with pytest.raises(RuntimeError, match="guard server down"):
-        evaluate(cfg, Echo(), Broken(), sets={"b": items}, out=tmp_path/"ev", progress=False)
+        evaluate(cfg, tmp_path/"ev", Echo(), Broken(), sets={"b": items}, progress=False)
     kept = stored_samples(tmp_path/"ev", "b")
     assert len(kept) == 100                                                  # every generated sample is on disk
-    assert sum(bool(s.judgments) for s in kept) == 64 and all(s.verdict in ("unsafe", None) for s in kept)   # nothing judged 'safe' by default
+    assert sum(bool(s.judgments) for s in kept) == 64
+    assert all(verdict_of(s, "broken") in ("unsafe", None) for s in kept)     # nothing judged 'safe' by default
 
 def test_prompt_longer_than_context_is_a_counted_skip(tmp_path):
     from thinksafe.models import tiny_model
@@ -78,7 +82,7 @@ def test_prompt_longer_than_context_is_a_counted_skip(tmp_path):
     gen = HFGenerator(m, tok, max_model_len=64, progress=False)
     out = gen.generate([Sample("hi"), Sample("word " * 100)], sampling=SamplingConfig(max_new_tokens=4))
     assert not out[0].skipped and "context holds 64" in out[1].skipped
-    assert group_stats([[o] for o in out])["skipped"] == 1
+    assert group_stats([[o] for o in out], None)["skipped"] == 1
 
 
 # --- issue 19: disk faults of the stores and reports, permissions, and the small silent mergers ---------------------------
@@ -99,8 +103,9 @@ def _fail(code):
     return f
 
 def test_read_only_output_dir_is_one_line_in_generate_judge_and_evaluate(tmp_path, monkeypatch):
-    from thinksafe.stages import evaluate, generate_stage, judge_stage
-    from thinksafe.guards import RefusalPatternGuard
+    from thinksafe.evaluate import evaluate
+    from thinksafe.generate import generate_stage
+    from thinksafe.guards import RefusalPatternGuard, judge_stage
     cfg, out = RunConfig(out_dir=str(tmp_path)), tmp_path / "ev"
     generate_stage(cfg, _items()["b"], out, "b", n=1, generator=_Echo(), progress=False)
     real_open = open
@@ -110,19 +115,19 @@ def test_read_only_output_dir_is_one_line_in_generate_judge_and_evaluate(tmp_pat
     monkeypatch.setattr("builtins.open", no_write)
     for run in (lambda: generate_stage(cfg, _items()["b"], out, "b", n=1, generator=_Echo(), progress=False),
                 lambda: judge_stage(cfg, out, "b", guard=RefusalPatternGuard(), progress=False),
-                lambda: evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=out, progress=False)):
+                lambda: evaluate(cfg, out, _Echo(), RefusalPatternGuard(), sets=_items(), progress=False)):
         with pytest.raises(OutputError, match=f"cannot write {out}: permission denied") as e: run()
         assert "\n" not in str(e.value)
     monkeypatch.undo()
     monkeypatch.setattr(Path, "mkdir", _fail(errno.EROFS))   # a new output directory on a read-only file system
     with pytest.raises(OutputError, match="read-only file system"):
-        evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=tmp_path / "new", progress=False)
+        evaluate(cfg, tmp_path / "new", _Echo(), RefusalPatternGuard(), sets=_items(), progress=False)
 
 def test_full_disk_while_appending_leaves_the_store_as_it_was_and_the_next_run_resumes(tmp_path, monkeypatch):
-    from thinksafe.stages import evaluate, generate_eval, judge_stage
-    from thinksafe.guards import RefusalPatternGuard
+    from thinksafe.evaluate import evaluate, generate_eval
+    from thinksafe.guards import RefusalPatternGuard, judge_stage
     cfg = RunConfig(out_dir=str(tmp_path), sampling=SamplingConfig(chunk=4))
-    evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=tmp_path / "ref", progress=False)
+    evaluate(cfg, tmp_path / "ref", _Echo(), RefusalPatternGuard(), sets=_items(), progress=False)
     out, real_write, calls = tmp_path / "ev", os.write, []
     def half_then_full(fd, data):
         calls.append(len(data))
@@ -139,18 +144,21 @@ def test_full_disk_while_appending_leaves_the_store_as_it_was_and_the_next_run_r
         judge_stage(cfg, out, "b", guard=RefusalPatternGuard(), progress=False)
     assert all(not p.read_bytes() for p in out.glob("b.judged.*.jsonl"))
     monkeypatch.undo()
-    evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=out, progress=False)
+    evaluate(cfg, out, _Echo(), RefusalPatternGuard(), sets=_items(), progress=False)
     for f in ("b.jsonl", "results.csv"):
         strip = lambda t: sorted(l for l in t.splitlines())
         assert strip((out / f).read_text()) == strip((tmp_path / "ref" / f).read_text()), f
 
 def test_results_are_readable_by_others_under_umask_077(tmp_path):
-    from thinksafe.stages import evaluate, synthesize
+    from thinksafe.evaluate import evaluate
+    from thinksafe.synthesize import synthesize
+    from thinksafe.run import Run
     from thinksafe.guards import RefusalPatternGuard
     old = os.umask(0o077)
     try:
-        evaluate(RunConfig(out_dir=str(tmp_path)), _Echo(), RefusalPatternGuard(), sets=_items(), out=tmp_path / "ev", progress=False)
-        synthesize(RunConfig(out_dir=str(tmp_path), synth=SynthConfig(k=2, limit=6)), _Echo(), RefusalPatternGuard(), progress=False)
+        evaluate(RunConfig(out_dir=str(tmp_path)), tmp_path / "ev", _Echo(), RefusalPatternGuard(), sets=_items(), progress=False)
+        sy = RunConfig(out_dir=str(tmp_path), synth=SynthConfig(k=2, limit=6))
+        synthesize(sy, Run(sy).synth_dir(), _Echo(), RefusalPatternGuard(), progress=False)
     finally: os.umask(old)
     files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert {"results.json", "results.csv", "summary.json", "compute.json", "b.jsonl", "synth.jsonl", "synth_stats.json"} <= {p.name for p in files}
@@ -158,11 +166,11 @@ def test_results_are_readable_by_others_under_umask_077(tmp_path):
 
 def test_a_report_is_replaced_together_and_stale_temp_files_are_removed(tmp_path, monkeypatch):
     import tempfile
-    from thinksafe.stages import evaluate, score_stage
+    from thinksafe.evaluate import evaluate, score_stage
     from thinksafe.guards import RefusalPatternGuard
     out = tmp_path / "ev"
     cfg = RunConfig(name="first", out_dir=str(tmp_path))
-    evaluate(cfg, _Echo(), RefusalPatternGuard(), sets=_items(), out=out, progress=False)
+    evaluate(cfg, out, _Echo(), RefusalPatternGuard(), sets=_items(), progress=False)
     report = ("results.json", "summary.json", "results.csv")
     before = {f: (out / f).read_bytes() for f in report}
     real, n = tempfile.mkstemp, []
@@ -184,10 +192,12 @@ def test_a_report_is_replaced_together_and_stale_temp_files_are_removed(tmp_path
     assert json.loads((out / "summary.json").read_text())["name"] == "second"
 
 def test_a_cut_judged_store_makes_select_ask_to_rejudge(tmp_path):
-    from thinksafe.stages import synthesize, select_stage, judge_stage, synth_dir
-    from thinksafe.guards import RefusalPatternGuard
+    from thinksafe.synthesize import synthesize, select_stage
+    from thinksafe.guards import RefusalPatternGuard, judge_stage
+    from thinksafe.run import Run
     cfg = RunConfig(out_dir=str(tmp_path), synth=SynthConfig(k=2, limit=6))
-    n = synthesize(cfg, _Echo(), RefusalPatternGuard(), progress=False)["records"]
+    synth_dir = lambda cfg: Run(cfg).synth_dir()
+    n = synthesize(cfg, synth_dir(cfg), _Echo(), RefusalPatternGuard(), progress=False).records
     judged, = synth_dir(cfg).glob("samples-steered.judged.*.jsonl")
     data = judged.read_bytes()
     judged.write_bytes(data[:-20])                                         # a judge killed while writing its last line
@@ -195,7 +205,7 @@ def test_a_cut_judged_store_makes_select_ask_to_rejudge(tmp_path):
         select_stage(cfg, synth_dir(cfg))
     assert "\n" not in str(e.value)
     judge_stage(cfg, synth_dir(cfg), "samples-steered", guard=RefusalPatternGuard(), progress=False)   # re-judges that sample
-    assert select_stage(cfg, synth_dir(cfg))["records"] == n
+    assert select_stage(cfg, synth_dir(cfg)).records == n
 
 def test_duplicate_prompts_are_reported_and_conflicting_labels_refused(tmp_path, capsys):
     from thinksafe.synthesize import load_prompts
@@ -229,12 +239,12 @@ def test_csv_with_an_unclosed_quote_is_reported_where_the_quote_opens(tmp_path):
 
 def test_every_command_says_one_line_on_a_read_only_output_directory(tmp_path, monkeypatch, capsys):
     "generate, judge, select, score and evaluate through the CLI: one line naming the directory, exit status 2, no traceback."
-    from thinksafe import cli, stages
+    from thinksafe import cli, generate
     from thinksafe.guards import RefusalPatternGuard
     (tmp_path / "b.jsonl").write_text('{"prompt": "harmful one"}\n{"prompt": "harmful two"}\n')
     (tmp_path / "c.yaml").write_text(f"out_dir: {tmp_path / 'run'}\neval:\n  benchmarks:\n    - {{name: b, path: {tmp_path / 'b.jsonl'}, kind: safety}}\n"
                                      f"synth:\n  limit: 4\nguard:\n  name: refusal-patterns\n")
-    monkeypatch.setattr(stages, "make_generator", lambda *a, **k: _Echo())
+    monkeypatch.setattr(generate, "make_generator", lambda *a, **k: _Echo())
     args = lambda *a: [*a, "-c", str(tmp_path / "c.yaml")]
     assert cli.main(args("synthesize")) == 0 and cli.main(args("evaluate")) == 0
     capsys.readouterr()
