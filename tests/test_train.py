@@ -146,18 +146,20 @@ def _run(tmp_path, kill_at):
 def test_killed_run_resumes(tmp_path):
     p = _run(tmp_path, 2)
     assert p.returncode == -9, p.stderr[-2000:]
-    ck = tmp_path/"train"/"checkpoints"
+    from thinksafe.run import read_compute
+    td = tmp_path/"train"/"sft+kl"
+    ck = td/"checkpoints"
     assert [c.name for c in ck.glob("checkpoint-*")] == ["checkpoint-2"]
-    assert not (tmp_path/"train"/"adapter").exists()
+    assert not (td/"adapter").exists()
     p = _run(tmp_path, 0)
     assert p.returncode == 0, p.stderr[-2000:]
-    comp = json.loads((tmp_path/"train"/"compute.json").read_text())["stages"]["training"]
+    comp = read_compute(td)["stages"]["training"]
     assert comp["steps"] == 4 and Path(comp["resumed_from"]).name == "checkpoint-2", comp
-    first = json.loads((ck/"checkpoint-2"/"compute.json").read_text())
+    first = read_compute(ck/"checkpoint-2")
     assert comp["tokens"] > first["tokens"] > 0 and comp["forward_tokens"] > first["forward_tokens"] > 0   # accounting continued
-    steps = [c["step"] for c in json.loads((tmp_path/"train"/"curves.json").read_text())]
+    steps = [c["step"] for c in json.loads((td/"curves.json").read_text())]
     assert steps == [1, 2, 3, 4], steps
-    assert (tmp_path/"train"/"adapter"/"adapter_model.safetensors").exists()
+    assert (td/"adapter"/"adapter_model.safetensors").exists()
 
 DDP = textwrap.dedent("""
     import os, sys, json, torch
@@ -197,22 +199,25 @@ def test_kl_under_ddp(tmp_path):
     a, b = (torch.load(tmp_path/f"lora-{r}.pt") for r in (0, 1))
     assert all(torch.equal(a[k], b[k]) for k in a)                                         # gradients were synchronised
     assert max(a[k].abs().max().item() for k in a if "lora_B" in k) > 0                    # and the adapter moved
-    comp = json.loads((tmp_path/"train"/"compute.json").read_text())["stages"]["training"]
+    from thinksafe.run import read_compute
+    comp = read_compute(tmp_path/"train"/"sft+kl")["stages"]["training"]
     assert comp["forward_tokens"] > 0 and comp["tokens"] > comp["forward_tokens"]
 
 def test_cli_path_counts_synthesis(tmp_path):
-    "`thinksafe train` (run_sft with no data) reads the synthesis output and merges its compute.json: generation + guard + training."
+    "`thinksafe train` (Run.train with no data) reads the kept records and merges the synthesis's compute: generation + guard + training."
     from thinksafe.config import RunConfig, ModelConfig, TrainConfig
-    from thinksafe.core import add_compute, compute_entry, write_jsonl
+    from thinksafe.core import compute_entry, write_jsonl
     from thinksafe.models import tiny_model_dir
-    from thinksafe.stages import synth_dir
-    from thinksafe.train import run_sft
+    from thinksafe.run import Run, read_compute, write_compute
+    import thinksafe.train
     cfg = RunConfig(out_dir=str(tmp_path), model=ModelConfig(name=str(tiny_model_dir(tmp_path/"tiny"))),
                     train=TrainConfig(lora_r=4, lora_alpha=8, max_steps=1, gradient_accumulation_steps=1, gradient_checkpointing=False))
-    sd = synth_dir(cfg); write_jsonl(sd/cfg.synth.out, RECS)
-    add_compute(sd/"compute.json", "generation", compute_entry("generate", 10, 100, 1.0)); add_compute(sd/"compute.json", "guard", compute_entry("judge", 20, 100, 1.0))
-    run_sft(cfg)
-    doc = json.loads((tmp_path/"train"/"compute.json").read_text())
+    run = Run(cfg)
+    write_jsonl(run.records_path(), RECS)
+    write_compute(run.synth_dir(), {"generation": compute_entry("generate", 10, 100, 1.0), "guard": compute_entry("judge", 20, 100, 1.0)})
+    trained = run.train()
+    assert trained.adapter == run.adapter_dir("sft") and (trained.adapter/"adapter_config.json").exists()
+    doc = read_compute(trained.dir)
     assert sorted(doc["stages"]) == ["generation", "guard", "training"]
     assert doc["total"]["flops"] == 2 * 10 * 100 + 2 * 20 * 100 + doc["stages"]["training"]["flops"]
 
@@ -264,8 +269,10 @@ def test_retraining_with_other_data_is_not_resumed(tmp_path):
     from thinksafe.core import ConfigError, write_jsonl
     from thinksafe.models import tiny_model_dir
     from thinksafe.train import run_sft
+    from thinksafe.run import read_compute
+    # two steps: Adam's first step is lr x sign(gradient), the same for both data sets here
     cfg = RunConfig(out_dir=str(tmp_path), model=ModelConfig(name=str(tiny_model_dir(tmp_path/"tiny"))),
-                    train=TrainConfig(lora_r=4, lora_alpha=8, max_steps=1, save_steps=1, gradient_accumulation_steps=1,
+                    train=TrainConfig(lora_r=4, lora_alpha=8, max_steps=2, save_steps=1, gradient_accumulation_steps=1,
                                       gradient_checkpointing=False, learning_rate=1e-2))
     data = tmp_path/"data.jsonl"
     write_jsonl(data, RECS)
@@ -277,5 +284,21 @@ def test_retraining_with_other_data_is_not_resumed(tmp_path):
     assert (adapter/"adapter_model.safetensors").read_bytes() == first
     run_sft(cfg, data=data, fresh=True)
     assert (adapter/"adapter_model.safetensors").read_bytes() != first
-    doc = json.loads((tmp_path/"train"/"compute.json").read_text())
+    doc = read_compute(tmp_path/"train"/"sft")
     assert doc["thinksafe_version"] and "git_commit" in doc
+
+
+def test_report_to_is_checked(tmp_path):
+    "train.report_to reaches the trainer's configuration; a logger whose package is missing is refused naming the key."
+    import importlib.util
+    from thinksafe.config import TrainConfig
+    from thinksafe.core import ConfigError
+    from thinksafe.train import sft_config, REPORT_PACKAGES
+    from thinksafe.grpo import grpo_config
+    assert sft_config(TrainConfig(), tmp_path).report_to in ("none", [])
+    for name, pkg in REPORT_PACKAGES.items():
+        tc = TrainConfig(report_to=name)
+        if importlib.util.find_spec(pkg) is None:
+            with pytest.raises(ConfigError, match=f"train.report_to={name}"): sft_config(tc, tmp_path)
+            with pytest.raises(ConfigError, match=f"train.report_to={name}"): grpo_config(tc, tmp_path)
+        else: assert sft_config(tc, tmp_path).report_to in (name, [name])
