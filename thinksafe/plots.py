@@ -81,7 +81,8 @@ RUN_KEYS = ("name", "model", "size_b", HARM, REASON)
 
 def _summary_files(p:Path) -> list[Path]:
     if p.is_file(): return [p]
-    if not p.is_dir(): raise ThinkSafeError(f"run {p} not found (give a summary.json, a run folder, or a folder of runs)")
+    if not p.is_dir():
+        raise ThinkSafeError(f"run {p} not found (give a summary.json, a run folder, or a folder of runs)")
     for cand in (p/"summary.json", p/"eval"/"summary.json"):
         if cand.exists(): return [cand]
     found = sorted(p.glob("*/summary.json")) + sorted(p.glob("*/eval/summary.json"))
@@ -101,7 +102,8 @@ def load_runs(paths:Sequence) -> "pd.DataFrame":
             miss = [k for k in (HARM, REASON) if k not in d]
             if miss: raise DataError(f"missing {miss} (expected the run-result shape {list(RUN_KEYS)})", f)
             rows.append({"name": d.get("name") or f.parent.name, "model": d.get("model", ""), "size_b": d.get("size_b"),
-                         HARM: d[HARM], REASON: d[REASON], "guard": d.get("guard"), "complete": d.get("complete"), "path": str(f)})
+                         HARM: d[HARM], REASON: d[REASON], "guard": d.get("guard"), "complete": d.get("complete"),
+                         "path": str(f)})
     return pd.DataFrame(rows, columns=["name", "model", "size_b", HARM, REASON, "guard", "complete", "path"])
 
 # %% ../nbs/20_plots.ipynb #9116f1fc
@@ -133,8 +135,8 @@ def _draw_runs(ax, runs, with_size:bool=False):
         mk, col, sz = RUN_MARKERS[i % len(RUN_MARKERS)]
         x, y = float(r[HARM]), float(r[REASON])
         if all(k in r and r[k] == r[k] for k in ("harm_lo", "harm_hi", "reason_lo", "reason_hi")):
-            ax.errorbar(x, y, xerr=[[x - r["harm_lo"]], [r["harm_hi"] - x]], yerr=[[y - r["reason_lo"]], [r["reason_hi"] - y]],
-                        fmt="none", ecolor=col, alpha=0.6, lw=1, zorder=3)
+            xerr, yerr = [[x - r["harm_lo"]], [r["harm_hi"] - x]], [[y - r["reason_lo"]], [r["reason_hi"] - y]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=col, alpha=0.6, lw=1, zorder=3)
         ax.scatter(x, y, marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=4, label=str(r["name"]))
         has_size = with_size and r.get("size_b") is not None and r["size_b"] == r["size_b"]
         ax.annotate(str(r["name"]) + (f" ({float(r['size_b']):g}B)" if has_size else ""), (x, y),
@@ -179,7 +181,8 @@ def _legend(fig, axes):
     handles = {}
     for ax in axes:
         for h, l in zip(*ax.get_legend_handles_labels()): handles.setdefault(l, h)
-    handles["Pareto frontier"] = Line2D([], [], ls="--", color="#444444", marker="o", markerfacecolor="none", markersize=11)
+    handles["Pareto frontier"] = Line2D([], [], ls="--", color="#444444", marker="o", markerfacecolor="none",
+                                        markersize=11)
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 9), frameon=False,
                bbox_to_anchor=(0.5, -0.08), fontsize=9, markerscale=0.8)
 
@@ -229,12 +232,15 @@ def plot_headline(headline=None):
     b2 = ax.bar(x + w / 2, h["thinksafe"], w, color=METHOD_STYLE["ThinkSafe"][1], label="ThinkSafe")
     for bars in (b1, b2): ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.set_xticks(x, [f"{m}\n({d})" for m, d in zip(h["metric"], h["direction"])], fontsize=8)
-    ax.set_ylabel("%"); ax.set_ylim(0, max(h["initial"].max(), h["thinksafe"].max()) * 1.15)
-    ax.legend(frameon=False, fontsize=9, loc="upper left"); ax.grid(axis="y", alpha=0.3)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, max(h["initial"].max(), h["thinksafe"].max()) * 1.15)
+    ax.legend(frameon=False, fontsize=9, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
     ax.set_title("ThinkSafe on Qwen3-4B: safer and no reasoning lost (paper's numbers)", fontsize=11)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/20_plots.ipynb #050a7083
 def paper_figures(out_dir="figures", # where the PNG and PDF files go
                   runs:Optional[Sequence]=None, # summary.json files or run folders to overlay
                  ) -> dict:
@@ -243,9 +249,11 @@ def paper_figures(out_dir="figures", # where the PNG and PDF files go
     out = Path(out_dir)
     table, run_df = paper_table(), load_runs(runs) if runs else None
     fig = plot_pareto(table, run_df)
-    pareto = save_figure(fig, out/"pareto_qwen3"); plt.close(fig)
+    pareto = save_figure(fig, out/"pareto_qwen3")
+    plt.close(fig)
     fig = plot_headline()
-    headline = save_figure(fig, out/"headline_qwen3_4b"); plt.close(fig)
+    headline = save_figure(fig, out/"headline_qwen3_4b")
+    plt.close(fig)
     frontier = {_size_label(s): pareto_frontier(g)["method"].tolist() for s, g in table.groupby("size_b")}
     return {"pareto_png": str(pareto[0]), "pareto_pdf": str(pareto[1]), "headline_png": str(headline[0]),
             "headline_pdf": str(headline[1]), "runs": 0 if run_df is None else len(run_df), "frontier": frontier}
