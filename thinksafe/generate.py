@@ -45,7 +45,7 @@ def user_turn(s:Sample) -> str:
     return s.sent or s.prompt
 
 def sampling_record(sc:SamplingConfig) -> dict:
-    "What goes into `Sample.sampling`: the settings that change the distribution (not the batch size or the round size)."
+    "What goes into `Sample.sampling`: the settings that change the distribution (not batch or round size)."
     return {k: v for k, v in asdict(sc).items() if k not in ("batch_size", "chunk")}
 
 def with_prefix(prefix:str, text:str) -> str:
@@ -72,7 +72,7 @@ class Generator:
                  n:Optional[int]=None, # samples per prompt (default: len(sample_indices), else sampling.n)
                  sampling:Optional[SamplingConfig]=None, # default: the generator's
                  desc:str="generate", # progress bar label
-                 sample_indices:Optional[Sequence[int]]=None # the sample indices to generate for every prompt (default range(n))
+                 sample_indices:Optional[Sequence[int]]=None # the sample indices of every prompt (default range(n))
                 ) -> list[Sample]:
         "The samples `sample_indices` of every input, input-major, each with its seed and its `response` parsed."
         idx = None if sample_indices is None else [int(j) for j in sample_indices]
@@ -81,11 +81,11 @@ class Generator:
         if len(idx) != sc.n: raise ThinkSafeError(f"generate: {len(idx)} sample_indices but n={sc.n}")
         samples = as_samples(prompts)
         if not samples or not idx: return []
-        done = self._complete(samples, sc, desc) if idx == list(range(sc.n)) else self._complete(samples, sc, desc,
-                                                                                                 idx)
+        full = idx == list(range(sc.n))
+        done = self._complete(samples, sc, desc) if full else self._complete(samples, sc, desc, idx)
         rec = sampling_record(sc)
-        return [self._record(s, j, resp, info, rec,
-                             sc.seed) for s, outs in zip(samples, done) for j, (resp, info) in zip(idx, outs)]
+        pairs = [(s, j, resp, info) for s, outs in zip(samples, done) for j, (resp, info) in zip(idx, outs)]
+        return [self._record(s, j, resp, info, rec, sc.seed) for s, j, resp, info in pairs]
 
     def _record(self, s:Sample, j:int, response:str, info:dict, rec:dict, seed:int) -> Sample:
         "The output record: the input's fields, the response and how it was made; earlier judgments dropped."
@@ -110,8 +110,9 @@ def row_uniforms(seed:int, n:int):
     import torch
     return torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
+# %% ../nbs/08_generate.ipynb #1ba0863f
 def top_k_top_p(logits, top_k:int=0, top_p:float=1.0):
-    "`(probs, ids)`: each row's candidates, most likely first, with probabilities renormalised after top-k, then top-p over the k kept."
+    "`(probs, ids)`: each row's candidates, most likely first, renormalised after top-k, then top-p over the k kept."
     V = logits.shape[-1]
     vals, ids = logits.topk(top_k, -1) if 0 < top_k < V else logits.sort(-1, descending=True)
     probs = vals.double().softmax(-1)
@@ -158,7 +159,7 @@ def _kv_layer():
     import torch
     from transformers.cache_utils import DynamicLayer
     class PreallocatedLayer(DynamicLayer):
-        "A `DynamicLayer` that writes keys and values into buffers grown by doubling, instead of concatenating per token."
+        "A `DynamicLayer` writing keys and values into buffers grown by doubling, not concatenated per token."
         def lazy_initialization(self, k, v):
             super().lazy_initialization(k, v)
             self.n, self.kb, self.vb = 0, None, None
@@ -185,7 +186,7 @@ def _kv_layer():
                 self.kb, self.vb = self.kb.repeat_interleave(repeats, 0), self.vb.repeat_interleave(repeats, 0)
                 self.keys, self.values = self.kb[..., :self.n, :], self.vb[..., :self.n, :]
         def keep_rows(self, holes:list, movers:list, rows:int):
-            "Keep the first `rows` rows after copying rows `movers` into rows `holes`: only the moved rows' filled part is copied."
+            "Keep the first `rows` rows after copying rows `movers` into rows `holes` (only their filled part)."
             if self.is_initialized and self.kb is not None:
                 if holes:
                     h, m = (torch.tensor(x, device=self.kb.device) for x in (holes, movers))
@@ -194,6 +195,7 @@ def _kv_layer():
                 self.keys, self.values = self.kb[..., :self.n, :], self.vb[..., :self.n, :]
     return PreallocatedLayer
 
+# %% ../nbs/08_generate.ipynb #19fa1359
 def cache_keyword(model) -> str:
     "The name under which `model.forward` takes its KV cache: `cache` (transformers >= 5.20) or `past_key_values`."
     import inspect
@@ -204,6 +206,7 @@ def cache_keyword(model) -> str:
                              f"'past_key_values')")
     return name
 
+# %% ../nbs/08_generate.ipynb #68a165be
 def kv_cache(model):
     "A transformers `DynamicCache` for `model` whose layers write into preallocated buffers."
     from transformers.cache_utils import DynamicCache
@@ -212,7 +215,7 @@ def kv_cache(model):
     return c
 
 def drop_rows(cache, keep:list[int]) -> list[int]:
-    "Shrink a `kv_cache` batch to the rows `keep` (ascending): kept rows past the new end move into the freed places. Returns the new order (old row per new row)."
+    "Shrink a `kv_cache` batch to the rows `keep` (ascending), moving kept rows past the end into the freed places."
     B, kept = len(keep), set(keep)
     holes, movers = [i for i in range(B) if i not in kept], [j for j in keep if j >= B]
     for layer in cache.layers: layer.keep_rows(holes, movers, B)
@@ -222,7 +225,7 @@ def drop_rows(cache, keep:list[int]) -> list[int]:
 
 # %% ../nbs/08_generate.ipynb #5e9b0f3d
 def decode_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
-    "Attention for one new token per row: query heads sharing a key/value head in one matmul, no copy of the cache; SDPA otherwise."
+    "Attention for one new token per row: heads sharing a key/value head in one matmul, no cache copy; else SDPA."
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     B, H, Q, D = query.shape
@@ -263,8 +266,10 @@ def can_pack(model) -> bool:
     "Whether `packed_linears` applies: a CPU fp32 model and a torch built with oneDNN."
     import torch
     p = next(model.parameters())
-    return p.device.type == "cpu" and p.dtype == torch.float32 and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    return p.device.type == "cpu" and p.dtype == torch.float32 and onednn
 
+# %% ../nbs/08_generate.ipynb #c3eca287
 @contextmanager
 def packed_linears(model, packs:dict, # the packed weights kept between calls: {module: ((data_ptr, version), packed)}
                    on:bool=True, batch_hint:int=64):
@@ -304,8 +309,9 @@ class Row:
     closed_by: Optional[str] = None
     reason: Optional[str] = None                # 'stop' | 'length' once finished
 
+# %% ../nbs/08_generate.ipynb #de60ab22
 class HFGenerator(Generator):
-    "Batched sampling with a transformers causal LM (CPU or CUDA): per-sample seeds, preallocated KV cache, finished rows dropped."
+    "Batched sampling with a transformers causal LM: per-sample seeds, preallocated KV cache, finished rows dropped."
     fast_attention = True   # `decode_attention` on CPU
     packed_weights = True   # `packed_linears` on CPU fp32
 
@@ -315,17 +321,17 @@ class HFGenerator(Generator):
                  sampling:Optional[SamplingConfig]=None, # default sampling settings
                  max_model_len:Optional[int]=None, # context length (default: the model's max_position_embeddings)
                  progress:bool=True, # show a tqdm bar
-                 close_think:Optional[bool]=None, # close unclosed thinking, then let the model answer (default: for 'system' format)
+                 close_think:Optional[bool]=None, # close unclosed thinking, then answer (default: 'system' format)
                  think_fraction:float=0.5): # share of the budget for thinking when `close_think`
         super().__init__(sampling)
         self.model, self.tokenizer, self.progress = model, tokenizer, progress
         self.fmt = _think_format(tokenizer, think_format)
         self.prefix = generation_prefix(self.fmt)
         self.close_think = (self.fmt == "system") if close_think is None else close_think
-        self.think_fraction, self.close_ids = think_fraction, tokenizer(THINK_CLOSING,
-                                                                        add_special_tokens=False)["input_ids"]
-        self.name = name or getattr(model, "name_or_path_", None) or getattr(model.config, "name_or_path",
-                                                                             "") or type(model).__name__
+        self.think_fraction = think_fraction
+        self.close_ids = tokenizer(THINK_CLOSING, add_special_tokens=False)["input_ids"]
+        named = getattr(model, "name_or_path_", None) or getattr(model.config, "name_or_path", "")
+        self.name = name or named or type(model).__name__
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.context = max_model_len or getattr(cfg, "max_position_embeddings", None) or 10**9
         self.stops = stop_token_ids(tokenizer, model)
@@ -362,7 +368,7 @@ def _row(self:HFGenerator, sc:SamplingConfig, prompt_len:int, seed:int) -> Row:
 
 @patch
 def _force(self:HFGenerator, x:Row) -> bool:
-    "Budget forcing for row `x` (at its think budget or an early stop): queue `THINK_CLOSING` unless it closed its thinking itself or has no room."
+    "Budget forcing for row `x` (think budget or early stop): queue `THINK_CLOSING`, unless it closed or has no room."
     x.closing = False
     if THINK_CLOSE in self.tokenizer.decode(x.new) or x.max_new - len(x.new) - len(self.close_ids) <= 0: return False
     x.queue, x.closed_by, x.phase_start = list(self.close_ids), "generator", x.drawn
@@ -405,7 +411,7 @@ def _forward(self:HFGenerator, ids, att, pos, cache):
 
 @patch
 def _prefill(self:HFGenerator, ids:list[list[int]], cache):
-    "Fill `cache` with the batch's prompts, each distinct prompt once; returns the rows' logits, attention mask and last positions."
+    "Fill `cache` with the batch's prompts, each distinct one once; the rows' logits, attention mask, last positions."
     import torch
     uniq = {}
     src = [uniq.setdefault(tuple(x), len(uniq)) for x in ids]    # the K samples of a prompt share its prefill
@@ -417,7 +423,7 @@ def _prefill(self:HFGenerator, ids:list[list[int]], cache):
 
 @patch
 def _prefill_distinct(self:HFGenerator, ids:list[list[int]], cache):
-    "Prefill distinct prompts: the chat template's shared opening on one row, copied to all, then the rest left-padded."
+    "Prefill distinct prompts: the template's shared opening on one row, copied to all, then the rest left-padded."
     import torch
     dev, B, P = next(self.model.parameters()).device, len(ids), self.shared_prefix
     if not P or any(len(x) <= P or x[:P] != self.template_ids[:P] for x in ids): P = 0
@@ -436,6 +442,7 @@ def _prefill_distinct(self:HFGenerator, ids:list[list[int]], cache):
     att = torch.cat([torch.ones(B, P, dtype=torch.long), att], 1).to(dev)
     return self._forward(inp.to(dev), att, pos.to(dev), cache), att, pos[:, -1:].to(dev)
 
+# %% ../nbs/08_generate.ipynb #01106598
 @patch
 def _decode(self:HFGenerator, ids:list[list[int]], rows:list[Row], sc:SamplingConfig) -> list[Row]:
     "Decode one batch: prefill, then one token per live row per step; finished rows leave the batch."
@@ -458,6 +465,7 @@ def _decode(self:HFGenerator, ids:list[list[int]], rows:list[Row], sc:SamplingCo
             logits = self._forward(torch.tensor([[feed[a]] for a in keep], device=dev), att, last, cache)
     return rows
 
+# %% ../nbs/08_generate.ipynb #374b8d5a
 @patch
 def _complete(self:HFGenerator, samples, sc, desc, indices=None):
     "Rows sorted by prompt length, decoded `batch_size` at a time; each row seeded by its sample's seed."
@@ -477,8 +485,8 @@ def _complete(self:HFGenerator, samples, sc, desc, indices=None):
     with packed_linears(self.model, {}, self.packed_weights and bool(jobs)):
         for b in range(0, len(jobs), sc.batch_size):
             batch = jobs[b:b + sc.batch_size]
-            rows = [self._row(sc, len(enc[i]),
-                              sample_seed(sc.seed, samples[i].prompt_id, indices[a])) for i, a in batch]
+            seeds = [sample_seed(sc.seed, samples[i].prompt_id, indices[a]) for i, a in batch]
+            rows = [self._row(sc, len(enc[i]), seed) for (i, _), seed in zip(batch, seeds)]
             for (i, a), x in zip(batch, self._decode([enc[i] for i, _ in batch], rows, sc)):
                 text = self.tokenizer.decode(x.new, skip_special_tokens=True)
                 done[i][a] = (with_prefix(self.prefix, text), {"finish_reason": x.reason, "new_tokens": len(x.new),
@@ -514,7 +522,7 @@ def network_params(obj) -> Optional[int]:
 
 # %% ../nbs/08_generate.ipynb #91e855fa
 def free(*models):
-    "Release models: each one's `close()` (a vLLM engine's processes exit), then garbage collection and the CUDA cache."
+    "Release models: each one's `close()` (a vLLM engine's processes exit), then garbage and the CUDA cache."
     for m in models:
         if m is not None and hasattr(m, "close"): m.close()
     gc.collect()
@@ -543,7 +551,7 @@ class LazyModel:
 # %% ../nbs/08_generate.ipynb #cdc33a19
 def input_digests(cfg:RunConfig, steering:Optional[SteeringConfig]=None,
                   items:Sequence[Sample]=()) -> dict:
-    "Content digests of the local files a generation reads: the model, the adapter, a given direction, the items' files."
+    "Content digests of the local files a generation reads: model, adapter, a given direction, the items' files."
     steered = steering is not None and steering.mode != "none"
     d = {"model": path_digest(cfg.model.name), "adapter": path_digest(cfg.model.adapter),
          "direction": path_digest(steering.direction_path) if steered else None, "items": sources_digest(items)}
@@ -680,7 +688,7 @@ def generate_stores(cfg:RunConfig,
                     shard=None, # 'I/N': this process's share of the items
                     progress:bool=True,
                     fresh:bool=False): # a store made with other settings or inputs is made again (else: refused)
-    "Generate the missing samples of every store in shared generator calls; resumable; {name: counts, tokens, seconds}."
+    "Generate the missing samples of every store in shared generator calls; resumable; {name: counts, seconds}."
     out, steering = Path(out), steering or cfg.steering
     idx = list(range(n or cfg.synth.k)) if indices is None else list(indices)
     budget = max_new_tokens or cfg.sampling.max_new_tokens
@@ -756,7 +764,7 @@ def generate(self:Run, evaluation:bool=False, # every benchmark instead of the s
 def generate_run(run:Run,
                  eval:bool=False, # the benchmarks (eval section) instead of the synthesis pool
                  shard:Optional[str]=None, # I/N: this process's share of the items (0 <= I < N); shards merge on read
-                 fresh:bool=False): # results of other settings or inputs (a retrained adapter, an edited file): made again
+                 fresh:bool=False): # results of other settings or inputs (a retrained adapter, a changed file): redone
     "Stage 1: K samples per prompt from the student (steered on harmful prompts); --eval: on the benchmarks."
     return str(run.generate(evaluation=eval, shard=shard, fresh=fresh))
 

@@ -22,6 +22,7 @@ def steer_text(prompt:str, instruction:str=REFUSAL_INSTRUCTION) -> str:
     "The user turn sent for a harmful `prompt` under instruction steering."
     return instruction + prompt
 
+# %% ../nbs/07_steering.ipynb #a691bc3c
 def steering_name(mode:str) -> str:
     "The value stored in `Sample.steering` for a harmful prompt under `mode`."
     if mode not in STEERING_MODES:
@@ -29,6 +30,7 @@ def steering_name(mode:str) -> str:
     return {"none": "none", "instruction": "instruction", "activation": "activation",
             "both": "instruction+activation"}[mode]
 
+# %% ../nbs/07_steering.ipynb #8b0f2196
 def steer(samples:Sequence, # `Sample`s (or prompt strings, taken as benign)
           cfg:Optional[SteeringConfig]=None) -> list[Sample]:
     "Copies of `samples` with `.sent` (what the model sees) and `.steering` set; only harmful prompts are steered."
@@ -73,6 +75,7 @@ def last_token_activations(model, tok, prompts:Sequence[str], layer:int, fmt:str
         rows.append(out.hidden_states[layer + 1][:, -1, :].float().cpu())  # hidden_states[0] is the embedding
     return torch.cat(rows)
 
+# %% ../nbs/07_steering.ipynb #183706e5
 def refusal_direction(model, tok, harmful:Sequence[str], benign:Sequence[str],
                       layer:Optional[int]=None, # decoder layer (default: the middle one)
                       fmt:str="auto", batch_size:int=8):
