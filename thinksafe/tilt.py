@@ -21,10 +21,10 @@ from fastcore.basics import patch
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['UNTEMPERED', 'is_steered', 'is_plain', 'smoothed_rate', 'acceptance_counts', 'summarize_tilt', 'sampling_settings',
-           'describe_settings', 'sampled_logprobs', 'response_logprobs_sampled', 'log_ratios', 'drawn_settings',
-           'tilt_diagnostic', 'plot_tilt', 'synthesis_samples', 'check_tilt_samples', 'write_tilt', 'run_tilt', 'Tilt',
-           'tilt_command']
+__all__ = ['EMPTY_COUNTS', 'UNTEMPERED', 'is_steered', 'is_plain', 'smoothed_rate', 'acceptance_counts', 'prompt_tilt',
+           'tilt_aggregate', 'summarize_tilt', 'sampling_settings', 'describe_settings', 'sampled_logprobs',
+           'response_logprobs_sampled', 'log_ratios', 'drawn_settings', 'tilt_diagnostic', 'plot_tilt',
+           'synthesis_samples', 'check_tilt_samples', 'write_tilt', 'run_tilt', 'Tilt', 'tilt_command']
 
 # %% ../nbs/17_tilt.ipynb #210e0bfa
 def is_steered(s:Sample) -> bool:
@@ -58,57 +58,73 @@ def _mean_sd(x):
     if not len(x): return None, None
     return float(x.mean()), (float(x.std(ddof=1)) if len(x) > 1 else None)      # no spread from a single sample
 
+EMPTY_COUNTS = {"n_plain": 0, "safe_plain": 0, "n_steered": 0, "safe_steered": 0}
+
+def prompt_tilt(pid:str, rows:list[dict], counts:dict, tol:float=0.1) -> dict:
+    "One prompt's mean/sd of r per verdict against the log acceptance ratios of its counts."
+    mine = [r for r in rows if r["prompt_id"] == pid and r.get("r") is not None]
+    c = counts.get(pid, EMPTY_COUNTS)
+    m, sd = _mean_sd([r["r"] for r in mine if r["verdict"] == "safe"])
+    mu, sdu = _mean_sd([r["r"] for r in mine if r["verdict"] == "unsafe"])
+    d = {"prompt_id": pid, "n_safe_scored": sum(r["verdict"] == "safe" for r in mine), **c,
+         "mean_r": m, "sd_r": sd, "mean_r_unsafe": mu, "sd_r_unsafe": sdu}
+    if not (c["n_plain"] and c["n_steered"]): return d
+    a, aI = smoothed_rate(c["safe_plain"], c["n_plain"]), smoothed_rate(c["safe_steered"], c["n_steered"])
+    d.update(alpha_plain=a, alpha_steered=aI, log_alpha_ratio=math.log(aI / a),
+             log_unsafe_ratio=math.log((1 - aI) / (1 - a)),
+             smoothed=c["safe_plain"] in (0, c["n_plain"]) or c["safe_steered"] in (0, c["n_steered"]))
+    d["shift"] = None if m is None else m - d["log_alpha_ratio"]
+    d["shift_unsafe"] = None if mu is None else mu - d["log_unsafe_ratio"]
+    d["consistent"] = None if m is None else bool((sd is None or sd <= tol) and abs(d["shift"]) <= tol)
+    return d
+
+# %% ../nbs/17_tilt.ipynb #3666b19b
+def tilt_aggregate(per:list[dict], tol:float=0.1) -> dict:
+    "Medians and means over prompts, the correlation of mean r with the log acceptance ratio, the consistent share."
+    def agg(key, f=np.median):
+        v = [d[key] for d in per if d.get(key) is not None]
+        return float(f(v)) if v else None
+    both = [d for d in per if d.get("shift") is not None]
+    r, la = [d["mean_r"] for d in both], [d["log_alpha_ratio"] for d in both]
+    corr = float(np.corrcoef(r, la)[0, 1]) if len(both) > 2 and np.std(r) > 0 and np.std(la) > 0 else None
+    return {"n_prompts": len(per), "n_prompts_with_safe": sum(d["mean_r"] is not None for d in per),
+            "n_prompts_compared": len(both), "median_sd_r": agg("sd_r"), "mean_sd_r": agg("sd_r", np.mean),
+            "median_mean_r": agg("mean_r"), "median_sd_r_unsafe": agg("sd_r_unsafe"),
+            "median_shift_unsafe": agg("shift_unsafe"), "median_mean_r_unsafe": agg("mean_r_unsafe"),
+            "median_log_alpha_ratio": agg("log_alpha_ratio"), "median_shift": agg("shift"),
+            "mean_shift": agg("shift", np.mean), "corr_mean_r_vs_log_alpha_ratio": corr,
+            "frac_consistent": float(np.mean([d["consistent"] for d in both])) if both else None, "tol": tol}
+
+# %% ../nbs/17_tilt.ipynb #b1592322
 def summarize_tilt(rows:list[dict], # per steered sample: {prompt_id, verdict, r}
                    counts:dict, # from `acceptance_counts`
                    tol:float=0.1, # nats: a prompt is tilt-consistent if sd(r) and |shift| are both below this
                   ) -> dict:
     "Per-prompt mean/sd of r over safe steered samples vs log(alpha_I/alpha), and an aggregate."
-    per = []
-    for pid in dict.fromkeys(r["prompt_id"] for r in rows):
-        mine = [r for r in rows if r["prompt_id"] == pid and r.get("r") is not None]
-        c = counts.get(pid, {"n_plain": 0, "safe_plain": 0, "n_steered": 0, "safe_steered": 0})
-        m, sd = _mean_sd([r["r"] for r in mine if r["verdict"] == "safe"])
-        mu, sdu = _mean_sd([r["r"] for r in mine if r["verdict"] == "unsafe"])
-        d = {"prompt_id": pid, "n_safe_scored": sum(r["verdict"] == "safe" for r in mine), **c,
-             "mean_r": m, "sd_r": sd, "mean_r_unsafe": mu, "sd_r_unsafe": sdu}
-        if c["n_plain"] and c["n_steered"]:
-            a, aI = smoothed_rate(c["safe_plain"], c["n_plain"]), smoothed_rate(c["safe_steered"], c["n_steered"])
-            d.update(alpha_plain=a, alpha_steered=aI, log_alpha_ratio=math.log(aI / a), log_unsafe_ratio=math.log((1 - aI) / (1 - a)),
-                     smoothed=c["safe_plain"] in (0, c["n_plain"]) or c["safe_steered"] in (0, c["n_steered"]))
-            d["shift"] = None if m is None else m - d["log_alpha_ratio"]
-            d["shift_unsafe"] = None if mu is None else mu - d["log_unsafe_ratio"]
-            d["consistent"] = None if m is None else bool((sd is None or sd <= tol) and abs(d["shift"]) <= tol)
-        per.append(d)
-    def agg(key, f=np.median):
-        v = [d[key] for d in per if d.get(key) is not None]
-        return float(f(v)) if v else None
-    both = [d for d in per if d.get("shift") is not None]
-    corr = None
-    if len(both) > 2 and np.std([d["mean_r"] for d in both]) > 0 and np.std([d["log_alpha_ratio"] for d in both]) > 0:
-        corr = float(np.corrcoef([d["mean_r"] for d in both], [d["log_alpha_ratio"] for d in both])[0, 1])
-    return {"prompts": per, "aggregate": {
-        "n_prompts": len(per), "n_prompts_with_safe": sum(d["mean_r"] is not None for d in per), "n_prompts_compared": len(both),
-        "median_sd_r": agg("sd_r"), "mean_sd_r": agg("sd_r", np.mean), "median_mean_r": agg("mean_r"),
-        "median_sd_r_unsafe": agg("sd_r_unsafe"), "median_shift_unsafe": agg("shift_unsafe"), "median_mean_r_unsafe": agg("mean_r_unsafe"),
-        "median_log_alpha_ratio": agg("log_alpha_ratio"), "median_shift": agg("shift"), "mean_shift": agg("shift", np.mean),
-        "corr_mean_r_vs_log_alpha_ratio": corr, "frac_consistent": (float(np.mean([d["consistent"] for d in both])) if both else None),
-        "tol": tol}}
+    per = [prompt_tilt(pid, rows, counts, tol) for pid in dict.fromkeys(r["prompt_id"] for r in rows)]
+    return {"prompts": per, "aggregate": tilt_aggregate(per, tol)}
 
 # %% ../nbs/17_tilt.ipynb #f787b455
 UNTEMPERED = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
 
 def sampling_settings(d:Optional[dict]) -> Optional[dict]:
-    "The settings that shape a sampled distribution, `{temperature, top_p, top_k}`, from a `Sample.sampling` (None if absent)."
+    "The settings that shape a sampled distribution, `{temperature, top_p, top_k}`, of a `Sample.sampling`."
     if not d or "temperature" not in d: return None
-    return {"temperature": float(d["temperature"]), "top_p": float(d.get("top_p", 1.0)), "top_k": int(d.get("top_k", 0) or 0)}
+    return {"temperature": float(d["temperature"]), "top_p": float(d.get("top_p", 1.0)),
+            "top_k": int(d.get("top_k", 0) or 0)}
 
 def describe_settings(st:Optional[dict]) -> str:
-    return "unknown settings" if st is None else f"temperature={st['temperature']:g}, top_p={st['top_p']:g}, top_k={st['top_k']}"
+    "The settings as one phrase, for messages."
+    if st is None: return "unknown settings"
+    return f"temperature={st['temperature']:g}, top_p={st['top_p']:g}, top_k={st['top_k']}"
 
+# %% ../nbs/17_tilt.ipynb #c09ed242
 def sampled_logprobs(logits, temperature:float=1.0, top_p:float=1.0, top_k:int=0):
-    "Log-probabilities under the sampled distribution: logits / T, keep the top k, then the top-p nucleus of those, renormalise (-inf outside)."
+    "Log-probabilities as sampled: logits / T, the top k, then their top-p nucleus, renormalised (-inf outside)."
     import torch
-    if not temperature > 0: raise ConfigError("temperature 0 (greedy) has no sampled distribution to score: draw the diagnostic samples at temperature > 0 (1 is exact)")
+    if not temperature > 0:
+        raise ConfigError("temperature 0 (greedy) has no sampled distribution to score: draw the diagnostic samples "
+                          "at temperature > 0 (1 is exact)")
     z = torch.as_tensor(logits).float() / temperature
     V = z.shape[-1]
     if not (0 < top_k < V or top_p < 1.0): return z.log_softmax(-1)
@@ -120,10 +136,11 @@ def sampled_logprobs(logits, temperature:float=1.0, top_p:float=1.0, top_k:int=0
         vals = vals.masked_fill(drop, float("-inf"))
     return torch.full_like(z, float("-inf")).scatter(-1, ids, vals).log_softmax(-1)
 
+# %% ../nbs/17_tilt.ipynb #1e884204
 def response_logprobs_sampled(model, encoded:list[dict], # from `encode_record`
                               settings:dict, # {temperature, top_p, top_k}
                               chunk_tokens:int=256) -> list[np.ndarray]:
-    "Per-token log-probabilities of each record's response under the sampled distribution (one record per forward pass)."
+    "Per-token log-probabilities of each record's response as sampled (one record per forward pass)."
     import torch
     from thinksafe.divergence import _split_model
     decoder, head, cap = _split_model(model)
@@ -131,7 +148,8 @@ def response_logprobs_sampled(model, encoded:list[dict], # from `encode_record`
     with torch.inference_mode():
         for e in encoded:
             ids, n = e["ids"], e["n_prompt"]
-            h = decoder(input_ids=torch.tensor([ids], device=dev)).last_hidden_state[0, max(n - 1, 0):len(ids) - 1]
+            h = decoder(input_ids=torch.tensor([ids], device=dev)).last_hidden_state
+            h = h[0, max(n - 1, 0):len(ids) - 1]
             tgt = torch.tensor(ids[n:], device=dev)
             lp = []
             for c in range(0, len(tgt), chunk_tokens):
@@ -142,13 +160,13 @@ def response_logprobs_sampled(model, encoded:list[dict], # from `encode_record`
     return out
 
 # %% ../nbs/17_tilt.ipynb #db1ce7d2
-def log_ratios(model, tok, samples:Sequence[Sample], # steered samples: `.sent` (steered user turn) and `.prompt` (original)
+def log_ratios(model, tok, samples:Sequence[Sample], # steered samples: `.sent` (the steered turn) and `.prompt`
                fmt:str="auto", batch_tokens:int=8192, max_length:Optional[int]=None,
-               steer_ctx:Optional[Callable]=None, # context manager factory for activation steering (scored steered pass only)
+               steer_ctx:Optional[Callable]=None, # factory of the activation steering context (the steered pass only)
                progress:bool=True,
-               settings:Optional[dict]=None, # {temperature, top_p, top_k} the samples were drawn with (None: the untempered model)
+               settings:Optional[dict]=None, # {temperature, top_p, top_k} of the draws (None: the untempered model)
               ) -> list[Optional[float]]:
-    "r = log q(y | sent) - log q(y | prompt) over response tokens, q the sampled distribution (None: tokenisations differ or y outside q's support)."
+    "r = log q(y | sent) - log q(y | prompt) over response tokens, q as sampled (None: tokens differ or y outside q)."
     fmt = think_format(tok, fmt)
     st = [encode_record(tok, dataclasses.replace(s, prompt=s.sent or s.prompt), fmt, max_length) for s in samples]
     pl = [encode_record(tok, s, fmt, max_length) for s in samples]
@@ -165,35 +183,42 @@ def log_ratios(model, tok, samples:Sequence[Sample], # steered samples: `.sent` 
     out = []
     for s, a, b, x, y in zip(samples, st, pl, lp_st, lp_pl):
         same = a["ids"][a["n_prompt"]:] == b["ids"][b["n_prompt"]:]
-        if (s.finish_reason or s.meta.get("finish_reason")) == "length" and not a["truncated"]: x, y = x[:-1], y[:-1]   # cut by the token limit: no end token was sampled
+        if (s.finish_reason or s.meta.get("finish_reason")) == "length" and not a["truncated"]:
+            x, y = x[:-1], y[:-1]          # cut by the token limit: no end token was sampled
         sx, sy = float(x.sum()), float(y.sum())
         out.append(sx - sy if same and math.isfinite(sx) and math.isfinite(sy) else None)
     return out
 
 # %% ../nbs/17_tilt.ipynb #af0c5e9a
 def drawn_settings(samples:Sequence[Sample], settings:Optional[dict]=None) -> dict:
-    "The one sampling setting the samples were drawn with, checked against `settings` if given; `ConfigError` naming the settings otherwise."
+    "The one sampling setting the samples were drawn with, checked against `settings`; else `ConfigError` naming them."
     seen = {}
     for s in samples: seen.setdefault(describe_settings(sampling_settings(s.sampling)), sampling_settings(s.sampling))
     known = {k: v for k, v in seen.items() if v is not None}
     if len(known) > 1:
-        raise ConfigError(f"the samples were drawn with different settings ({'; '.join(known)}): acceptance rates and log ratios must come "
-                          "from one sampled distribution; diagnose samples drawn with one setting (e.g. temperature=1, top_p=1, top_k=0)")
+        raise ConfigError(f"the samples were drawn with different settings ({'; '.join(known)}): acceptance rates and "
+                          "log ratios must come from one sampled distribution; diagnose samples of one setting "
+                          "(e.g. temperature=1, top_p=1, top_k=0)")
     drawn = next(iter(known.values()), None)
     want = None if settings is None else sampling_settings(settings)
     if drawn is None and want is None:
-        raise ConfigError("the samples do not record how they were drawn (Sample.sampling is empty): pass settings={'temperature': ..., "
-                          "'top_p': ..., 'top_k': ...} as used to draw them (temperature=1, top_p=1, top_k=0 for the model's own distribution)")
+        raise ConfigError("the samples do not record how they were drawn (Sample.sampling is empty): pass "
+                          "settings={'temperature': ..., 'top_p': ..., 'top_k': ...} as used to draw them "
+                          "(temperature=1, top_p=1, top_k=0 for the model's own distribution)")
     if len(seen) > len(known) and want is None:
-        raise ConfigError(f"some samples record no sampling settings and the others were drawn with {describe_settings(drawn)}: pass settings= to confirm")
+        raise ConfigError("some samples record no sampling settings and the others were drawn with "
+                          f"{describe_settings(drawn)}: pass settings= to confirm")
     if drawn is not None and want is not None and want != drawn:
-        raise ConfigError(f"the samples were drawn with {describe_settings(drawn)} but would be scored with {describe_settings(want)}: "
-                          "r = log(alpha_I/alpha) holds only under the distribution that was sampled. Score with the drawn settings "
-                          "(leave settings unset) or draw the diagnostic samples with those settings (temperature=1, top_p=1, top_k=0 is exact for the model itself)")
+        raise ConfigError(f"the samples were drawn with {describe_settings(drawn)} but would be scored with "
+                          f"{describe_settings(want)}: r = log(alpha_I/alpha) holds only under the distribution that "
+                          "was sampled. Score with the drawn settings (leave settings unset) or draw the diagnostic "
+                          "samples with those settings (temperature=1, top_p=1, top_k=0 is exact for the model)")
     return want or drawn
 
+# %% ../nbs/17_tilt.ipynb #0cb10b26
 def tilt_diagnostic(model, tok, samples:Sequence[Sample], # judged harmful samples, steered and (for alpha) plain
-                    fmt:str="auto", counts:Optional[dict]=None, # acceptance counts per prompt id (default: from `samples`)
+                    fmt:str="auto",
+                    counts:Optional[dict]=None, # acceptance counts per prompt id (default: from `samples`)
                     batch_tokens:int=8192, max_length:Optional[int]=None, steer_ctx:Optional[Callable]=None,
                     tol:float=0.1, progress:bool=True,
                     settings:Optional[dict]=None, # scoring settings; default (and required match): the drawn ones
@@ -219,42 +244,63 @@ def tilt_diagnostic(model, tok, samples:Sequence[Sample], # judged harmful sampl
     return out
 
 # %% ../nbs/17_tilt.ipynb #dc5742bf
+def _plot_samples(ax, result:dict, per:list[dict]):
+    "Left panel: r of each steered sample per prompt, class means, and the values the tilt assumption predicts."
+    seen = set()
+    for i, d in enumerate(per):
+        for verdict, color, dx in (("unsafe", "grey", 0.2), ("safe", "C0", -0.2)):
+            rs = [r["r"] for r in result["rows"]
+                  if r["prompt_id"] == d["prompt_id"] and r["verdict"] == verdict and r["r"] is not None]
+            if not rs: continue
+            lab = f"{verdict} steered samples"
+            jitter = np.random.default_rng(i).uniform(-0.08, 0.08, len(rs))
+            ax.scatter(np.full(len(rs), i + dx) + jitter, rs, s=9, color=color, alpha=0.6,
+                       label=None if lab in seen else lab)
+            seen.add(lab)
+            ax.plot([i + dx - 0.12, i + dx + 0.12], [np.mean(rs)] * 2, color=color, lw=2)
+        if d.get("log_alpha_ratio") is None: continue
+        ax.scatter([i - 0.2], [d["log_alpha_ratio"]], marker="x", color="C3", s=50, zorder=3,
+                   label=None if i else "log(alpha_I/alpha)")
+        ax.scatter([i + 0.2], [d["log_unsafe_ratio"]], marker="+", color="k", s=50, zorder=3,
+                   label=None if i else "log((1-alpha_I)/(1-alpha))")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("prompt (sorted by log alpha ratio)")
+    ax.set_ylabel("r = log p(y|I,x) - log p(y|x)  [nats]")
+    ax.set_title("r per steered sample (dots), class mean (bar); tilt: dots collapse onto the markers", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+
+# %% ../nbs/17_tilt.ipynb #a670f909
+def _plot_means(ax, per:list[dict]):
+    "Right panel: per-prompt mean r against the log acceptance ratio; the tilt assumption is the diagonal."
+    xs, ys = [], []
+    panels = (("mean_r_unsafe", "log_unsafe_ratio", "sd_r_unsafe", "grey", "unsafe: vs log((1-alpha_I)/(1-alpha))"),
+              ("mean_r", "log_alpha_ratio", "sd_r", "C0", "safe: vs log(alpha_I/alpha)"))
+    for key, ratio, sdk, color, lab in panels:
+        both = [d for d in per if d.get(ratio) is not None and d[key] is not None]
+        if not both: continue
+        x, y = [d[ratio] for d in both], [d[key] for d in both]
+        xs, ys = xs + x, ys + y
+        ax.errorbar(x, y, yerr=[d[sdk] or 0 for d in both], fmt="o", color=color, ecolor=color, alpha=0.7,
+                    capsize=2, label=lab)
+    if xs:
+        lo, hi = min(xs + ys), max(xs + ys)
+        ax.plot([lo, hi], [lo, hi], color="C3", ls="--", lw=1, label="tilt assumption (y = x)")
+        ax.legend(fontsize=7, frameon=False)
+    ax.set_xlabel("log acceptance ratio from counts")
+    ax.set_ylabel("mean r per prompt (+- sd)")
+
+# %% ../nbs/17_tilt.ipynb #73435f53
 def plot_tilt(result:dict, path=None, title:str="Is refusal steering a tilt?"):
     "Per-prompt r of safe steered samples vs log(alpha_I/alpha); saved as PNG+PDF when `path` is given."
     import matplotlib.pyplot as plt
     per = [d for d in result["prompts"] if d["mean_r"] is not None or d["mean_r_unsafe"] is not None]
     per.sort(key=lambda d: d.get("log_alpha_ratio") if d.get("log_alpha_ratio") is not None else -1e9)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
-    seen = set()
-    for i, d in enumerate(per):
-        for verdict, color, dx in (("unsafe", "grey", 0.2), ("safe", "C0", -0.2)):
-            rs = [r["r"] for r in result["rows"] if r["prompt_id"] == d["prompt_id"] and r["verdict"] == verdict and r["r"] is not None]
-            if not rs: continue
-            lab = f"{verdict} steered samples"
-            a1.scatter(np.full(len(rs), i + dx) + np.random.default_rng(i).uniform(-0.08, 0.08, len(rs)), rs, s=9, color=color, alpha=0.6,
-                       label=None if lab in seen else lab); seen.add(lab)
-            a1.plot([i + dx - 0.12, i + dx + 0.12], [np.mean(rs)] * 2, color=color, lw=2)
-        if d.get("log_alpha_ratio") is not None:
-            a1.scatter([i - 0.2], [d["log_alpha_ratio"]], marker="x", color="C3", s=50, zorder=3, label=None if i else "log(alpha_I/alpha)")
-            a1.scatter([i + 0.2], [d["log_unsafe_ratio"]], marker="+", color="k", s=50, zorder=3, label=None if i else "log((1-alpha_I)/(1-alpha))")
-    a1.axhline(0, color="grey", lw=0.5)
-    a1.set_xlabel("prompt (sorted by log alpha ratio)"); a1.set_ylabel("r = log p(y|I,x) - log p(y|x)  [nats]")
-    a1.set_title("r per steered sample (dots), class mean (bar); tilt: dots collapse onto the markers", fontsize=8)
-    a1.legend(fontsize=7, frameon=False)
-    xs, ys = [], []
-    for key, ratio, sdk, color, lab in (("mean_r_unsafe", "log_unsafe_ratio", "sd_r_unsafe", "grey", "unsafe: vs log((1-alpha_I)/(1-alpha))"),
-                                         ("mean_r", "log_alpha_ratio", "sd_r", "C0", "safe: vs log(alpha_I/alpha)")):
-        both = [d for d in per if d.get(ratio) is not None and d[key] is not None]
-        if not both: continue
-        x = [d[ratio] for d in both]; y = [d[key] for d in both]; xs += x; ys += y
-        a2.errorbar(x, y, yerr=[d[sdk] or 0 for d in both], fmt="o", color=color, ecolor=color, alpha=0.7, capsize=2, label=lab)
-    if xs:
-        lo, hi = min(xs + ys), max(xs + ys)
-        a2.plot([lo, hi], [lo, hi], color="C3", ls="--", lw=1, label="tilt assumption (y = x)")
-        a2.legend(fontsize=7, frameon=False)
-    a2.set_xlabel("log acceptance ratio from counts"); a2.set_ylabel("mean r per prompt (+- sd)")
+    _plot_samples(a1, result, per)
+    _plot_means(a2, per)
     for a in (a1, a2): a.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(title, fontsize=10); fig.tight_layout()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     if path is not None: save_figure(fig, path)
     return fig
 
@@ -276,8 +322,8 @@ def synthesis_samples(run:Run, samples_path=None) -> tuple[list[Sample], str]:
 def check_tilt_samples(samples:Sequence[Sample], where:str, judge:Optional[str], steer_ctx=None):
     "Refuse samples the diagnostic cannot read: activation steering without `steer_ctx`, no judged plain samples."
     if any("activation" in (s.steering or "") for s in samples if is_steered(s)) and steer_ctx is None:
-        raise ConfigError("samples were drawn with activation steering: pass steer_ctx (an ActivationSteering factory) "
-                          "to score the steered context")
+        raise ConfigError("samples were drawn with activation steering: pass steer_ctx (an ActivationSteering "
+                          "factory) to score the steered context")
     if not any(is_plain(s) and verdict_of(s, judge) in ("safe", "unsafe") for s in samples):
         raise DataError("no plain (unsteered) harmful samples, so alpha_plain is unknown: synthesise with "
                         "synth.compare_steering: true", where)
@@ -312,8 +358,8 @@ def run_tilt(cfg:RunConfig, samples_path=None, # a path or list of paths (defaul
     res = tilt_diagnostic(m, tok, samples, cfg.model.think_format, tol=tol, steer_ctx=steer_ctx, progress=progress,
                           settings=settings, judge=judge)
     stats = Path(stats_path) if stats_path else run.synth_stats_path()
-    summary = {"samples": str(where), "model": cfg.model.name, "aggregate": res["aggregate"], "prompts": res["prompts"],
-               "synth_stats": json.loads(stats.read_text()) if stats.exists() else None}
+    summary = {"samples": str(where), "model": cfg.model.name, "aggregate": res["aggregate"],
+               "prompts": res["prompts"], "synth_stats": json.loads(stats.read_text()) if stats.exists() else None}
     return {**summary, "paths": write_tilt(out_dir, summary, res, cfg.model.name)}
 
 # %% ../nbs/17_tilt.ipynb #11741c3f
