@@ -51,7 +51,8 @@ def test_one_guard_per_node(tmp_path):
         assert len(rows) == 2 and all(len(r["completions"]) == 2 for r in rows), rows     # 2 steps x this process's 2 completions
         ref = GuardReward(RefusalPatternGuard(), prefix="<think>\n")                        # what a guard in this process would say
         for r in rows: assert r["rewards"] == ref(None, r["completions"], r["user"], r["label"]), (rank, r)
-    comp = json.loads((tmp_path/"grpo"/"compute.json").read_text())["stages"]
+    from thinksafe.run import read_compute
+    comp = read_compute(tmp_path/"train"/"grpo")["stages"]
     assert comp["guard"]["completions"] == 2 * 4 and comp["training"]["steps"] == 2                # both processes' completions counted once
 
 def test_grpo_epochs_not_sft_epochs(tmp_path):
@@ -68,7 +69,8 @@ def test_grpo_epochs_not_sft_epochs(tmp_path):
     cfg = RunConfig(out_dir=str(tmp_path), model=ModelConfig(name=str(tiny_model_dir(tmp_path/"tiny")), device="cpu"), train=tc)
     ps = [Sample(f"question {i}?", "vanilla_harmful" if i % 2 else "vanilla_benign") for i in range(4)]
     run_grpo(cfg, prompts=ps, guard=RefusalPatternGuard())
-    steps = json.loads((tmp_path/"grpo"/"compute.json").read_text())["stages"]["training"]["steps"]
+    from thinksafe.run import read_compute
+    steps = read_compute(tmp_path/"train"/"grpo")["stages"]["training"]["steps"]
     assert steps == 4 * 2 // 4, steps                                      # 4 prompts x 2 completions, 4 completions a step: 2 steps, not 6
     est = compute_estimate(cfg, n_prompts=1000, n_student=10**8, n_guard=10**9, prompt_tokens=100)
     thrice = compute_estimate(RunConfig(train=TrainConfig(**{**tc.__dict__, "grpo_epochs": 3})), 1000, 10**8, 10**9, 100)
@@ -100,13 +102,15 @@ COLOCATE = textwrap.dedent("""
     from pathlib import Path
     torch.set_num_threads(2)
     from thinksafe.config import *
-    from thinksafe.records import Sample
+    from thinksafe.records import Sample, add_judgment
     from thinksafe.guards import RefusalPatternGuard
     import thinksafe.grpo as R
     class LengthGuard:        # rewards that differ within a group, so the first step moves the policy
         name, n_params = "length", 0
         def judge(self, samples):
-            for s in samples: s.unsafe_score = (len(s.response) % 7) / 7; s.verdict = "unsafe" if s.unsafe_score > 0.5 else "safe"
+            for s in samples:
+                score = (len(s.response) % 7) / 7
+                add_judgment(s, self.name, "unsafe" if score > 0.5 else "safe", score)
             return samples
     if __name__ == "__main__":
         out = Path(sys.argv[1])
@@ -138,7 +142,8 @@ def test_grpo_vllm_colocate_cpu(tmp_path):
     assert p.returncode == 0, p.stderr[-4000:]
     info = json.loads((tmp_path/"info.json").read_text())
     assert info == {"engines": ["LLM"], "group_left": False}, info                 # one engine; the group vLLM made is gone
-    doc = json.loads((tmp_path/"grpo"/"compute.json").read_text())
+    from thinksafe.run import read_compute
+    doc = read_compute(tmp_path/"train"/"grpo")
     st = doc["stages"]
     assert sorted(st) == ["generation", "guard", "training"] and st["training"]["generation"] == "vllm-colocate" and st["training"]["steps"] == 2
     assert st["generation"]["tokens"] > 0 and st["generation"]["wall_s"] > 0 and st["guard"]["completions"] == 2 * 4

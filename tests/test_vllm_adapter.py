@@ -30,7 +30,9 @@ def test_adapter_on_vllm_matches_the_merged_model(tmp_path):
     cfg = load_config(None, [f"out_dir={tmp_path}", "train.lora_r=32", "train.lora_alpha=64", "train.target_modules=all-linear",
                              "train.learning_rate=3e-3", "train.max_steps=4", "train.per_device_batch_size=2", "train.effective_batch_size=2",
                              "train.gradient_checkpointing=false", "train.lora_dropout=0.0", "train.max_length=96"])
-    adapter = run_sft(cfg, data=RECS, out_dir=tmp_path/"train"); lap()
+    from thinksafe.run import Run
+    adapter = Run(cfg).train(data=RECS).adapter
+    lap()
     assert json.loads((adapter/"adapter_config.json").read_text())["r"] == 32
     greedy = SamplingConfig(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=N, seed=0)
     mc = ModelConfig(backend="vllm", max_model_len=1024, adapter=str(adapter))
