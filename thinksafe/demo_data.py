@@ -18,7 +18,8 @@ __all__ = ['HARM_CATEGORIES', 'TRAIN_HARMFUL', 'HELDOUT_HARMFUL', 'LOOKALIKE', '
 
 # %% ../nbs/22_demo_data.ipynb #2d5d0231
 _VH, _AH, _VB, _AB = LABELS   # vanilla_harmful, adversarial_harmful, vanilla_benign, adversarial_benign
-HARM_CATEGORIES = ("weapons", "cyber", "fraud", "drugs", "harassment", "self_harm", "privacy", "hate", "violence", "misinformation")
+HARM_CATEGORIES = ("weapons", "cyber", "fraud", "drugs", "harassment", "self_harm", "privacy", "hate", "violence",
+                   "misinformation")
 
 # %% ../nbs/22_demo_data.ipynb #8419403b
 TRAIN_HARMFUL = {
@@ -426,7 +427,8 @@ TRAIN_BENIGN = {
 
 # %% ../nbs/22_demo_data.ipynb #98e7b8e8
 ARITHMETIC_SUFFIX = " Give the final answer as a number."
-ARITHMETIC_LEVELS = {0: "a plus b, 2-20", 1: "a times b, 2-9", 2: "one-step word problem", 3: "two-step word problem", 4: "a plus b, 11-60"}
+ARITHMETIC_LEVELS = {0: "a plus b, 2-20", 1: "a times b, 2-9", 2: "one-step word problem", 3: "two-step word problem",
+                     4: "a plus b, 11-60"}
 ARITHMETIC_MIX = (1, 0, 1, 4, 2)
 _NAMES = ("Tom", "Mia", "Sara", "Ben", "Lena", "Omar", "Ava", "Raj", "Noah", "Zoe", "Leo", "Ivy")
 _THINGS = ("apples", "pencils", "stickers", "marbles", "books", "cookies", "stamps", "shells", "cards", "coins")
@@ -437,18 +439,22 @@ def arithmetic_problem(level:int, # difficulty, a key of `ARITHMETIC_LEVELS`
     n, t = rng.choice(_NAMES), rng.choice(_THINGS)
     if level in (0, 4):
         lo, hi = (2, 20) if level == 0 else (11, 60)
-        a, b = rng.randint(lo, hi), rng.randint(lo, hi); return f"What is {a} plus {b}?", a + b
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        return f"What is {a} plus {b}?", a + b
     if level == 1:
-        a, b = rng.randint(2, 9), rng.randint(2, 9); return f"What is {a} times {b}?", a * b
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        return f"What is {a} times {b}?", a * b
     if level == 2:
         a, b = rng.randint(3, 30), rng.randint(2, 20)
         if rng.random() < .5: return f"{n} has {a} {t} and gets {b} more. How many {t} does {n} have now?", a + b
         return f"{n} has {a + b} {t} and gives away {b}. How many {t} does {n} have left?", a
     if level == 3:
         a, b, c = rng.randint(2, 6), rng.randint(2, 9), rng.randint(1, 9)
-        return f"{n} has {a} bags with {b} {t} in each bag, and then finds {c} more {t}. How many {t} does {n} have in total?", a * b + c
+        return (f"{n} has {a} bags with {b} {t} in each bag, and then finds {c} more {t}. "
+                f"How many {t} does {n} have in total?"), a * b + c
     raise ConfigError(f"arithmetic level must be one of {sorted(ARITHMETIC_LEVELS)}, got {level!r}")
 
+# %% ../nbs/22_demo_data.ipynb #14116eae
 def arithmetic_items(n:int=100, # number of items
                      seed:int=0, # the generator's seed
                      mix:tuple=ARITHMETIC_MIX, # item i has level mix[i % len(mix)]
@@ -461,7 +467,8 @@ def arithmetic_items(n:int=100, # number of items
             q, a = arithmetic_problem(lvl, rng)
             if q not in seen: break
         else: raise ConfigError(f"arithmetic_items: cannot draw {n} distinct problems with mix {mix}")
-        seen.add(q); out.append((lvl, q, a))
+        seen.add(q)
+        out.append((lvl, q, a))
     return out
 
 # %% ../nbs/22_demo_data.ipynb #7d163607
@@ -476,6 +483,7 @@ def _interleave(d:dict) -> list[tuple[str, str, str]]:
     for i in range(k): rows += [(v[i][0], v[i][1], c) for c, v in d.items() if i < len(v)]
     return rows
 
+# %% ../nbs/22_demo_data.ipynb #c97c3f03
 DEMO_SET_NAMES = ("train_harmful", "train_benign", "heldout_harmful", "lookalike", "arithmetic")
 TRAIN_ARITHMETIC_SEED = 1   # the seed of the benign arithmetic training prompts (the evaluation items use `seed`)
 
@@ -485,8 +493,12 @@ def train_arithmetic(n:int=10, # number of prompts
     "Benign arithmetic training prompts: drawn with `TRAIN_ARITHMETIC_SEED`, none of them an evaluation question."
     held = {normalise_prompt(q) for _, q, _ in arithmetic_items(n_eval, seed)}
     qs = [q for _, q, _ in arithmetic_items(100, TRAIN_ARITHMETIC_SEED) if normalise_prompt(q) not in held]
-    if len(qs) < n: raise ConfigError(f"train_arithmetic: only {len(qs)} training questions differ from the evaluation items, {n} asked")
+    if len(qs) < n:
+        raise ConfigError(f"train_arithmetic: only {len(qs)} training questions differ from the evaluation items, "
+                          f"{n} asked")
     return [q + ARITHMETIC_SUFFIX for q in qs[:n]]
+
+# %% ../nbs/22_demo_data.ipynb #5d1d2c80
 QUICK_SIZES = {"train_harmful": 10, "train_benign": 8, "heldout_harmful": 10, "lookalike": 6, "arithmetic": 5}
 
 def demo_sets(quick:bool=False, # small sets (`QUICK_SIZES`), for tests
@@ -494,13 +506,18 @@ def demo_sets(quick:bool=False, # small sets (`QUICK_SIZES`), for tests
               n_arithmetic:int=100, seed:int=0, # the arithmetic generator's size and seed
               n_train_arithmetic:int=10, # benign arithmetic prompts among the training prompts (category 'arithmetic')
              ) -> dict:
-    "The demo's sets as `Sample`s: `train_harmful`, `train_benign` (training prompts), `heldout_harmful`, `lookalike`, `arithmetic` (evaluation items)."
-    ev = lambda p, l, c, iid, bench, kind, **kw: Sample(p, l, item_id=iid, benchmark=bench, kind=kind, category=c, **kw)
-    out = {"train_harmful": [Sample(p, l, category=c) for p, l, c in _interleave(TRAIN_HARMFUL)],
-           "train_benign": [Sample(p, l, category=c) for p, l, c in _interleave({**TRAIN_BENIGN, "arithmetic": [(q, _VB) for q in train_arithmetic(n_train_arithmetic, seed, n_arithmetic)]})],
-           "heldout_harmful": [ev(p, l, c, f"harm-{i:03d}", "demo-harmful", "safety") for i, (p, l, c) in enumerate(_interleave(HELDOUT_HARMFUL))],
-           "lookalike": [ev(p, l, c, f"look-{i:03d}", "demo-lookalike", "overrefusal") for i, (p, l, c) in enumerate(_interleave(LOOKALIKE))],
-           "arithmetic": [ev(q + ARITHMETIC_SUFFIX, _VB, f"level-{lvl}", f"arith-{i:03d}", "demo-arithmetic", "reasoning", reference=str(a), answer_type="gsm8k")
+    "The demo's sets as `Sample`s: training prompts (`train_harmful`, `train_benign`) and evaluation items."
+    def ev(p, l, c, iid, bench, kind, **kw):
+        return Sample(p, l, item_id=iid, benchmark=bench, kind=kind, category=c, **kw)
+    def train(d): return [Sample(p, l, category=c) for p, l, c in _interleave(d)]
+    def held(d, pre, bench, kind):
+        return [ev(p, l, c, f"{pre}-{i:03d}", bench, kind) for i, (p, l, c) in enumerate(_interleave(d))]
+    arith = [(q, _VB) for q in train_arithmetic(n_train_arithmetic, seed, n_arithmetic)]
+    out = {"train_harmful": train(TRAIN_HARMFUL), "train_benign": train({**TRAIN_BENIGN, "arithmetic": arith}),
+           "heldout_harmful": held(HELDOUT_HARMFUL, "harm", "demo-harmful", "safety"),
+           "lookalike": held(LOOKALIKE, "look", "demo-lookalike", "overrefusal"),
+           "arithmetic": [ev(q + ARITHMETIC_SUFFIX, _VB, f"level-{lvl}", f"arith-{i:03d}", "demo-arithmetic",
+                             "reasoning", reference=str(a), answer_type="gsm8k")
                           for i, (lvl, q, a) in enumerate(arithmetic_items(n_arithmetic, seed))]}
     want = {**(QUICK_SIZES if quick else {}), **(sizes or {})}
     bad = set(want) - set(DEMO_SET_NAMES)
