@@ -137,7 +137,8 @@ def _draw_runs(ax, runs, with_size:bool=False):
         if all(k in r and r[k] == r[k] for k in ("harm_lo", "harm_hi", "reason_lo", "reason_hi")):
             xerr, yerr = [[x - r["harm_lo"]], [r["harm_hi"] - x]], [[y - r["reason_lo"]], [r["reason_hi"] - y]]
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=col, alpha=0.6, lw=1, zorder=3)
-        ax.scatter(x, y, marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=4, label=str(r["name"]))
+        ax.scatter(x, y, marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=4,
+                   label=f"{r['name']} (yours)")
         has_size = with_size and r.get("size_b") is not None and r["size_b"] == r["size_b"]
         ax.annotate(str(r["name"]) + (f" ({float(r['size_b']):g}B)" if has_size else ""), (x, y),
                     textcoords="offset points", xytext=(6, 5), fontsize=8)
@@ -165,8 +166,9 @@ def _runs_panel(ax, extra):
     _draw_runs(ax, extra, with_size=True)
     ax.set_title("your runs (other model sizes)", fontsize=11)
     ax.grid(alpha=0.3)
-    xs, ys = extra[HARM].astype(float), extra[REASON].astype(float)
-    padx, pady = max(8.0, 0.2 * (xs.max() - xs.min())), max(4.0, 0.25 * (ys.max() - ys.min()))
+    cols = lambda *c: pd_concat([extra[[k]].rename(columns={k: "v"}) for k in c if k in extra])["v"].astype(float)
+    xs, ys = cols(HARM, "harm_lo", "harm_hi"), cols(REASON, "reason_lo", "reason_hi")    # the error bars inside
+    padx, pady = max(8.0, 0.1 * (xs.max() - xs.min())), max(4.0, 0.1 * (ys.max() - ys.min()))
     ax.set_xlim(max(-2, xs.min() - padx), min(102, xs.max() + padx))
     ax.set_ylim(max(-2, ys.min() - pady), min(102, ys.max() + pady))
 
@@ -183,7 +185,7 @@ def _legend(fig, axes):
         for h, l in zip(*ax.get_legend_handles_labels()): handles.setdefault(l, h)
     handles["Pareto frontier"] = Line2D([], [], ls="--", color="#444444", marker="o", markerfacecolor="none",
                                         markersize=11)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 9), frameon=False,
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 12), frameon=False,
                bbox_to_anchor=(0.5, -0.08), fontsize=9, markerscale=0.8)
 
 def plot_pareto(table=None, # the paper's table (default) or any frame with method, size_b and the two averages
