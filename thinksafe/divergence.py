@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 # %% auto #0
 __all__ = ['load_records', 'encode_record', 'length_batches', 'attention_implementation', 'shared_prefix_length',
-           'response_logprobs', 'naive_response_logprobs', 'cpu_bf16_fast', 'dataset_perplexity', 'nll_stats',
-           'summarize', 'cross_entropy_gap', 'plot_perplexity', 'perplexity_sets', 'frozen_model', 'run_perplexity',
-           'write_perplexity', 'Perplexity', 'perplexity_command']
+           'scoring_defaults', 'batch_tensors', 'head_logprobs', 'response_logprobs', 'naive_response_logprobs',
+           'cpu_bf16_fast', 'dataset_perplexity', 'nll_stats', 'summarize', 'cross_entropy_gap', 'plot_perplexity',
+           'perplexity_sets', 'frozen_model', 'run_perplexity', 'write_perplexity', 'Perplexity', 'perplexity_command']
 
 # %% ../nbs/15_divergence.ipynb #c456f0a8
 def load_records(path, # a Sample JSONL, a SafeChain-format or STAR-1-format file (json/jsonl/csv/parquet)
@@ -49,11 +49,13 @@ def encode_record(tok, s:Sample, fmt:str="auto", max_length:Optional[int]=None) 
 
 # %% ../nbs/15_divergence.ipynb #7f64f8b1
 def length_batches(lengths:Sequence[int], batch_tokens:int) -> list[list[int]]:
-    "Indices grouped longest-first so each batch's `rows x max_len` stays within `batch_tokens` (a longer record gets its own batch)."
+    "Indices grouped longest-first so each batch's `rows x max_len` stays within `batch_tokens` (or holds one record)."
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches, cur = [], []
     for i in order:
-        if cur and (len(cur) + 1) * lengths[cur[0]] > batch_tokens: batches.append(cur); cur = []
+        if cur and (len(cur) + 1) * lengths[cur[0]] > batch_tokens:
+            batches.append(cur)
+            cur = []
         cur.append(i)
     if cur: batches.append(cur)
     return batches
@@ -64,6 +66,7 @@ def _split_model(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
+# %% ../nbs/15_divergence.ipynb #60ab08fe
 @contextlib.contextmanager
 def attention_implementation(model, impl:Optional[str]):
     "Switch `model`'s attention implementation inside the block (no-op for None, or a model that cannot switch)."
@@ -71,12 +74,15 @@ def attention_implementation(model, impl:Optional[str]):
     old = getattr(base.config, "_attn_implementation", None)
     switched = False
     if impl is not None and old != impl and hasattr(base, "set_attn_implementation"):
-        try: base.set_attn_implementation(impl); switched = True
+        try:
+            base.set_attn_implementation(impl)
+            switched = True
         except (ValueError, ImportError): pass
     try: yield
     finally:
         if switched: base.set_attn_implementation(old)
 
+# %% ../nbs/15_divergence.ipynb #a4df9296
 def shared_prefix_length(encoded:list[dict]) -> int:
     "Length of the token prefix all records share, stopping before the first position that predicts a response token."
     if not encoded: return 0
@@ -85,55 +91,80 @@ def shared_prefix_length(encoded:list[dict]) -> int:
         n = min(n, next((i for i, (a, b) in enumerate(zip(first[:n], e["ids"][:n])) if a != b), n))
     return max(n, 0)
 
-def response_logprobs(model, encoded:list[dict], # from `encode_record`
-                      batch_tokens:Optional[int]=None, # padded tokens per forward batch (None: 8192 on GPU, 1 = one record per pass on CPU)
-                      chunk_tokens:Optional[int]=None, # positions per output-layer chunk (None: 128 for bf16/fp16 on CPU, else 1024)
-                      progress:bool=True,
-                      reuse_prefix:Optional[bool]=None, # compute a shared prefix (>= 8 tokens) once (None: on GPU only)
-                      attn:Optional[str]=None, # attention implementation while scoring (None: "eager" for bf16/fp16 on CPU, else the model's)
-                     ) -> tuple[list[np.ndarray], dict]:
-    "Log-probabilities of every response token of every record, and `{'padding', 'seconds', ...}` statistics."
-    import copy, torch
-    from tqdm.auto import tqdm
-    decoder, head, cap = _split_model(model)
+# %% ../nbs/15_divergence.ipynb #7f412109
+def scoring_defaults(model, batch_tokens=None, chunk_tokens=None, reuse_prefix=None, attn=None) -> tuple:
+    "`(batch_tokens, chunk_tokens, reuse_prefix, attn)` with the defaults of the model's device and dtype filled in."
+    import torch
     dev, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     cpu_half = dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
     if batch_tokens is None: batch_tokens = 1 if dev.type == "cpu" else 8192
     if chunk_tokens is None: chunk_tokens = 128 if cpu_half else 1024
     if attn is None and cpu_half: attn = "eager"     # PyTorch's CPU flash kernel is slower than matmul+softmax in bf16
     if reuse_prefix is None: reuse_prefix = dev.type != "cpu"
+    return batch_tokens, chunk_tokens, reuse_prefix, attn
+
+# %% ../nbs/15_divergence.ipynb #82dfb3cd
+def batch_tensors(encoded:list[dict], batch:list[int], T:int) -> tuple:
+    "`(ids, attention mask, pred)` of a batch right-padded to `T`; `pred`: the positions predicting response tokens."
+    import torch
+    x = torch.zeros(len(batch), T, dtype=torch.long)
+    att = torch.zeros(len(batch), T, dtype=torch.long)
+    pred = torch.zeros(len(batch), T, dtype=torch.bool)
+    for r, i in enumerate(batch):
+        ids, n = encoded[i]["ids"], encoded[i]["n_prompt"]
+        x[r, :len(ids)] = torch.tensor(ids)
+        att[r, :len(ids)] = 1
+        pred[r, max(n - 1, 0):len(ids) - 1] = True
+    return x, att, pred
+
+def head_logprobs(head, cap, hs, tgt, chunk_tokens:int):
+    "log p(tgt) from hidden states through the output layer, `chunk_tokens` positions at a time, in fp32."
+    import torch
+    lp = torch.empty(len(tgt), dtype=torch.float32, device=hs.device)
+    for c in range(0, len(tgt), chunk_tokens):
+        z = head(hs[c:c + chunk_tokens]).float()
+        if cap: z = cap * torch.tanh(z / cap)
+        lp[c:c + chunk_tokens] = z.gather(-1, tgt[c:c + chunk_tokens, None])[:, 0] - z.logsumexp(-1)
+    return lp
+
+# %% ../nbs/15_divergence.ipynb #eaa062d2
+def response_logprobs(model, encoded:list[dict], # from `encode_record`
+                      batch_tokens:Optional[int]=None, # padded tokens per batch (None: 8192 on GPU, 1 record on CPU)
+                      chunk_tokens:Optional[int]=None, # output-layer positions a chunk (None: 128 bf16 CPU, else 1024)
+                      progress:bool=True,
+                      reuse_prefix:Optional[bool]=None, # compute a shared prefix (>= 8 tokens) once (None: on GPU)
+                      attn:Optional[str]=None, # attention while scoring (None: "eager" for bf16 on CPU, else as is)
+                     ) -> tuple[list[np.ndarray], dict]:
+    "Log-probabilities of every response token of every record, and `{'padding', 'seconds', ...}` statistics."
+    import copy, torch
+    from tqdm.auto import tqdm
+    decoder, head, cap = _split_model(model)
+    dev = next(model.parameters()).device
+    defaults = scoring_defaults(model, batch_tokens, chunk_tokens, reuse_prefix, attn)
+    batch_tokens, chunk_tokens, reuse_prefix, attn = defaults
     lengths = [len(e["ids"]) for e in encoded]
     out, padded, t0 = [None] * len(encoded), 0, time.time()
     batches = length_batches(lengths, batch_tokens)
     P = shared_prefix_length(encoded) if reuse_prefix else 0
     if P < 8: P = 0
     with torch.inference_mode(), attention_implementation(model, attn):
-        if P: prefix_cache = decoder(input_ids=torch.tensor([encoded[0]["ids"][:P]], device=dev), use_cache=True).past_key_values
+        if P:
+            shared = torch.tensor([encoded[0]["ids"][:P]], device=dev)
+            prefix = decoder(input_ids=shared, use_cache=True).past_key_values
         for b in tqdm(batches, desc="score", disable=not progress):
-            T = lengths[b[0]]; padded += (T - P) * len(b)
-            x = torch.zeros(len(b), T, dtype=torch.long)
-            att = torch.zeros(len(b), T, dtype=torch.long)
-            pred = torch.zeros(len(b), T, dtype=torch.bool)      # positions whose next token is a response token
-            for r, i in enumerate(b):
-                ids, n = encoded[i]["ids"], encoded[i]["n_prompt"]
-                x[r, :len(ids)] = torch.tensor(ids); att[r, :len(ids)] = 1
-                pred[r, max(n - 1, 0):len(ids) - 1] = True
-            x, att, pred = x.to(dev), att.to(dev), pred.to(dev)
+            T = lengths[b[0]]
+            padded += (T - P) * len(b)
+            x, att, pred = (t.to(dev) for t in batch_tensors(encoded, b, T))
             if P:
-                cache = copy.deepcopy(prefix_cache); cache.batch_repeat_interleave(len(b))
-                h = decoder(input_ids=x[:, P:], attention_mask=att, past_key_values=cache, use_cache=True).last_hidden_state
-            else: h = decoder(input_ids=x, attention_mask=att if len(set(lengths[i] for i in b)) > 1 else None).last_hidden_state
-            hs, tgt = h[pred[:, P:]], x[:, 1:][pred[:, :-1]]
-            lp = torch.empty(len(tgt), dtype=torch.float32, device=dev)
-            for c in range(0, len(tgt), chunk_tokens):
-                z = head(hs[c:c + chunk_tokens]).float()
-                if cap: z = cap * torch.tanh(z / cap)
-                lp[c:c + chunk_tokens] = z.gather(-1, tgt[c:c + chunk_tokens, None])[:, 0] - z.logsumexp(-1)
-            counts = pred.sum(1).tolist()
-            for i, piece in zip(b, lp.cpu().split(counts)): out[i] = piece.numpy()
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(len(b))
+                h = decoder(input_ids=x[:, P:], attention_mask=att, past_key_values=cache, use_cache=True)
+            else: h = decoder(input_ids=x, attention_mask=att if len(set(lengths[i] for i in b)) > 1 else None)
+            lp = head_logprobs(head, cap, h.last_hidden_state[pred[:, P:]], x[:, 1:][pred[:, :-1]], chunk_tokens)
+            for i, piece in zip(b, lp.cpu().split(pred.sum(1).tolist())): out[i] = piece.numpy()
     real = sum(lengths) - P * len(lengths)
-    return out, {"padding": 1 - real / max(padded, 1), "seconds": time.time() - t0, "tokens": sum(lengths), "shared_prefix": P,
-                 "response_tokens": int(sum(len(o) for o in out)), "batches": len(batches)}
+    return out, {"padding": 1 - real / max(padded, 1), "seconds": time.time() - t0, "tokens": sum(lengths),
+                 "shared_prefix": P, "response_tokens": int(sum(len(o) for o in out)), "batches": len(batches)}
 
 # %% ../nbs/15_divergence.ipynb #d747788e
 def naive_response_logprobs(model, encoded:list[dict]) -> list[np.ndarray]:
@@ -151,24 +182,25 @@ def naive_response_logprobs(model, encoded:list[dict]) -> list[np.ndarray]:
 
 # %% ../nbs/15_divergence.ipynb #ee2d4952
 def cpu_bf16_fast() -> bool:
-    "Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX), where bf16 scoring is ~3x faster than fp32."
+    "Does this CPU multiply bf16 matrices in hardware (AVX512-BF16 or AMX)? There bf16 scores ~3x faster than fp32."
     import torch
     try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError: return False
 
 # %% ../nbs/15_divergence.ipynb #6a646729
 def dataset_perplexity(model, tok, samples:list[Sample], fmt:str="auto", max_length:Optional[int]=None,
-                       batch_tokens:Optional[int]=None, chunk_tokens:Optional[int]=None, progress:bool=True, name:str="") -> tuple[list[dict], dict]:
-    "Per-record NLL rows `{dataset, source, line, prompt_id, label, n_tokens, nll_sum, nll_mean, truncated}` and timing stats."
+                       batch_tokens:Optional[int]=None, chunk_tokens:Optional[int]=None, progress:bool=True,
+                       name:str="") -> tuple[list[dict], dict]:
+    "Per-record NLL rows (dataset, source, line, prompt_id, label, n_tokens, nll_sum, nll_mean, truncated), timings."
     fmt = think_format(tok, fmt)
     enc = [encode_record(tok, s, fmt, max_length) for s in samples]
     lps, stats = response_logprobs(model, enc, batch_tokens, chunk_tokens, progress)
     rows = []
     for s, e, lp in zip(samples, enc, lps):
         nll = float(-lp.sum())
-        rows.append({"dataset": name, "source": s.meta.get("source"), "line": s.meta.get("line"), "prompt_id": s.prompt_id,
-                     "sample_idx": s.sample_idx, "label": s.label, "n_tokens": len(lp), "nll_sum": nll,
-                     "nll_mean": nll / max(len(lp), 1), "truncated": e["truncated"]})
+        rows.append({"dataset": name, "source": s.meta.get("source"), "line": s.meta.get("line"),
+                     "prompt_id": s.prompt_id, "sample_idx": s.sample_idx, "label": s.label, "n_tokens": len(lp),
+                     "nll_sum": nll, "nll_mean": nll / max(len(lp), 1), "truncated": e["truncated"]})
     return rows, stats
 
 # %% ../nbs/15_divergence.ipynb #07123761
@@ -193,7 +225,8 @@ def summarize(rows:list[dict], n_boot:int=1000, seed:int=0) -> dict:
             "by_label": {l: nll_stats([r for r in rows if r["label"] == l], n_boot, seed=seed) for l in labels}}
 
 # %% ../nbs/15_divergence.ipynb #c54b40c2
-def cross_entropy_gap(reference:list[dict], other:list[dict], # rows of the self data and of the compared (teacher) data
+def cross_entropy_gap(reference:list[dict], # rows of the self-generated data
+                      other:list[dict], # rows of the compared (teacher) data
                       n_boot:int=2000, level:float=0.95, seed:int=0) -> dict:
     "Per-token NLL of `other` minus that of `reference`, with a bootstrap interval and P(gap <= 0)."
     def arr(rows): return np.array([r["nll_sum"] for r in rows]), np.array([r["n_tokens"] for r in rows], dtype=float)
@@ -218,9 +251,11 @@ def plot_perplexity(summary:dict, # {dataset name: nll_stats dict}
     fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(names), 3.2))
     bars = ax.bar(names, ppl, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(names))])
     for b, n in zip(bars, names):
-        ax.annotate(f"{summary[n]['ppl']:.2f}\n({summary[n]['n_records']} rec)", (b.get_x() + b.get_width() / 2, b.get_height()),
+        ax.annotate(f"{summary[n]['ppl']:.2f}\n({summary[n]['n_records']} rec)",
+                    (b.get_x() + b.get_width() / 2, b.get_height()),
                     ha="center", va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
-    ax.set_ylabel("perplexity (response tokens)"); ax.set_title(title, fontsize=10)
+    ax.set_ylabel("perplexity (response tokens)")
+    ax.set_title(title, fontsize=10)
     ax.set_ylim(0, max(summary[n]["ppl_ci"][1] for n in names) * 1.25)
     ax.spines[["top", "right"]].set_visible(False)
     if path is not None: save_figure(fig, path)
@@ -322,11 +357,12 @@ def perplexity(self:Run, data:list, # data files; the first is the reference (se
     return Perplexity.of(out, res)
 
 # %% ../nbs/15_divergence.ipynb #96d58861
-@command("perplexity", writes="<out_dir>/perplexity/: perplexity.json, per-record rows and a figure", flags=("model", "out_dir"))
+@command("perplexity", writes="<out_dir>/perplexity/: perplexity.json, per-record rows and a figure",
+         flags=("model", "out_dir"))
 def perplexity_command(run:Run,
                        data:Optional[list]=None, # data files (required); the first is the self-generated reference
                        limit:Optional[int]=None, # records per dataset
-                       dtype:str="auto", # auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16 (fast on CPUs with bf16 units)
+                       dtype:str="auto", # auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16 (fast on bf16 CPUs)
                        max_length:Optional[int]=None, # cut records to this many tokens
                        batch_tokens:Optional[int]=None): # padded tokens per forward batch (default: by device)
     "Training-data perplexity under a frozen model (the excess-KL proxy)."
