@@ -333,7 +333,7 @@ def grad_accum(tc:TrainConfig, world:Optional[int]=None, batch_key:str="effectiv
                           f"train.{batch_key} or the number of processes")
     return total // per
 
-# %% ../nbs/12_train.ipynb #9e32ba7b
+# %% ../nbs/12_train.ipynb #ae433c32
 REPORT_PACKAGES = {"trackio": "trackio", "wandb": "wandb", "tensorboard": "tensorboard"}
 
 def report_to(tc:TrainConfig) -> str:
@@ -345,7 +345,7 @@ def report_to(tc:TrainConfig) -> str:
                           f"(pip install {pkg}, or set train.report_to: none)")
     return tc.report_to
 
-# %% ../nbs/12_train.ipynb #f86c9ffd
+# %% ../nbs/12_train.ipynb #78c0d0fe
 def sft_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None, **overrides) -> ThinkSafeSFTConfig:
     "The trainer configuration of a run: paper defaults from `TrainConfig`, checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -416,10 +416,9 @@ def plot_curves(curves:list[dict], path, title:str="training loss", keys=("loss"
 
 # %% ../nbs/12_train.ipynb #80a8ff30
 def training_fingerprint(cfg:RunConfig, data, records:list) -> dict:
-    "What an adapter depends on: the base model's files, the training data's contents and the train settings."
+    "What an adapter depends on: the base model's files, the records trained on (not their file) and the settings."
     skip = ("save_steps", "logging_steps", "data", "merge", "max_steps", "epochs", "report_to")   # more steps continue
-    if isinstance(data, (str, Path)): src = path_digest(data)
-    else: src = "records@" + hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    src = "records@" + hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"model": cfg.model.name, "model_files": path_digest(resolve_model(cfg.model.name)[0]),
             "revision": cfg.model.revision, "think_format": cfg.model.think_format, "data": src,
             "train": {k: v for k, v in config_to_dict(cfg)["train"].items() if k not in skip}}
@@ -444,7 +443,7 @@ def trained_before(out, fingerprint:dict, train:dict) -> bool:
     return (same(json.loads(files[1].read_text(encoding="utf-8")), fingerprint)
             and same(json.loads(files[2].read_text(encoding="utf-8")).get("train"), train))
 
-# %% ../nbs/12_train.ipynb #c20eaed2
+# %% ../nbs/12_train.ipynb #add212ce
 def student_copy(cfg:RunConfig, model=None, tokenizer=None) -> tuple:
     "The base model to train: loaded from `cfg.model`, or a copy of the one given (one with an adapter is refused)."
     mc = cfg.model
@@ -465,7 +464,7 @@ def sft_trainer(cfg:RunConfig, out, model, tokenizer, records:list[dict]) -> tup
                                   peft_config=lora_config(tc), train_dataset=ds)
     return trainer, fmt
 
-# %% ../nbs/12_train.ipynb #f22d5f82
+# %% ../nbs/12_train.ipynb #b4ce4f27
 def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' compute stage
              synth_compute, stats:dict, records:list[dict], fmt:str) -> Path:
     "Write the adapter, curves, compute.json, train_stats.json (and the merged model); returns the adapter directory."
@@ -484,7 +483,7 @@ def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' comput
         trainer.processing_class.save_pretrained(out/"merged")
     return adapter
 
-# %% ../nbs/12_train.ipynb #1700e3b6
+# %% ../nbs/12_train.ipynb #b3521ce6
 def run_sft(cfg:RunConfig, data=None, # records (`Sample`s) or a record file; default: the run's kept records
             out_dir=None, # default `Run(cfg).train_dir()`
             model=None, tokenizer=None, # an already loaded base model (a copy is trained)
@@ -513,7 +512,7 @@ def run_sft(cfg:RunConfig, data=None, # records (`Sample`s) or a record file; de
     rec |= {"method": tc.loss_type, "steps": trainer.state.global_step, "resumed_from": last}
     return save_sft(trainer, cfg, out, rec, synth_compute, stats, records, fmt)
 
-# %% ../nbs/12_train.ipynb #96387573
+# %% ../nbs/12_train.ipynb #77bfb2a9
 @dataclass
 class Trained:
     "What `Run.train` wrote (or found already trained from the same inputs)."
@@ -531,7 +530,7 @@ def training_data(self:Run, round:int=0, data=None):
         raise ConfigError(f"training data {p} not found: run `thinksafe synthesize` first or set train.data")
     return p
 
-# %% ../nbs/12_train.ipynb #4181ec76
+# %% ../nbs/12_train.ipynb #297a1b21
 @patch
 def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name (default: train.loss_type)
           round:int=0, # the round of iterative ThinkSafe
@@ -548,7 +547,7 @@ def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name
     adapter = run_sft(cfg, data, out, model, tokenizer, synth_compute=before, fresh=fresh)
     return Trained(adapter, out, method, round)
 
-# %% ../nbs/12_train.ipynb #e9815e2a
+# %% ../nbs/12_train.ipynb #1db2f671
 @command("train", writes="<out_dir>/train/<method>/: adapter, curves, compute.json; resumes from checkpoints",
          flags=("model", "out_dir"))
 def train_run(run:Run,
@@ -559,7 +558,7 @@ def train_run(run:Run,
     "LoRA SFT on the kept records (ThinkSafe; --kl: ThinkSafe+KL)."
     return run.train("sft+kl" if kl else None, round=round, data=data, fresh=fresh)
 
-# %% ../nbs/12_train.ipynb #e48268ab
+# %% ../nbs/12_train.ipynb #b9150406
 def round_row(round:int, sel, kept:list, recs:list, trained:Trained) -> dict:
     "A round's row: records (new), harmful records, acceptance with its interval per condition, compute, adapter."
     conds = sel.stats["conditions"]
@@ -573,7 +572,7 @@ def rates(outcomes:dict) -> dict:
     return {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]}
             for b, o in outcomes.items() if o}
 
-# %% ../nbs/12_train.ipynb #b21cb5f3
+# %% ../nbs/12_train.ipynb #ef3292fe
 @patch
 def evaluate_round(self:Run, adapter, # a round's adapter
                    eval_sets:dict, # {name: items}
@@ -587,7 +586,7 @@ def evaluate_round(self:Run, adapter, # a round's adapter
     outcomes = {b: item_outcomes(out, b) for b in eval_sets}
     return {"outcomes": outcomes, "rates": rates(outcomes)}
 
-# %% ../nbs/12_train.ipynb #c809082a
+# %% ../nbs/12_train.ipynb #8070694c
 @patch
 def rounds(self:Run, eval_sets:Optional[dict]=None, # {name: items} evaluated after each round (thinksafe.evaluate)
            rounds:Optional[int]=None, # default synth.rounds
