@@ -200,6 +200,7 @@ def common_args(tc:TrainConfig, out, device:str="cpu", world:Optional[int]=None,
                 temperature=setting(tc, "distill_temperature"),
                 **_generation_args(setting(tc, "distill_generation"), mc or ModelConfig()))
 
+# %% ../nbs/14_distill.ipynb #13c42cbe
 def opd_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=None) -> DistillationConfig:
     "TRL's `DistillationConfig` of a run."
     return DistillationConfig(**common_args(tc, out, device, world, mc), beta=setting(tc, "opd_beta"))
@@ -253,6 +254,7 @@ def load_teacher(cfg:RunConfig, teacher:str, tok, model=None):
                           "next-token distributions token by token, so both need one vocabulary")
     return model
 
+# %% ../nbs/14_distill.ipynb #4ae7e479
 def distill_fingerprint(cfg:RunConfig, method:str, prompts:list[Sample], teacher:Optional[str]=None) -> dict:
     "What an on-policy adapter depends on: student and teacher files, the prompts and the train settings."
     skip = ("save_steps", "logging_steps", "data", "merge", "max_steps", "epochs", "distill_epochs")
