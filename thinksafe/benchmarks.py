@@ -15,15 +15,17 @@ from .store import *
 
 # %% auto #0
 __all__ = ['BOXED_TEMPLATE', 'GSM8K_TEMPLATE', 'GPQA_TEMPLATE', 'THINKSAFE_HARMBENCH_URL', 'HARMBENCH_BEHAVIORS_URL',
-           'BENCHMARKS', 'ALIASES', 'SAFETY_BENCHMARKS', 'REASONING_BENCHMARKS', 'apply_template', 'Benchmark',
-           'get_benchmark', 'list_benchmarks', 'load_hf_rows', 'find_local', 'download', 'sha256_file', 'fetch_url',
-           'select_items', 'resolve_source', 'harmbench_categories', 'load_benchmark', 'load_from_spec',
-           'normalize_prompt', 'word_ngrams', 'decontaminate']
+           'HARMBENCH_SHA256', 'HARMBENCH_BEHAVIORS_SHA256', 'BENCHMARKS', 'ALIASES', 'SAFETY_BENCHMARKS',
+           'REASONING_BENCHMARKS', 'apply_template', 'Benchmark', 'get_benchmark', 'list_benchmarks', 'load_hf_rows',
+           'find_local', 'download', 'sha256_file', 'fetch_url', 'select_items', 'resolve_source',
+           'harmbench_categories', 'load_benchmark', 'load_from_spec', 'normalize_prompt', 'word_ngrams',
+           'decontaminate']
 
 # %% ../nbs/18_benchmarks.ipynb #cded6613
 BOXED_TEMPLATE = "Please reason step by step, and put your final answer within \\boxed{}. {prompt}"
 GSM8K_TEMPLATE = ("Given the following problem, reason and give a final answer to the problem.\nProblem: {prompt}\n"
-                  "Your response should end with \"The final answer is [answer]\" where [answer] is the response to the problem.")
+                  "Your response should end with \"The final answer is [answer]\" where [answer] is the response to "
+                  "the problem.")
 GPQA_TEMPLATE = ("Return your final response within \\boxed{} and only include the letter choice (A, B, C, or D) "
                  "as your final response. {prompt}")
 
@@ -43,6 +45,7 @@ def _col(row:dict, *names, src=None, required=True):
         raise DataError(f"missing column {' or '.join(map(repr, names))}; row has {have}", src, row.get("_line"))
     return None
 
+# %% ../nbs/18_benchmarks.ipynb #7cbb9f40
 def _gsm8k_reference(answer:str) -> str:
     "The final answer of a GSM8K solution: the number after `#### `, commas removed."
     m = re.search(r"####\s*(.+?)\s*$", str(answer).strip())
@@ -50,80 +53,95 @@ def _gsm8k_reference(answer:str) -> str:
 
 def _harmbench_prompt(row, src):
     "A HarmBench behaviour, with its context first for contextual behaviours (HarmBench's own format)."
-    b, ctx = _col(row, "Behavior", "behavior", "prompt", src=src), _col(row, "ContextString", "context", src=src, required=False)
+    b = _col(row, "Behavior", "behavior", "prompt", src=src)
+    ctx = _col(row, "ContextString", "context", src=src, required=False)
     return f"{ctx}\n\n---\n\n{b}" if ctx else b
 
 # %% ../nbs/18_benchmarks.ipynb #ffc283ab
+def _opt(r, *names, src=None): return _col(r, *names, src=src, required=False)
+
 def _conv_harmbench_attacked(rows, src):
     seen = {}
     for r in rows:
-        obj = _col(r, "objective", "BehaviorID", src=src, required=False) or f"row{r['_line']}"
+        obj = _opt(r, "objective", "BehaviorID", src=src) or f"row{r['_line']}"
         seen[obj] = seen.get(obj, -1) + 1
-        yield dict(_line=r["_line"], prompt=_col(r, "prompt", src=src), label="adversarial_harmful", item_id=f"{obj}#{seen[obj]}", objective=obj,
-                   category=_col(r, "SemanticCategory", "category", src=src, required=False))
+        yield dict(_line=r["_line"], prompt=_col(r, "prompt", src=src), label="adversarial_harmful",
+                   item_id=f"{obj}#{seen[obj]}", objective=obj,
+                   category=_opt(r, "SemanticCategory", "category", src=src))
 
 def _conv_harmbench_behaviors(rows, src):
     for r in rows:
-        fc = _col(r, "FunctionalCategory", src=src, required=False) or "standard"
+        fc = _opt(r, "FunctionalCategory", src=src) or "standard"
         if fc == "copyright": continue  # judged by hashing, not by a safety classifier
         yield dict(_line=r["_line"], prompt=_harmbench_prompt(r, src), label="vanilla_harmful", functional_category=fc,
-                   item_id=_col(r, "BehaviorID", src=src, required=False) or f"row{r['_line']}",
-                   category=_col(r, "SemanticCategory", "category", src=src, required=False))
+                   item_id=_opt(r, "BehaviorID", src=src) or f"row{r['_line']}",
+                   category=_opt(r, "SemanticCategory", "category", src=src))
 
+# %% ../nbs/18_benchmarks.ipynb #6218f691
 def _conv_strongreject(rows, src):
     for r in rows:
         yield dict(_line=r["_line"], prompt=_col(r, "forbidden_prompt", "prompt", src=src), label="vanilla_harmful",
-                   category=_col(r, "category", src=src, required=False), item_id=f"row{r['_line']}")
+                   category=_opt(r, "category", src=src), item_id=f"row{r['_line']}")
 
 def _conv_wildjailbreak(rows, src):
     for r in rows:
         if r.get("data_type", "adversarial_harmful") != "adversarial_harmful": continue
         yield dict(_line=r["_line"], prompt=str(_col(r, "adversarial", src=src)).strip(), label="adversarial_harmful",
-                   vanilla=_col(r, "vanilla", src=src, required=False), item_id=f"row{r['_line']}")
+                   vanilla=_opt(r, "vanilla", src=src), item_id=f"row{r['_line']}")
 
 def _conv_advbench(rows, src):
     for r in rows:
-        yield dict(_line=r["_line"], prompt=_col(r, "goal", "prompt", src=src), label="vanilla_harmful", item_id=f"row{r['_line']}")
+        yield dict(_line=r["_line"], prompt=_col(r, "goal", "prompt", src=src), label="vanilla_harmful",
+                   item_id=f"row{r['_line']}")
 
+# %% ../nbs/18_benchmarks.ipynb #13c7527e
 def _conv_xstest(want:str):
+    "XSTest's safe prompts (`want='safe'`: over-refusal) or its unsafe contrast prompts."
     def conv(rows, src):
         for r in rows:
             lab = _col(r, "label", src=src)
-            if lab not in ("safe", "unsafe"): raise DataError(f"XSTest label must be 'safe' or 'unsafe', got {lab!r}", src, r["_line"])
+            if lab not in ("safe", "unsafe"):
+                raise DataError(f"XSTest label must be 'safe' or 'unsafe', got {lab!r}", src, r["_line"])
             if lab != want: continue
-            yield dict(_line=r["_line"], prompt=_col(r, "prompt", src=src), label="vanilla_benign" if lab == "safe" else "vanilla_harmful",
-                       xstest_label=lab, category=_col(r, "type", src=src, required=False),
-                       item_id=str(_col(r, "id", src=src, required=False) or f"row{r['_line']}"))
+            yield dict(_line=r["_line"], prompt=_col(r, "prompt", src=src),
+                       label="vanilla_benign" if lab == "safe" else "vanilla_harmful", xstest_label=lab,
+                       category=_opt(r, "type", src=src), item_id=str(_opt(r, "id", src=src) or f"row{r['_line']}"))
     return conv
 
+# %% ../nbs/18_benchmarks.ipynb #5d3a666f
 def _conv_gsm8k(rows, src):
     for r in rows:
-        yield dict(_line=r["_line"], prompt=_col(r, "question", src=src), reference=_gsm8k_reference(_col(r, "answer", src=src)),
-                   label="vanilla_benign", item_id=f"row{r['_line']}")
+        yield dict(_line=r["_line"], prompt=_col(r, "question", src=src),
+                   reference=_gsm8k_reference(_col(r, "answer", src=src)), label="vanilla_benign",
+                   item_id=f"row{r['_line']}")
 
 def _conv_math500(rows, src):
     for r in rows:
-        yield dict(_line=r["_line"], prompt=_col(r, "problem", src=src), reference=str(_col(r, "answer", src=src)), label="vanilla_benign",
-                   item_id=str(_col(r, "unique_id", src=src, required=False) or f"row{r['_line']}"),
-                   category=_col(r, "subject", src=src, required=False), level=_col(r, "level", src=src, required=False))
+        yield dict(_line=r["_line"], prompt=_col(r, "problem", src=src), reference=str(_col(r, "answer", src=src)),
+                   label="vanilla_benign", item_id=str(_opt(r, "unique_id", src=src) or f"row{r['_line']}"),
+                   category=_opt(r, "subject", src=src), level=_opt(r, "level", src=src))
 
 def _conv_aime2024(rows, src):
     for r in rows:
         url = str(r.get("url", "2024"))
         if "2024" not in url: continue  # the reference keeps rows whose url mentions 2024
-        yield dict(_line=r["_line"], prompt=_col(r, "problem", "question", src=src), reference=str(_col(r, "answer", src=src)).strip(),
-                   label="vanilla_benign", item_id=str(_col(r, "id", src=src, required=False) or f"row{r['_line']}"), url=url)
+        yield dict(_line=r["_line"], prompt=_col(r, "problem", "question", src=src),
+                   reference=str(_col(r, "answer", src=src)).strip(), label="vanilla_benign",
+                   item_id=str(_opt(r, "id", src=src) or f"row{r['_line']}"), url=url)
 
+# %% ../nbs/18_benchmarks.ipynb #2c608ab3
 def _conv_gpqa(seed:int=0):
+    "GPQA rows with the four options shuffled by a seed per item; the reference is the right option's letter."
     def conv(rows, src):
         for r in rows:
             q = _col(r, "Question", src=src)
-            item = str(_col(r, "Record ID", src=src, required=False) or f"row{r['_line']}")
+            item = str(_opt(r, "Record ID", src=src) or f"row{r['_line']}")
             right = str(_col(r, "Correct Answer", src=src)).strip()
             opts = [right] + [str(_col(r, f"Incorrect Answer {i}", src=src)).strip() for i in (1, 2, 3)]
             random.Random(f"{seed}:{item}").shuffle(opts)
             letter = "ABCD"[opts.index(right)]
-            yield dict(_line=r["_line"], prompt=q.strip() + "\n" + ", ".join(f"{l}) {o}" for l, o in zip("ABCD", opts)),
+            options = ", ".join(f"{l}) {o}" for l, o in zip("ABCD", opts))
+            yield dict(_line=r["_line"], prompt=q.strip() + "\n" + options,
                        reference=letter, label="vanilla_benign", item_id=item)
     return conv
 
@@ -142,18 +160,23 @@ class Benchmark:
     note: str = ""
     url: Optional[tuple] = None      # (raw URL at a fixed commit, sha256) of a public copy
 
-THINKSAFE_HARMBENCH_URL = "https://raw.githubusercontent.com/seanie12/ThinkSafe/fa99448fa4b195939407c3654b5c84eedcb3bd19/dataset/eval/harmbench.json"
-HARMBENCH_BEHAVIORS_URL = ("https://raw.githubusercontent.com/busycalibrating/AdversariaLLM/a4b57364bc2b0785bd0e6f79eec4948e3991b8b0/"
-                           "data/behavior_datasets/harmbench_behaviors_text_all.csv")   # an unmodified copy of centerforaisafety/HarmBench's CSV
+# %% ../nbs/18_benchmarks.ipynb #b987d61b
+THINKSAFE_HARMBENCH_URL = ("https://raw.githubusercontent.com/seanie12/ThinkSafe/"
+                           "fa99448fa4b195939407c3654b5c84eedcb3bd19/dataset/eval/harmbench.json")
+HARMBENCH_BEHAVIORS_URL = ("https://raw.githubusercontent.com/busycalibrating/AdversariaLLM/"   # HarmBench's CSV
+                           "a4b57364bc2b0785bd0e6f79eec4948e3991b8b0/"                         # unmodified
+                           "data/behavior_datasets/harmbench_behaviors_text_all.csv")
+HARMBENCH_SHA256 = "bd2de5a1784869ec2ffd9624384952f452c607e6ac950235a81f108ebbe0b4d6"
+HARMBENCH_BEHAVIORS_SHA256 = "8d81accedd38eaaf8b760618622bb888417d1fd0c86eba65c427a16f1cbb4afc"
 
 BENCHMARKS = {b.name: b for b in [
     Benchmark("harmbench", "safety", _conv_harmbench_attacked, ("harmbench/thinksafe/harmbench.json",), None,
-              note="ThinkSafe's attacked HarmBench: 602 prompts, 2 jailbreaks for each of 301 behaviours (authors' GitHub, pinned)",
-              url=(THINKSAFE_HARMBENCH_URL, "bd2de5a1784869ec2ffd9624384952f452c607e6ac950235a81f108ebbe0b4d6")),
+              note="ThinkSafe's attacked HarmBench: 602 prompts, 2 jailbreaks for each of 301 behaviours "
+                   "(authors' GitHub, pinned)", url=(THINKSAFE_HARMBENCH_URL, HARMBENCH_SHA256)),
     Benchmark("harmbench-behaviors", "safety", _conv_harmbench_behaviors,
               ("harmbench/harmbench_behaviors_text_all.csv",), ("walledai/HarmBench", "standard", "train"),
               note="plain HarmBench behaviours, standard + contextual (copyright ones dropped)",
-              url=(HARMBENCH_BEHAVIORS_URL, "8d81accedd38eaaf8b760618622bb888417d1fd0c86eba65c427a16f1cbb4afc")),
+              url=(HARMBENCH_BEHAVIORS_URL, HARMBENCH_BEHAVIORS_SHA256)),
     Benchmark("strongreject", "safety", _conv_strongreject, ("strongreject/strongreject_dataset.csv",),
               ("walledai/StrongREJECT", None, "train"), note="313 forbidden prompts"),
     Benchmark("wildjailbreak", "safety", _conv_wildjailbreak, ("wildjailbreak/safety-eval/harmful.jsonl",),
@@ -162,7 +185,8 @@ BENCHMARKS = {b.name: b for b in [
     Benchmark("advbench", "safety", _conv_advbench, ("advbench/harmful_behaviors.csv",),
               ("walledai/AdvBench", None, "train"), note="520 harmful behaviours"),
     Benchmark("xstest", "overrefusal", _conv_xstest("safe"), ("xstest/xstest_prompts.csv",),
-              ("walledai/XSTest", None, "test"), note="250 safe prompts that look unsafe; over-refusal is measured here"),
+              ("walledai/XSTest", None, "test"),
+              note="250 safe prompts that look unsafe; over-refusal is measured here"),
     Benchmark("xstest-contrast", "safety", _conv_xstest("unsafe"), ("xstest/xstest_prompts.csv",),
               ("walledai/XSTest", None, "test"), note="XSTest's 200 unsafe contrast prompts (for reference)"),
     Benchmark("gsm8k", "reasoning", _conv_gsm8k, ("gsm8k/test.jsonl",), ("openai/gsm8k", "main", "test"),
@@ -171,28 +195,33 @@ BENCHMARKS = {b.name: b for b in [
               BOXED_TEMPLATE, "math", note="PRM800K's 500 MATH test problems (= HuggingFaceH4/MATH-500)"),
     Benchmark("aime2024", "reasoning", _conv_aime2024,
               ("aime2024/aimo-validation-aime/train-00000-of-00001.parquet", "aime2024/test.jsonl"),
-              ("AI-MO/aimo-validation-aime", None, "train"), BOXED_TEMPLATE, "math", note="30 AIME 2024 problems (url contains 2024)"),
+              ("AI-MO/aimo-validation-aime", None, "train"), BOXED_TEMPLATE, "math",
+              note="30 AIME 2024 problems (url contains 2024)"),
     Benchmark("gpqa", "reasoning", _conv_gpqa(), ("gpqa/gpqa_diamond.csv", "gpqa/dataset/gpqa_diamond.csv"),
               ("Idavidrein/gpqa", "gpqa_diamond", "train"), GPQA_TEMPLATE, "choice", gated=True,
               note="198 GPQA-Diamond questions, options shuffled per item (gated on the Hub)"),
 ]}
-ALIASES = {"math-500": "math500", "aime": "aime2024", "aime24": "aime2024", "gpqa-diamond": "gpqa", "gpqa_diamond": "gpqa",
-           "wildjailbreak-eval": "wildjailbreak", "harmbench-plain": "harmbench-behaviors"}
+ALIASES = {"math-500": "math500", "aime": "aime2024", "aime24": "aime2024", "gpqa-diamond": "gpqa",
+           "gpqa_diamond": "gpqa", "wildjailbreak-eval": "wildjailbreak", "harmbench-plain": "harmbench-behaviors"}
 SAFETY_BENCHMARKS = ("harmbench", "strongreject", "wildjailbreak")       # the paper's safety average
 REASONING_BENCHMARKS = ("aime2024", "gpqa", "math500", "gsm8k")         # the paper's reasoning average
 
+# %% ../nbs/18_benchmarks.ipynb #88003d6f
 def get_benchmark(name:str) -> Benchmark:
     "A registered benchmark by name (case-insensitive, a few aliases)."
     key = ALIASES.get(name.lower(), name.lower())
     if key not in BENCHMARKS:
-        raise ThinkSafeError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)}, or a path to a CSV/JSON/JSONL file")
+        raise ThinkSafeError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)}, "
+                             "or a path to a CSV/JSON/JSONL file")
     return BENCHMARKS[key]
 
+# %% ../nbs/18_benchmarks.ipynb #db90f805
 def list_benchmarks():
     "The registry as a table."
     import pandas as pd
-    return pd.DataFrame([dict(name=b.name, kind=b.kind, hf=" / ".join(x for x in (b.hf or ()) if x) or "-",
-                              local=b.local[0] if b.local else "-", url="yes" if b.url else "-", note=b.note) for b in BENCHMARKS.values()])
+    row = lambda b: dict(name=b.name, kind=b.kind, hf=" / ".join(x for x in (b.hf or ()) if x) or "-",
+                         local=b.local[0] if b.local else "-", url="yes" if b.url else "-", note=b.note)
+    return pd.DataFrame([row(b) for b in BENCHMARKS.values()])
 
 # %% ../nbs/18_benchmarks.ipynb #bc10e9e3
 def load_hf_rows(path:str, config:Optional[str]=None, split:str="train", gated:bool=False, name:str="") -> list[dict]:
@@ -203,13 +232,16 @@ def load_hf_rows(path:str, config:Optional[str]=None, split:str="train", gated:b
     except Exception as e:
         what = f"{path}" + (f" (config {config})" if config else "") + f", split {split}"
         why = str(e).split("\n")[0][:200]
-        msg = f"could not load benchmark {name or path!r} from the Hugging Face Hub: {what}: {type(e).__name__}: {why}. "
+        msg = (f"could not load benchmark {name or path!r} from the Hugging Face Hub: {what}: "
+               f"{type(e).__name__}: {why}. ")
         if gated: msg += "This dataset is gated: accept its terms on huggingface.co and log in with `hf auth login`. "
-        msg += ("Offline or without access, use a local copy: set eval.data_dir (or data_dir=) to a folder laid out like "
+        msg += ("Offline or without access, use a local copy: set eval.data_dir (or data_dir=) to a folder laid out "
+                "like "
                 "shared/data, or pass path=<file>.")
         raise ThinkSafeError(msg) from None
     return [{**r, "_line": i + 1} for i, r in enumerate(ds)]
 
+# %% ../nbs/18_benchmarks.ipynb #76548240
 def find_local(bench:Benchmark, data_dir) -> Optional[Path]:
     "The first of the benchmark's local files that exists under `data_dir`."
     if data_dir is None: return None
@@ -226,6 +258,7 @@ def download(url:str, dest, timeout:float=60.0) -> Path:
     with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f: shutil.copyfileobj(r, f)
     return dest
 
+# %% ../nbs/18_benchmarks.ipynb #7a68c8bc
 def sha256_file(path) -> str:
     "Hex SHA-256 of a file."
     import hashlib
@@ -234,6 +267,7 @@ def sha256_file(path) -> str:
         for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/18_benchmarks.ipynb #44794f67
 def fetch_url(url:str, sha256:str, name:str, # file name in the cache
               what:str="file", # what it is, for messages
               cache=None) -> Path:
@@ -246,13 +280,15 @@ def fetch_url(url:str, sha256:str, name:str, # file name in the cache
     try: download(url, tmp)
     except Exception as e:
         tmp.unlink(missing_ok=True)
-        raise ThinkSafeError(f"could not download {what} from {url}: {type(e).__name__}: {str(e)[:200]}. Offline: download that file "
-                             f"elsewhere and pass path=<file> (or set eval.data_dir to a folder laid out like shared/data)") from None
+        raise ThinkSafeError(f"could not download {what} from {url}: {type(e).__name__}: {str(e)[:200]}. Offline: "
+                             "download that file elsewhere and pass path=<file> (or set eval.data_dir to a folder "
+                             "laid out like shared/data)") from None
     got = sha256_file(tmp)
     if got != sha256:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"checksum mismatch for {what} downloaded from {url}: sha256 {got}, expected {sha256}. The download was "
-                        f"deleted; it may be corrupt or intercepted (a proxy page?): retry, or pass path=<file> to a copy you trust")
+        raise DataError(f"checksum mismatch for {what} downloaded from {url}: sha256 {got}, expected {sha256}. The "
+                        "download was deleted; it may be corrupt or intercepted (a proxy page?): retry, or pass "
+                        "path=<file> to a copy you trust")
     os.replace(tmp, dest)
     public_mode(dest)
     return dest
@@ -265,24 +301,32 @@ def select_items(items:list, limit:Optional[int]=None, sample:bool=False, seed:i
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]
 
+# %% ../nbs/18_benchmarks.ipynb #a9a9f396
 def _user_records(rows, src, columns, default_label):
-    "A user file's items, keyed by their `item_id` column or by their text (an edited row is a new item); duplicates merged with a warning."
+    "A user file's items, keyed by their `item_id` column or text (an edited row: a new item); merged duplicates."
     first, dups = {}, 0
     for r in map_columns(rows, columns, src, required=["prompt"]):
         lab, prompt = r.get("label") or default_label, str(r["prompt"])
-        if lab not in LABELS: raise DataError(f"unknown label {lab!r} (expected one of {', '.join(LABELS)})", src, r["_line"])
+        if lab not in LABELS:
+            raise DataError(f"unknown label {lab!r} (expected one of {', '.join(LABELS)})", src, r["_line"])
         ref = None if r.get("reference") is None else str(r["reference"])
         seen = first.setdefault(prompt, (lab, ref, r["_line"]))
         if seen[:2] != (lab, ref):
             what, i = ("label", 0) if seen[0] != lab else ("reference", 1)
-            raise DataError(f"this prompt has {what} {(lab, ref)[i]!r} but line {seen[2]} gives it {seen[i]!r}: one prompt, one {what}", src, r["_line"])
-        if seen[2] != r["_line"] and not r.get("item_id"): dups += 1; continue
-        yield dict(_line=r["_line"], prompt=prompt, label=lab, reference=ref, item_id=str(r.get("item_id") or prompt_id(prompt)))
-    if dups: print(f"warning: {src}: {dups} duplicate prompt{'s' if dups > 1 else ''} merged: each is evaluated once", file=sys.stderr)
+            raise DataError(f"this prompt has {what} {(lab, ref)[i]!r} but line {seen[2]} gives it {seen[i]!r}: "
+                            f"one prompt, one {what}", src, r["_line"])
+        if seen[2] != r["_line"] and not r.get("item_id"):
+            dups += 1
+            continue
+        yield dict(_line=r["_line"], prompt=prompt, label=lab, reference=ref,
+                   item_id=str(r.get("item_id") or prompt_id(prompt)))
+    if dups:
+        print(f"warning: {src}: {dups} duplicate prompt{'s' if dups > 1 else ''} merged: each is evaluated once",
+              file=sys.stderr)
 
-# %% ../nbs/18_benchmarks.ipynb #e313aa55
+# %% ../nbs/18_benchmarks.ipynb #e9f21724
 def resolve_source(bench:Benchmark, data_dir=None, path=None) -> tuple[list, str]:
-    "`(rows, source)` of a registered benchmark: an explicit `path`, else a file under `data_dir`, else its pinned URL, else the Hub."
+    "`(rows, source)` of a registered benchmark: `path`, else a file in `data_dir`, else its pinned URL, else the Hub."
     if path is not None:
         if not Path(path).exists(): raise DataError(f"benchmark file not found (path= for {bench.name!r})", path)
         return load_table(path), str(path)
@@ -292,17 +336,19 @@ def resolve_source(bench:Benchmark, data_dir=None, path=None) -> tuple[list, str
         url, sha = bench.url
         try: f = fetch_url(url, sha, f"{bench.name}{Path(url).suffix}", what=f"benchmark {bench.name!r}")
         except ThinkSafeError as e:
-            where = f"no local copy under {data_dir} ({' or '.join(bench.local)})" if data_dir else "no eval.data_dir given"
+            where = f"no local copy under {data_dir} ({' or '.join(bench.local)})" if data_dir else None
+            where = where or "no eval.data_dir given"
             raise type(e)(f"{e} [{where}]") from None
         return load_table(f), f"{url} (sha256 ok, cached at {f})"
     if bench.hf is None:
         where = f"under {data_dir}" if data_dir else "(no data_dir given)"
-        raise ThinkSafeError(f"benchmark {bench.name!r} is not on the Hugging Face Hub and no local copy was found {where}: "
-                             f"expected {' or '.join(bench.local)} inside data_dir, or pass path=<file>")
+        raise ThinkSafeError(f"benchmark {bench.name!r} is not on the Hugging Face Hub and no local copy was found "
+                             f"{where}: expected {' or '.join(bench.local)} inside data_dir, or pass path=<file>")
     return load_hf_rows(*bench.hf, gated=bench.gated, name=bench.name), "hf:" + bench.hf[0]
 
+# %% ../nbs/18_benchmarks.ipynb #515d32d5
 def harmbench_categories(data_dir=None, online:bool=False) -> dict:
-    "{BehaviorID: SemanticCategory} from the HarmBench behaviours CSV (local, cached, or downloaded when `online`); {} if unavailable."
+    "{BehaviorID: SemanticCategory} of HarmBench's behaviours CSV (local, cached, or fetched if `online`); {} if none."
     b = BENCHMARKS["harmbench-behaviors"]
     src = find_local(b, data_dir)
     if src is None:
@@ -313,53 +359,64 @@ def harmbench_categories(data_dir=None, online:bool=False) -> dict:
         except ThinkSafeError: return {}
     return {r["BehaviorID"]: r.get("SemanticCategory") for r in load_table(src) if r.get("BehaviorID")}
 
+# %% ../nbs/18_benchmarks.ipynb #a3b7074c
+def _user_benchmark(name:str, path, kind, columns, label, answer_type, template) -> tuple:
+    "`(bench, records, source)` of a user file."
+    src = Path(path or name)
+    if not src.exists(): get_benchmark(name)  # raises the 'unknown benchmark' message
+    kind = kind or "safety"
+    if kind not in ("safety", "overrefusal", "reasoning"):
+        raise ConfigError(f"benchmark kind must be safety, overrefusal or reasoning, not {kind!r}")
+    bname = src.stem if name == str(path or name) else name
+    default = label or ("vanilla_harmful" if kind == "safety" else "vanilla_benign")
+    recs = list(_user_records(load_table(src), src, columns or {"prompt": "prompt"}, default))
+    if kind == "reasoning" and any(r["reference"] is None for r in recs):
+        raise DataError("a reasoning benchmark needs a 'reference' column mapping (the gold answer)", src)
+    answer_type = answer_type or ("math" if kind == "reasoning" else None)
+    return Benchmark(bname, kind, None, template=template, answer_type=answer_type), recs, str(src)
+
+def _registered_benchmark(name:str, data_dir, path) -> tuple:
+    "`(bench, records, source)` of a registered benchmark (HarmBench's attacked prompts: their behaviour's category)."
+    bench = get_benchmark(name)
+    rows, source = resolve_source(bench, data_dir, path)
+    recs = list(bench.convert(rows, path or source))
+    if not recs: raise DataError(f"no {bench.name} items found", path or source)
+    if bench.name == "harmbench" and any(r.get("category") is None for r in recs):
+        cats = harmbench_categories(data_dir, online=source.startswith("http"))
+        for r in recs: r["category"] = r.get("category") or cats.get(r.get("objective"))
+    return bench, recs, source
+
+# %% ../nbs/18_benchmarks.ipynb #9f05e1ab
+def _as_sample(r:dict, bench:Benchmark, source:str) -> Sample:
+    "A converted record as the `Sample` the model sees: templated prompt, typed fields, the rest in `meta`."
+    r = dict(r)
+    prompt, lab, ref, item = r.pop("prompt"), r.pop("label"), r.pop("reference", None), r.pop("item_id")
+    line, cat = r.pop("_line", None), r.pop("category", None)
+    meta = dict(question=prompt, source=source, line=line, **{k: v for k, v in r.items() if v is not None})
+    return Sample(apply_template(bench.template, prompt), lab, item_id=str(item), benchmark=bench.name,
+                  kind=bench.kind,
+                  reference=ref, answer_type=bench.answer_type, category=None if cat is None else str(cat), meta=meta)
+
 def load_benchmark(name:str, # a registered name (see `BENCHMARKS`) or a path to a user file
                    data_dir=None, # a folder laid out like shared/data (local copies)
                    path=None, # an explicit file for this benchmark (overrides data_dir, the URL and the Hub)
                    limit:Optional[int]=None, # at most this many items
                    sample:bool=False, # a seeded random subset instead of the first `limit`
                    seed:int=0,
-                   columns:Optional[dict]=None, # user files: {our: their} with our in prompt, reference, label, item_id
+                   columns:Optional[dict]=None, # user files: {our: their}, our in prompt, reference, label, item_id
                    kind:Optional[str]=None, # user files: 'safety' | 'overrefusal' | 'reasoning'
                    label:Optional[str]=None, # user files: label when there is no label column
                    answer_type:Optional[str]=None, template:Optional[str]=None, # user reasoning files
                   ) -> list[Sample]:
-    "Load an evaluation set as `Sample`s with benchmark, kind, item_id, reference, answer_type, category set; `meta` = question, source, line."
+    "An evaluation set as `Sample`s: benchmark, kind, item_id, reference, answer_type, category; meta: its source."
     user = name not in BENCHMARKS and name.lower() not in BENCHMARKS and ALIASES.get(name.lower()) is None
-    if user:
-        src = Path(path or name)
-        if not src.exists(): get_benchmark(name)  # raises the 'unknown benchmark' message
-        kind = kind or "safety"
-        if kind not in ("safety", "overrefusal", "reasoning"): raise ConfigError(f"benchmark kind must be safety, overrefusal or reasoning, not {kind!r}")
-        bname = src.stem if name == str(path or name) else name
-        rows = load_table(src)
-        recs = list(_user_records(rows, src, columns or {"prompt": "prompt"},
-                                  label or ("vanilla_harmful" if kind == "safety" else "vanilla_benign")))
-        if kind == "reasoning" and any(r["reference"] is None for r in recs):
-            raise DataError("a reasoning benchmark needs a 'reference' column mapping (the gold answer)", src)
-        bench = Benchmark(bname, kind, None, template=template, answer_type=answer_type or ("math" if kind == "reasoning" else None))
-        source = str(src)
-    else:
-        bench = get_benchmark(name)
-        rows, source = resolve_source(bench, data_dir, path)
-        recs = list(bench.convert(rows, path or source))
-        if not recs: raise DataError(f"no {bench.name} items found", path or source)
-        if bench.name == "harmbench" and any(r.get("category") is None for r in recs):
-            cats = harmbench_categories(data_dir, online=source.startswith("http"))
-            for r in recs: r["category"] = r.get("category") or cats.get(r.get("objective"))
-    recs = select_items(recs, limit, sample, seed)
-    out = []
-    for r in recs:
-        r = dict(r)
-        prompt, lab, ref, item = r.pop("prompt"), r.pop("label"), r.pop("reference", None), r.pop("item_id")
-        line, cat = r.pop("_line", None), r.pop("category", None)
-        meta = dict(question=prompt, source=source, line=line, **{k: v for k, v in r.items() if v is not None})
-        out.append(Sample(apply_template(bench.template, prompt), lab, item_id=str(item), benchmark=bench.name, kind=bench.kind,
-                          reference=ref, answer_type=bench.answer_type, category=None if cat is None else str(cat), meta=meta))
-    return out
+    if user: bench, recs, source = _user_benchmark(name, path, kind, columns, label, answer_type, template)
+    else: bench, recs, source = _registered_benchmark(name, data_dir, path)
+    return [_as_sample(r, bench, source) for r in select_items(recs, limit, sample, seed)]
 
 # %% ../nbs/18_benchmarks.ipynb #a593f3bf
-_SPEC_KEYS = {"name", "path", "data_dir", "limit", "sample", "seed", "columns", "kind", "label", "answer_type", "template"}
+_SPEC_KEYS = {"name", "path", "data_dir", "limit", "sample", "seed", "columns", "kind", "label", "answer_type",
+              "template"}
 
 def load_from_spec(spec, # a name, a path, or a dict of load_benchmark keyword arguments
                    data_dir=None, limit:Optional[int]=None, seed:int=0) -> list[Sample]:
@@ -368,7 +425,9 @@ def load_from_spec(spec, # a name, a path, or a dict of load_benchmark keyword a
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"a benchmark entry must be a name or a mapping with 'name', got {spec!r}")
     bad = set(spec) - _SPEC_KEYS
-    if bad: raise ConfigError(f"unknown key(s) {sorted(bad)} in benchmark entry {spec['name']!r} (known: {sorted(_SPEC_KEYS)})")
+    if bad:
+        raise ConfigError(f"unknown key(s) {sorted(bad)} in benchmark entry {spec['name']!r} "
+                          f"(known: {sorted(_SPEC_KEYS)})")
     kw = dict(data_dir=data_dir, limit=limit, seed=seed) | spec
     return load_benchmark(kw.pop("name"), **kw)
 
@@ -382,12 +441,13 @@ def word_ngrams(text:str, n:int=8) -> set:
     w = normalize_prompt(text).split()
     return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
 
+# %% ../nbs/18_benchmarks.ipynb #cbd73457
 def decontaminate(train:Sequence, # training prompts: `Sample`s or strings
                   evals:Sequence, # evaluation prompts: `Sample`s or strings
                   n:int=8, # word n-gram length
                   threshold:float=0.5, # drop when the shorter prompt's share of shared n-grams reaches this
                  ) -> tuple[list, list]:
-    "`(kept, dropped)`: training prompts that match an evaluation prompt exactly (normalised) or by n-gram overlap are dropped."
+    "`(kept, dropped)`: training prompts matching an evaluation prompt exactly (normalised) or by n-gram overlap drop."
     text = lambda x: x.meta.get("question") or x.prompt if isinstance(x, Sample) else str(x)
     ev = [text(e) for e in evals]
     exact = {normalize_prompt(e): i for i, e in enumerate(ev)}
@@ -407,7 +467,9 @@ def decontaminate(train:Sequence, # training prompts: `Sample`s or strings
                 for i in index.get(x, ()): counts[i] = counts.get(i, 0) + 1
             best = max(((c / min(len(g), len(grams[i])), i) for i, c in counts.items()), default=None)
             if best is not None and best[0] >= threshold: hit = (f"{n}-gram", round(best[0], 3), best[1])
-        if hit is None: kept.append(t); continue
+        if hit is None:
+            kept.append(t)
+            continue
         why = {"rule": hit[0], "overlap": hit[1], "match": ev[hit[2]][:200]}
         dropped.append(dataclasses.replace(t, meta={**t.meta, "decontaminated": why}) if isinstance(t, Sample) else t)
     return kept, dropped
