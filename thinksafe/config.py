@@ -218,6 +218,16 @@ class TrainConfig:
     report_to: str = "none"          # where the trainers log: 'none', 'trackio', 'wandb' or 'tensorboard' (when installed)
     grpo_epochs: float = 1.0         # GRPO's own epochs over the prompts (the reference: 1); train.epochs is the SFT's
     grpo_generation: str = "auto"    # 'auto' (vllm-colocate when model.backend is vllm, else hf), 'hf', 'vllm-colocate', 'vllm-server'
+    # on-policy distillation (OPD, the paper's baseline) and on-policy self-distillation (arXiv 2605.15239): thinksafe.distill
+    opd_teacher: Optional[str] = None          # OPD's teacher (the paper: Qwen/Qwen3-8B); `thinksafe opd --teacher` overrides it
+    opd_beta: float = 1.0                      # OPD divergence: 0 forward KL, 1 reverse KL, between: generalised JSD
+    self_distill_alpha: float = 1.0            # self-distillation divergence, the same scale
+    self_distill_mode: str = "full_logits"     # TRL SDFT's 'full_logits', 'topk_logits' or 'sampled_token'
+    self_distill_context: str = "harmful"      # the teacher reads steering.instruction on 'harmful' prompts or on 'all'
+    distill_max_completion_length: int = 256   # tokens per on-policy completion (the reference samples 16384)
+    distill_temperature: float = 1.0           # sampling and loss temperature (1: the student's own distribution)
+    distill_epochs: float = 1.0                # passes over the prompts
+    distill_generation: str = "hf"             # 'hf', 'vllm-colocate' or 'vllm-server'
     def __post_init__(self):
         one_of("train", "loss_type", self.loss_type, LOSS_TYPES)
         one_of("train", "report_to", self.report_to, REPORT_TO)
@@ -231,6 +241,21 @@ class TrainConfig:
                         (self.grpo_loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"), f"grpo_loss_type must be one of grpo, dapo, dr_grpo, bnpo, got {self.grpo_loss_type!r}"),
                         (self.grpo_generation not in GRPO_GENERATION, f"grpo_generation must be one of {', '.join(GRPO_GENERATION)}, got {self.grpo_generation!r}"),
                         (self.grpo_epochs <= 0, f"grpo_epochs must be > 0, got {self.grpo_epochs}"),
+                        (not 0 <= self.opd_beta <= 1, f"opd_beta must be in [0, 1], got {self.opd_beta}"),
+                        (not 0 <= self.self_distill_alpha <= 1,
+                         f"self_distill_alpha must be in [0, 1], got {self.self_distill_alpha}"),
+                        (self.self_distill_mode not in ("full_logits", "topk_logits", "sampled_token"),
+                         f"self_distill_mode must be full_logits, topk_logits or sampled_token, got {self.self_distill_mode!r}"),
+                        (self.self_distill_mode == "sampled_token" and self.self_distill_alpha != 1,
+                         "self_distill_mode sampled_token needs self_distill_alpha 1 (reverse KL)"),
+                        (self.self_distill_context not in ("harmful", "all"),
+                         f"self_distill_context must be 'harmful' or 'all', got {self.self_distill_context!r}"),
+                        (self.distill_max_completion_length < 1,
+                         f"distill_max_completion_length must be >= 1, got {self.distill_max_completion_length}"),
+                        (self.distill_temperature <= 0, f"distill_temperature must be > 0, got {self.distill_temperature}"),
+                        (self.distill_epochs <= 0, f"distill_epochs must be > 0, got {self.distill_epochs}"),
+                        (self.distill_generation not in ("hf", "vllm-colocate", "vllm-server"),
+                         f"distill_generation must be hf, vllm-colocate or vllm-server, got {self.distill_generation!r}"),
                         (self.grpo_num_generations < 2, f"grpo_num_generations must be >= 2 (GRPO compares completions of one prompt), got {self.grpo_num_generations}"),
                         (self.grpo_batch_size % self.grpo_num_generations, f"grpo_batch_size={self.grpo_batch_size} must be a multiple of grpo_num_generations={self.grpo_num_generations}"),
                         (not 0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
@@ -274,6 +299,7 @@ PAPER = {
     "steering.mode": "instruction", "steering.instruction": REFUSAL_INSTRUCTION,
     "guard.name": "llama-guard", "guard.path": "meta-llama/Llama-Guard-3-8B", "guard.part": "both", "guard.max_input_tokens": None, "guard.on_missing": "safe",
     "synth.prompts": "UWNSL/SafeChain", "synth.k": 1, "synth.accept": "any",
+    "train.opd_teacher": "Qwen/Qwen3-8B",
     "train.loss_type": "sft", "train.lora_r": 32, "train.lora_alpha": 16, "train.lora_dropout": 0.05, "train.target_modules": None,
     "train.learning_rate": 1e-5, "train.per_device_batch_size": 1, "train.effective_batch_size": 8, "train.warmup_ratio": 0.1,
     "train.max_length": 16384, "train.kl_reduction": "sequence",
