@@ -103,7 +103,8 @@ def grpo_dataset(prompts:Sequence[Sample], tok, fmt:str="auto") -> Dataset:
     "Rows `{prompt (chat text), user, label}` for `GRPOTrainer`."
     return Dataset.from_list([{"prompt": chat_prompt(tok, s.prompt, fmt), "user": s.prompt, "label": s.label} for s in prompts])
 
-GRPO_VLLM_SHARE = 0.3   # vllm-colocate: share of the GPU the policy's vLLM engine takes (TRL's default); training and the guard use the rest
+# vllm-colocate: share of the GPU the policy's vLLM engine takes (TRL's default); training and the guard use the rest
+GRPO_VLLM_SHARE = 0.3
 
 def grpo_generation(cfg:RunConfig) -> str:
     "How GRPO generates: 'hf', 'vllm-colocate' or 'vllm-server' (`train.grpo_generation`; 'auto' follows `model.backend`)."
@@ -171,7 +172,8 @@ class ThinkSafeGRPOTrainer(GRPOTrainer):
         finally: gt.VLLMGeneration = old
 
     def _tokenize_prompts(self, prompts:list):
-        if prompts and isinstance(prompts[0], str):     # rendered chat text: the template wrote BOS where the model wants one
+        # rendered chat text: the template wrote BOS where the model wants one
+        if prompts and isinstance(prompts[0], str):
             return self.processing_class(text=prompts, add_special_tokens=False)["input_ids"], None, {}
         return super()._tokenize_prompts(prompts)
 
@@ -185,7 +187,8 @@ class ThinkSafeGRPOTrainer(GRPOTrainer):
         shutdown_engine(llm)
         if own_group:
             from vllm.distributed.parallel_state import destroy_model_parallel, destroy_distributed_environment
-            destroy_model_parallel(); destroy_distributed_environment()
+            destroy_model_parallel()
+            destroy_distributed_environment()
 
 def colocate_engine_kwargs(mc:ModelConfig, path:str) -> dict:
     "Our engine settings for TRL's colocated vLLM (KV cache bound, eager/fp32 and no chunked prefill on a CPU); TRL sets the rest."
@@ -229,7 +232,8 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
         from thinksafe.synthesize import load_prompts
         prompts = load_prompts(cfg.synth)
     ps = grpo_prompts(prompts)
-    if guard is None and local_rank() == 0:     # one guard per node: the local main process judges for the node's processes
+    # one guard per node: the local main process judges for the node's processes
+    if guard is None and local_rank() == 0:
         from thinksafe.guards import make_guard
         guard = make_guard(cfg.guard)
     set_seed(tc.seed)
@@ -238,7 +242,8 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
     prefix = generation_prefix(fmt)
     reward = GuardReward(guard, prefix)
     def think_format_ok(completions, **kw): return think_format_reward(completions, prefix)
-    tokenizer = copy.copy(tokenizer); tokenizer.padding_side = "left"
+    tokenizer = copy.copy(tokenizer)
+    tokenizer.padding_side = "left"
     mode = grpo_generation(cfg)
     args = grpo_config(tc, out, str(next(model.parameters()).device), generation=mode, mc=cfg.model)
     import torch.distributed as dist
@@ -248,7 +253,8 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
                                    processing_class=tokenizer, peft_config=lora_config(tc), engine_kw=engine_kw)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     prior = read_compute(last) if last else None
-    cb = _GRPOCompute(trainer, reward, tc.grpo_beta, int(getattr(guard, "n_params", 0) or 0), prior); trainer.add_callback(cb)
+    cb = _GRPOCompute(trainer, reward, tc.grpo_beta, int(getattr(guard, "n_params", 0) or 0), prior)
+    trainer.add_callback(cb)
     try: trainer.train(resume_from_checkpoint=last)
     finally: trainer.close_engine(own_group)
     stages = cb.stages()
@@ -281,7 +287,7 @@ def compute_ratio(thinksafe, # ThinkSafe's compute (a training directory, its co
         print(f"GRPO / ThinkSafe: {res['flops_ratio']:.2f}x FLOPs, {res['wall_ratio']:.2f}x wall time")
     return res
 
-# %% ../nbs/13_grpo.ipynb #cc1fdc4c
+# %% ../nbs/13_grpo.ipynb #1610bc92
 @patch
 def grpo(self:Run, prompts=None, # Samples, strings or a prompt file (default: the run's synthesis prompts)
          guard=None, # a `Guard` (default: `cfg.guard`)

@@ -152,7 +152,8 @@ def packed_attention(model, on:bool=True):
 class FastDropout(torch.nn.Module):
     "Dropout with masks cut from 64-bit random words, four 15-bit uniforms each (p rounded to 1/32768)."
     def __init__(self, p:float):
-        super().__init__(); self.p, self.level = float(p), round(float(p) * 32768)
+        super().__init__()
+        self.p, self.level = float(p), round(float(p) * 32768)
     def forward(self, x):
         if not self.training or self.level == 0: return x
         n = x.numel()
@@ -169,7 +170,10 @@ def fast_dropout(model, on:bool=True):
             if isinstance(d, torch.nn.ModuleDict):
                 for k, v in list(d.items()):
                     if type(v) is torch.nn.Dropout and v.p > 0:
-                        f = FastDropout(v.p); f.train(v.training); d[k] = f; swaps.append((d, k, v))
+                        f = FastDropout(v.p)
+                        f.train(v.training)
+                        d[k] = f
+                        swaps.append((d, k, v))
     try: yield model
     finally:
         for d, k, v in swaps: d[k] = v
@@ -247,7 +251,9 @@ def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL ex
         sl_ = slice(i, i + kl_chunk)
         args = (hs[sl_], None if hb is None else hb[sl_], tgt[sl_], tok_kl[sl_], head.weight, head.bias, kl_weight)
         l, c, k = checkpoint(_token_terms, *args, use_reentrant=False) if ckpt else _token_terms(*args)
-        loss.append(l); ce.append(c); kl.append(k)
+        loss.append(l)
+        ce.append(c)
+        kl.append(k)
     cat = lambda xs: torch.cat(xs) if xs else hs.new_zeros(0)
     terms, ce, kl = cat(loss), cat(ce), cat(kl)
     return {"terms": terms, "example": ex, "n_examples": n_ex, "loss_sum": terms.sum(), "n_tokens": int(terms.numel()),
@@ -301,8 +307,10 @@ class ThinkSafeSFTTrainer(SFTTrainer):
                 self.tokens_base_forward += int((keep & am.bool()).sum()) if am is not None else int(keep.sum())
         r = response_losses(model, inputs["input_ids"], inputs["labels"], am, inputs.get("position_ids"), use_kl, example,
                             self.args.kl_chunk, self.args.kl_weight)
-        if self.args.kl and self.args.kl_reduction == "sequence":   # the reference's KL trainer; its plain SFT is SFTTrainer's token mean
-            loss, self.loss_is_scaled_for_ga = reduce_losses(r, "sequence"), False       # the Trainer divides by the accumulation steps
+        # the reference's KL trainer; its plain SFT is SFTTrainer's token mean
+        if self.args.kl and self.args.kl_reduction == "sequence":
+            # the Trainer divides by the accumulation steps
+            loss, self.loss_is_scaled_for_ga = reduce_losses(r, "sequence"), False
         else:
             loss, self.loss_is_scaled_for_ga = reduce_losses(r, "token", num_items_in_batch), num_items_in_batch is not None
             if self.args.average_tokens_across_devices and num_items_in_batch is not None: loss = loss * self.accelerator.num_processes
@@ -333,7 +341,7 @@ def grad_accum(tc:TrainConfig, world:Optional[int]=None, batch_key:str="effectiv
                           f"train.{batch_key} or the number of processes")
     return total // per
 
-# %% ../nbs/12_train.ipynb #ae433c32
+# %% ../nbs/12_train.ipynb #bc3dcdde
 REPORT_PACKAGES = {"trackio": "trackio", "wandb": "wandb", "tensorboard": "tensorboard"}
 
 def report_to(tc:TrainConfig) -> str:
@@ -345,7 +353,7 @@ def report_to(tc:TrainConfig) -> str:
                           f"(pip install {pkg}, or set train.report_to: none)")
     return tc.report_to
 
-# %% ../nbs/12_train.ipynb #78c0d0fe
+# %% ../nbs/12_train.ipynb #0b1bb78a
 def sft_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None, **overrides) -> ThinkSafeSFTConfig:
     "The trainer configuration of a run: paper defaults from `TrainConfig`, checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -410,8 +418,13 @@ def plot_curves(curves:list[dict], path, title:str="training loss", keys=("loss"
     for k in keys:
         pts = [(c["step"], c[k]) for c in curves if k in c]
         if pts: ax.plot(*zip(*pts), marker="o", ms=3, label=_CURVE_NAMES.get(k, k))
-    ax.set_xlabel("optimizer step"); ax.set_ylabel(ylabel); ax.set_title(title); ax.legend(); ax.grid(alpha=.3)
-    out = save_figure(fig, path); plt.close(fig)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=.3)
+    out = save_figure(fig, path)
+    plt.close(fig)
     return out
 
 # %% ../nbs/12_train.ipynb #80a8ff30
@@ -443,7 +456,7 @@ def trained_before(out, fingerprint:dict, train:dict) -> bool:
     return (same(json.loads(files[1].read_text(encoding="utf-8")), fingerprint)
             and same(json.loads(files[2].read_text(encoding="utf-8")).get("train"), train))
 
-# %% ../nbs/12_train.ipynb #add212ce
+# %% ../nbs/12_train.ipynb #c129b2b7
 def student_copy(cfg:RunConfig, model=None, tokenizer=None) -> tuple:
     "The base model to train: loaded from `cfg.model`, or a copy of the one given (one with an adapter is refused)."
     mc = cfg.model
@@ -464,7 +477,7 @@ def sft_trainer(cfg:RunConfig, out, model, tokenizer, records:list[dict]) -> tup
                                   peft_config=lora_config(tc), train_dataset=ds)
     return trainer, fmt
 
-# %% ../nbs/12_train.ipynb #b4ce4f27
+# %% ../nbs/12_train.ipynb #67d2f097
 def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' compute stage
              synth_compute, stats:dict, records:list[dict], fmt:str) -> Path:
     "Write the adapter, curves, compute.json, train_stats.json (and the merged model); returns the adapter directory."
@@ -483,7 +496,7 @@ def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' comput
         trainer.processing_class.save_pretrained(out/"merged")
     return adapter
 
-# %% ../nbs/12_train.ipynb #b3521ce6
+# %% ../nbs/12_train.ipynb #66c23207
 def run_sft(cfg:RunConfig, data=None, # records (`Sample`s) or a record file; default: the run's kept records
             out_dir=None, # default `Run(cfg).train_dir()`
             model=None, tokenizer=None, # an already loaded base model (a copy is trained)
@@ -512,7 +525,7 @@ def run_sft(cfg:RunConfig, data=None, # records (`Sample`s) or a record file; de
     rec |= {"method": tc.loss_type, "steps": trainer.state.global_step, "resumed_from": last}
     return save_sft(trainer, cfg, out, rec, synth_compute, stats, records, fmt)
 
-# %% ../nbs/12_train.ipynb #77bfb2a9
+# %% ../nbs/12_train.ipynb #b6405c70
 @dataclass
 class Trained:
     "What `Run.train` wrote (or found already trained from the same inputs)."
@@ -530,7 +543,7 @@ def training_data(self:Run, round:int=0, data=None):
         raise ConfigError(f"training data {p} not found: run `thinksafe synthesize` first or set train.data")
     return p
 
-# %% ../nbs/12_train.ipynb #297a1b21
+# %% ../nbs/12_train.ipynb #f4d8785f
 @patch
 def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name (default: train.loss_type)
           round:int=0, # the round of iterative ThinkSafe
@@ -547,7 +560,7 @@ def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name
     adapter = run_sft(cfg, data, out, model, tokenizer, synth_compute=before, fresh=fresh)
     return Trained(adapter, out, method, round)
 
-# %% ../nbs/12_train.ipynb #1db2f671
+# %% ../nbs/12_train.ipynb #62c47409
 @command("train", writes="<out_dir>/train/<method>/: adapter, curves, compute.json; resumes from checkpoints",
          flags=("model", "out_dir"))
 def train_run(run:Run,
@@ -558,7 +571,7 @@ def train_run(run:Run,
     "LoRA SFT on the kept records (ThinkSafe; --kl: ThinkSafe+KL)."
     return run.train("sft+kl" if kl else None, round=round, data=data, fresh=fresh)
 
-# %% ../nbs/12_train.ipynb #b9150406
+# %% ../nbs/12_train.ipynb #0c57e3a9
 def round_row(round:int, sel, kept:list, recs:list, trained:Trained) -> dict:
     "A round's row: records (new), harmful records, acceptance with its interval per condition, compute, adapter."
     conds = sel.stats["conditions"]
@@ -572,7 +585,7 @@ def rates(outcomes:dict) -> dict:
     return {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]}
             for b, o in outcomes.items() if o}
 
-# %% ../nbs/12_train.ipynb #ef3292fe
+# %% ../nbs/12_train.ipynb #4bfaabc1
 @patch
 def evaluate_round(self:Run, adapter, # a round's adapter
                    eval_sets:dict, # {name: items}
@@ -586,7 +599,7 @@ def evaluate_round(self:Run, adapter, # a round's adapter
     outcomes = {b: item_outcomes(out, b) for b in eval_sets}
     return {"outcomes": outcomes, "rates": rates(outcomes)}
 
-# %% ../nbs/12_train.ipynb #8070694c
+# %% ../nbs/12_train.ipynb #4c8998d3
 @patch
 def rounds(self:Run, eval_sets:Optional[dict]=None, # {name: items} evaluated after each round (thinksafe.evaluate)
            rounds:Optional[int]=None, # default synth.rounds
@@ -623,22 +636,26 @@ def _scored_batches(model, tok, records, fmt, batch_size):
 
 def response_kl(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4, kl_chunk:int=512) -> dict:
     "Token-averaged KL(base || adapted model) over the responses of `records` (base = adapter disabled)."
-    model.eval(); tot, n = 0.0, 0
+    model.eval()
+    tot, n = 0.0, 0
     for k, b in _scored_batches(model, tok, records, fmt, batch_size):
         with torch.no_grad():
             r = response_losses(model, b["input_ids"], b["labels"], b["attention_mask"], use_kl=torch.ones(k, dtype=torch.bool), kl_chunk=kl_chunk)
-        tot += r["kl_sum"]; n += r["n_kl"]
+        tot += r["kl_sum"]
+        n += r["n_kl"]
     return {"kl": tot / max(n, 1), "tokens": n, "records": len(records)}
 
 def response_nll(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4, base:bool=False) -> dict:
     "Token-averaged NLL of the responses of `records` under `model` (or its base, adapter disabled, when `base`)."
     import contextlib
-    model.eval(); tot, n = 0.0, 0
+    model.eval()
+    tot, n = 0.0, 0
     ctx = model.disable_adapter if base else contextlib.nullcontext
     for k, b in _scored_batches(model, tok, records, fmt, batch_size):
         with torch.no_grad(), ctx():
             r = response_losses(model, b["input_ids"], b["labels"], b["attention_mask"])
-        tot += r["ce_sum"]; n += r["n_ce"]
+        tot += r["ce_sum"]
+        n += r["n_ce"]
     return {"nll": tot / max(n, 1), "tokens": n, "records": len(records)}
 
 # %% ../nbs/12_train.ipynb #1b2dc3db
