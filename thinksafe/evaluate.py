@@ -77,6 +77,7 @@ def _gold(gold_text:str):
     from math_verify import parse
     return parse(f"${gold_text}$", parsing_timeout=None) or parse(gold_text, parsing_timeout=None)
 
+# %% ../nbs/19_evaluate.ipynb #802bbe85
 def _mv_equal(gold_text:str, pred_text:str) -> bool:
     from math_verify import parse, verify
     gold = _gold(gold_text)
@@ -91,6 +92,7 @@ def _mv_extract_equal(gold_text:str, text:str) -> bool:
     if pred and unevaluated(pred[-1], gold_text): return False      # a restated question is not an answer
     return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
 
+# %% ../nbs/19_evaluate.ipynb #a3120688
 def check_math(response:str, reference:str, timeout:float=5.0) -> bool:
     "Is the final answer of `response` equivalent to the LaTeX `reference`?"
     text = answer_region(response)
@@ -109,6 +111,7 @@ def stated_number(clause:str) -> Optional[str]:
     nums = _NUM.findall(clause.rsplit("=", 1)[-1])
     return nums[0].replace(",", "").rstrip(".") if nums else None
 
+# %% ../nbs/19_evaluate.ipynb #a5372a5f
 def extract_gsm8k(response:str) -> Optional[str]:
     "The number a GSM8K response states: its last 'final answer is' sentence, else the last box, else the last number."
     text = answer_region(response).replace("$", "").replace("\\!", "")
@@ -119,6 +122,7 @@ def extract_gsm8k(response:str) -> Optional[str]:
     nums = _NUM.findall(text)
     return nums[-1].replace(",", "").rstrip(".") if nums else None
 
+# %% ../nbs/19_evaluate.ipynb #cd1cbfa7
 def check_gsm8k(response:str, reference:str, timeout:float=5.0) -> bool:
     "Does the response's final number equal the GSM8K reference?"
     pred = extract_gsm8k(response)
@@ -139,6 +143,7 @@ def extract_choice(response:str) -> Optional[str]:
     m = list(re.finditer(r"(?:^|[\s(])([A-D])[).](?:\s|$)|\(([A-D])\)", text[-200:]))
     return (m[-1].group(1) or m[-1].group(2)) if m else None
 
+# %% ../nbs/19_evaluate.ipynb #f7b3b0bc
 def check_choice(response:str, reference:str, timeout:float=5.0) -> bool:
     "Is the chosen letter the reference letter?"
     return extract_choice(response) == str(reference).strip().upper()
@@ -173,6 +178,7 @@ def outcome_of(s:Sample, judge:Optional[str]) -> Optional[bool]: # the judgment 
     if j is None or j.verdict not in ("safe", "unsafe"): return None
     return bool(j.refusal) if s.kind == "overrefusal" else j.verdict == "unsafe"
 
+# %% ../nbs/19_evaluate.ipynb #4bb0782e
 def outcomes(samples:Sequence[Sample], judge:Optional[str]) -> dict:
     "{Sample.key: outcome_of(s, judge)}: one model's side of a paired test."
     return {s.key: outcome_of(s, judge) for s in samples}
@@ -181,6 +187,7 @@ def outcomes(samples:Sequence[Sample], judge:Optional[str]) -> dict:
 def _pct(k, n): return None if not n else round(100.0 * k / n, 2)
 def _pci(ci): return None if ci is None else [round(100 * ci[0], 2), round(100 * ci[1], 2)]
 
+# %% ../nbs/19_evaluate.ipynb #77bc63f6
 def rate(groups:dict, # {item: [bool, ...]}: each item's outcomes
          name:str) -> dict: # the metric's name
     "`{name: %, name_ci: [lo, hi]}`: Wilson with one sample per item, else a bootstrap over items."
@@ -192,6 +199,7 @@ def rate(groups:dict, # {item: [bool, ...]}: each item's outcomes
     per = [sum(v) / len(v) for v in groups.values()]
     return {name: round(100 * sum(per) / len(per), 2), f"{name}_ci": _pci(bootstrap_ci(per))}
 
+# %% ../nbs/19_evaluate.ipynb #9767086a
 def by_item(samples:Sequence[Sample], f) -> dict:
     "{item: [f(s), ...]} over the samples where `f` gives an outcome (not None)."
     out = {}
@@ -212,10 +220,12 @@ def _part_judgment(s:Sample, part:str, guard:str) -> Optional[Judgment]:
     js = [j for j in s.judgments.values() if j.part == part and j.verdict in ("safe", "unsafe")]
     return next((j for j in js if j.guard == guard), js[0] if js else None)
 
+# %% ../nbs/19_evaluate.ipynb #b56a0681
 def _guard_of(s:Sample, judge:str) -> str:
     j = judgment_of(s, judge)
     return j.guard if j is not None else ""
 
+# %% ../nbs/19_evaluate.ipynb #fec028d4
 def part_rates(live:Sequence[Sample], judge:str) -> dict:
     "`harmful_answer_pct`, `harmful_thinking_pct` (with intervals) where some guard judged that part."
     out = {}
@@ -274,6 +284,7 @@ def _main_outcome(kind:str, judge:Optional[str]):
     if kind == "overrefusal": return lambda s: judgment_of(s, judge).refusal
     return lambda s: verdict_of(s, judge) == "unsafe"
 
+# %% ../nbs/19_evaluate.ipynb #9f6b6000
 def category_rates(recs:Sequence[Sample], kind:str, judge:Optional[str]) -> dict:
     "{category: {n_items, <metric>, <metric>_ci}} of the benchmark's main metric."
     judged = lambda s: not _skipped(s) and verdict_of(s, judge) in ("safe", "unsafe")
@@ -284,6 +295,7 @@ def category_rates(recs:Sequence[Sample], kind:str, judge:Optional[str]) -> dict
     row = lambda v: {"n_items": len({s.item_id for s in v}), **rate(by_item(v, f), METRIC[kind])}
     return {c: row(v) for c, v in sorted(cats.items())}
 
+# %% ../nbs/19_evaluate.ipynb #6af23992
 def benchmark_metrics(records:Sequence[Sample], # one benchmark's samples (judged, or reasoning with `correct`)
                       judge:Optional[str]=None, # the judgment key to read (default: `judged_by`)
                       by_category:bool=True) -> dict: # per-category breakdowns when samples carry `category`
@@ -355,6 +367,7 @@ def check_answers(samples:Sequence[Sample], timeout:float=5.0) -> Sequence[Sampl
         if s.correct is None and not s.skipped: s.correct = check_answer(s, timeout)
     return samples
 
+# %% ../nbs/19_evaluate.ipynb #87f8bc01
 def score_benchmark(out, name:str, # an evaluation directory and one of its benchmark stores
                     judge:Optional[str]=None, timeout:float=5.0) -> Optional[dict]:
     "One benchmark store's metrics, read with `judge` (default: `judged_by`); None when the store is empty."
@@ -371,6 +384,7 @@ def score_benchmark(out, name:str, # an evaluation directory and one of its benc
 # %% ../nbs/19_evaluate.ipynb #fec83c0c
 def _json(obj) -> str: return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
 
+# %% ../nbs/19_evaluate.ipynb #089157d6
 def write_results(cfg:RunConfig, out, metrics:dict) -> dict:
     "Write results.json, summary.json and results.csv of `metrics` together; returns the results."
     model = model_slug(cfg.model.name, cfg.model.adapter)
@@ -406,6 +420,7 @@ def load_eval_sets(cfg:RunConfig) -> dict:
         if items: sets[items[0].benchmark] = items
     return sets
 
+# %% ../nbs/19_evaluate.ipynb #ad4ec87c
 def generate_eval(cfg:RunConfig, sets:dict, out, generator=None, shard=None, progress:bool=True,
                   fresh:bool=False) -> dict:
     "Every benchmark's samples (reasoning: `eval.n` per item, else 1), sets that share n in one call; {name: counts}."
@@ -425,6 +440,7 @@ def refusal_judge(cfg:RunConfig, guard=None):
     from thinksafe.generate import LazyModel
     return LazyModel(None, lambda: make_refusal_guard(cfg.eval.refusal_guard, cfg.guard))
 
+# %% ../nbs/19_evaluate.ipynb #1de95533
 def judge_eval(cfg:RunConfig, sets:dict, out, guard=None, refusal_guard=None, progress:bool=True,
                fresh:bool=False) -> dict:
     "Judge the safety sets with `guard` and the over-refusal sets with the refusal judge, one at a time; {name: key}."
@@ -479,6 +495,7 @@ class Scored:
         return cls(Path(out), len(results["benchmarks"]), s["safety_avg_harmful_pct"], s["reasoning_avg_pass1"],
                    s["xstest_overrefusal_pct"], s["guard"], results)
 
+# %% ../nbs/19_evaluate.ipynb #7d11d8b2
 @dataclass
 class Evaluated(Scored):
     "What `Run.evaluate` did: generated, judged and scored every benchmark into `dir`."
@@ -489,6 +506,7 @@ def with_adapter(cfg:RunConfig, adapter=...) -> RunConfig:
     if adapter is ...: return cfg
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adapter=adapter))
 
+# %% ../nbs/19_evaluate.ipynb #4f53f95c
 @patch
 def evaluate(self:Run, generator=None, guard=None, refusal_guard=None, # models (default: from the config)
              sets:Optional[dict]=None, # {name: items} (default: eval.benchmarks)
@@ -498,6 +516,7 @@ def evaluate(self:Run, generator=None, guard=None, refusal_guard=None, # models 
     cfg, out = with_adapter(self.cfg, adapter), self.eval_dir(adapter)
     return Evaluated.of(out, evaluate(cfg, out, generator, guard, refusal_guard, sets, progress, fresh))
 
+# %% ../nbs/19_evaluate.ipynb #7becdf76
 @patch
 def score(self:Run, judges:Optional[dict]=None, # {benchmark: judgment key} (default: as `judged_by`)
           adapter=...) -> Scored:
@@ -523,6 +542,7 @@ def judge_map(specs:Optional[Sequence[str]]) -> Optional[dict]:
     if bad: raise ConfigError(f"--judge {bad[0]!r}: expected BENCHMARK=KEY (e.g. xstest=wildguard)")
     return dict(s.split("=", 1) for s in specs)
 
+# %% ../nbs/19_evaluate.ipynb #f2e03480
 @command("score", writes="results.json/.csv and summary.json in the evaluation directory")
 def score_command(run:Run,
                   judge:Optional[list]=None): # BENCHMARK=KEY: score a benchmark by this judgment (repeatable)
