@@ -35,10 +35,12 @@ def is_plain(s:Sample) -> bool:
     "A harmful sample drawn without steering."
     return s.harmful and s.steering in ("none", "", None)
 
+# %% ../nbs/17_tilt.ipynb #660fc3ee
 def smoothed_rate(k:int, n:int) -> float:
     "Add-one-half acceptance rate (k + 0.5) / (n + 1): finite log ratios when k is 0 or n."
     return (k + 0.5) / (n + 1)
 
+# %% ../nbs/17_tilt.ipynb #ecd60ef4
 def acceptance_counts(samples:Sequence[Sample],
                       judge:Optional[str]=None) -> dict: # whose verdicts (default: `default_judge`)
     "Per prompt id: `{n_plain, safe_plain, n_steered, safe_steered}` over judged harmful samples."
@@ -60,6 +62,7 @@ def _mean_sd(x):
 
 EMPTY_COUNTS = {"n_plain": 0, "safe_plain": 0, "n_steered": 0, "safe_steered": 0}
 
+# %% ../nbs/17_tilt.ipynb #92fb0eff
 def prompt_tilt(pid:str, rows:list[dict], counts:dict, tol:float=0.1) -> dict:
     "One prompt's mean/sd of r per verdict against the log acceptance ratios of its counts."
     mine = [r for r in rows if r["prompt_id"] == pid and r.get("r") is not None]
@@ -113,6 +116,7 @@ def sampling_settings(d:Optional[dict]) -> Optional[dict]:
     return {"temperature": float(d["temperature"]), "top_p": float(d.get("top_p", 1.0)),
             "top_k": int(d.get("top_k", 0) or 0)}
 
+# %% ../nbs/17_tilt.ipynb #6c2147a8
 def describe_settings(st:Optional[dict]) -> str:
     "The settings as one phrase, for messages."
     if st is None: return "unknown settings"
@@ -328,6 +332,7 @@ def check_tilt_samples(samples:Sequence[Sample], where:str, judge:Optional[str],
         raise DataError("no plain (unsteered) harmful samples, so alpha_plain is unknown: synthesise with "
                         "synth.compare_steering: true", where)
 
+# %% ../nbs/17_tilt.ipynb #5629828c
 def write_tilt(out_dir, summary:dict, res:dict, model:str) -> dict:
     "Write tilt.json, tilt_records.jsonl and the figure; their paths."
     import matplotlib.pyplot as plt
@@ -381,6 +386,7 @@ class Tilt:
         return cls(Path(out), res["samples"], a["n_prompts_compared"], a["median_shift"], a["median_sd_r"],
                    a["frac_consistent"], Path(res["paths"]["figure"]), res)
 
+# %% ../nbs/17_tilt.ipynb #791636a9
 @patch
 def tilt(self:Run, samples_path=None, # files of judged samples (default: the run's synthesis)
          model=None, # a loaded `(model, tokenizer)` pair (default: the run's model)
