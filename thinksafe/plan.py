@@ -16,15 +16,16 @@ from .run import *
 # %% auto #0
 __all__ = ['GATED', 'DATA_SUFFIXES', 'BENCH_ITEMS', 'ARCHS', 'HUB_IDS', 'ARCH_SOURCES', 'GiB', 'DTYPE_BYTES', 'VLLM_OVERHEAD_GIB',
            'VLLM_MAX_NUM_SEQS', 'CUDA_CONTEXT_GIB', 'TYPICAL', 'GUARD_TEMPLATE_TOKENS', 'PROMPT_POOLS', 'STAGES',
-           'GRPO_VLLM_SHARE', 'is_gated', 'hub_offline', 'looks_local', 'hf_cached', 'read_item', 'locate_model',
-           'locate_data', 'locate_benchmark', 'architecture_params', 'arch_table', 'arch_from_config', 'config_file',
-           'model_arch', 'dtype_bytes', 'kv_bytes_per_token', 'vllm_memory', 'hf_memory', 'linear_shapes',
-           'lora_targets', 'lora_params', 'activation_bytes', 'train_memory', 'pool_rows', 'count_prompts', 'sft_batch',
-           'grpo_batch', 'thinksafe_compute', 'grpo_compute', 'compute_estimate', 'measured_typical', 'run_order',
-           'config_problems', 'guard_source', 'visible_gpu', 'adapter_read', 'generate_reads', 'evaluate_reads',
-           'context_problems', 'engine_problems', 'grpo_mode', 'grpo_generation_memory', 'grpo_generation_hint',
-           'engine_memory', 'guard_memory', 'grpo_guard', 'grpo_memory', 'memory_problems', 'paper_differences',
-           'refusal_arch', 'make_plan', 'format_plan', 'run_plan', 'plan_command']
+           'GRPO_VLLM_SHARE', 'MEMORY_PARTS', 'is_gated', 'hub_offline', 'looks_local', 'hf_cached', 'read_item',
+           'locate_model', 'locate_data', 'locate_benchmark', 'architecture_params', 'arch_table', 'arch_from_config',
+           'config_file', 'model_arch', 'dtype_bytes', 'kv_bytes_per_token', 'vllm_memory', 'hf_memory',
+           'linear_shapes', 'lora_targets', 'lora_params', 'activation_bytes', 'train_memory', 'pool_rows',
+           'count_prompts', 'sft_batch', 'grpo_batch', 'thinksafe_compute', 'grpo_compute', 'compute_estimate',
+           'measured_typical', 'run_order', 'config_problems', 'guard_source', 'visible_gpu', 'adapter_read',
+           'generate_reads', 'evaluate_reads', 'context_problems', 'engine_problems', 'grpo_mode',
+           'grpo_generation_memory', 'grpo_generation_hint', 'engine_memory', 'guard_memory', 'grpo_guard',
+           'grpo_memory', 'memory_problems', 'paper_differences', 'refusal_arch', 'make_plan', 'memory_row',
+           'format_plan', 'run_plan', 'plan_command']
 
 # %% ../nbs/23_plan.ipynb #dabc4214
 GATED = ("meta-llama/", "allenai/wildguard", "allenai/wildjailbreak", "Idavidrein/gpqa")  # licence + login on the Hub
@@ -36,12 +37,12 @@ def is_gated(repo_id:str) -> bool:
     r = str(repo_id).lower()
     return any(r.startswith(g.lower()) if g.endswith("/") else r == g.lower() for g in GATED)
 
-# %% ../nbs/23_plan.ipynb #dca777fd
+# %% ../nbs/23_plan.ipynb #b26a9048
 def hub_offline() -> bool:
     "Is the Hub switched off for this process (`HF_HUB_OFFLINE`)?"
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
 
-# %% ../nbs/23_plan.ipynb #ac8a7eab
+# %% ../nbs/23_plan.ipynb #19318cde
 def looks_local(name:str) -> bool:
     "Is `name` meant as a path rather than a Hub id?"
     s = os.path.expanduser(str(name))
@@ -71,7 +72,7 @@ def read_item(stage:str, what:str, source, status:str, detail:str="", gated:bool
     "One thing a stage reads: where from, and whether it would be there."
     return dict(stage=stage, what=what, source=str(source), status=status, gated=gated, detail=detail, problem=problem)
 
-# %% ../nbs/23_plan.ipynb #fb5d4c1a
+# %% ../nbs/23_plan.ipynb #e33dc618
 def _hub_item(stage, what, repo_id, repo_type="model", hint=""):
     "A Hub source: cached, or needed from the Hub (a problem when the Hub is off)."
     c, gated = hf_cached(repo_id, repo_type), is_gated(repo_id)
@@ -83,7 +84,7 @@ def _hub_item(stage, what, repo_id, repo_type="model", hint=""):
             f"machine or pass a local {local}{hint}") if hub_offline() else None
     return read_item(stage, what, repo_id, "hub", "needs the Hub: " + why, gated, prob)
 
-# %% ../nbs/23_plan.ipynb #111952a5
+# %% ../nbs/23_plan.ipynb #fed2b8c4
 def _embedded_item(name:str, stage:str, what:str) -> dict:
     "An embedded model: converted already, convertible from its installed GGUF package, or missing its weights."
     from thinksafe.models import EMBEDDED_MODELS
@@ -129,18 +130,18 @@ def _sha256(path) -> str:
     import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-# %% ../nbs/23_plan.ipynb #dc3a1b4a
+# %% ../nbs/23_plan.ipynb #b1eead07
 def _count_local(bench, src) -> int:
     "Items of a local benchmark copy, read and converted as `load_benchmark` would."
     from thinksafe.benchmarks import load_table
     return sum(1 for _ in bench.convert(load_table(src), src))
 
-# %% ../nbs/23_plan.ipynb #3f5374d6
+# %% ../nbs/23_plan.ipynb #8bafea38
 def _bench_item(b, source, status:str, detail:str, problem:Optional[str]=None) -> dict:
     "A read of a registered benchmark."
     return read_item("evaluate", f"benchmark {b.name}", source, status, detail, problem=problem)
 
-# %% ../nbs/23_plan.ipynb #ce5ec887
+# %% ../nbs/23_plan.ipynb #8d1adae8
 def _user_benchmark(name:str, path, kind:Optional[str]) -> tuple[dict, str]:
     "A benchmark the registry does not know: the user's own file, or missing."
     from thinksafe.benchmarks import BENCHMARKS
@@ -150,7 +151,7 @@ def _user_benchmark(name:str, path, kind:Optional[str]) -> tuple[dict, str]:
     return read_item("evaluate", "benchmark", src, "missing", why,
                      problem=f"evaluate: {why} (registered: {', '.join(BENCHMARKS)})"), ""
 
-# %% ../nbs/23_plan.ipynb #1fbd68f1
+# %% ../nbs/23_plan.ipynb #d7d329a6
 def _local_benchmark(b, src) -> tuple[dict, Optional[int]]:
     "A local copy of a registered benchmark, counted (or unreadable)."
     try: n = _count_local(b, src)
@@ -158,7 +159,7 @@ def _local_benchmark(b, src) -> tuple[dict, Optional[int]]:
         return _bench_item(b, src, "missing", "unreadable", f"evaluate: benchmark {b.name}: {e}"), None
     return _bench_item(b, src, "local", f"{n} items"), n
 
-# %% ../nbs/23_plan.ipynb #ebd7c9e8
+# %% ../nbs/23_plan.ipynb #20c08e94
 def _download_benchmark(b) -> tuple[dict, Optional[int]]:
     "A benchmark with a pinned download: cached with its checksum, or needed (a problem offline)."
     url, sha = b.url if isinstance(b.url, (tuple, list)) else (b.url, None)
@@ -170,7 +171,7 @@ def _download_benchmark(b) -> tuple[dict, Optional[int]]:
             f"set eval.data_dir to a folder holding {b.local[0]}") if hub_offline() else None
     return _bench_item(b, url, "hub", "needs a download (pinned URL)", prob), BENCH_ITEMS.get(b.name)
 
-# %% ../nbs/23_plan.ipynb #0c923f21
+# %% ../nbs/23_plan.ipynb #ed85f508
 def _unreachable_benchmark(b, name:str, dd) -> dict:
     "A registered benchmark with no local copy, no download and no Hub source."
     where = f"under eval.data_dir={dd}" if dd else "(eval.data_dir is not set)"
@@ -178,7 +179,7 @@ def _unreachable_benchmark(b, name:str, dd) -> dict:
                        f"evaluate: benchmark {b.name} has no reachable source: it is not on the Hub and no local copy "
                        f"was found {where}; set eval.data_dir to a folder holding {' or '.join(b.local)}")
 
-# %% ../nbs/23_plan.ipynb #216bc42b
+# %% ../nbs/23_plan.ipynb #9a73547a
 def _registered_benchmark(b, name:str, path, dd) -> tuple[dict, Optional[int]]:
     "Where a registered benchmark loads from, in `load_benchmark`'s order: path=, local copy, download, Hub."
     from thinksafe.benchmarks import find_local
@@ -193,7 +194,7 @@ def _registered_benchmark(b, name:str, path, dd) -> tuple[dict, Optional[int]]:
     it = _hub_item("evaluate", f"benchmark {b.name}", b.hf[0], "dataset", hint)
     return {**it, "gated": it["gated"] or b.gated}, BENCH_ITEMS.get(b.name)
 
-# %% ../nbs/23_plan.ipynb #184a3e72
+# %% ../nbs/23_plan.ipynb #51a1415e
 def locate_benchmark(spec, # an `eval.benchmarks` entry: a name, a path or a mapping
                      data_dir=None, limit:Optional[int]=None) -> dict:
     "Where one benchmark would load from, its kind and item count; `problem` set when no source is reachable."
@@ -243,7 +244,7 @@ def architecture_params(a:dict) -> int:
     layer = attn + 3 * d * a["intermediate"] + 2 * d
     return a["layers"] * layer + a["vocab"] * d * (1 if a.get("tied") else 2) + d
 
-# %% ../nbs/23_plan.ipynb #b36f09d0
+# %% ../nbs/23_plan.ipynb #7283a754
 def arch_table():
     "`ARCHS` as a table, with the parameter count this formula gives beside the model card's."
     import pandas as pd
@@ -263,7 +264,7 @@ def arch_from_config(d:dict) -> dict:
                 tied=bool(d.get("tie_word_embeddings", False)), qkv_bias=bool(d.get("attention_bias", mt == "qwen2")),
                 qk_norm=mt.startswith("qwen3"), max_pos=d.get("max_position_embeddings"), card_params_b=None)
 
-# %% ../nbs/23_plan.ipynb #487d5ca1
+# %% ../nbs/23_plan.ipynb #c1df9ae8
 def config_file(name:str) -> Optional[Path]:
     "The config.json of a checkpoint: in its local directory, or in the HF cache for a Hub id (None: neither)."
     p = Path(os.path.expanduser(str(name)))
@@ -275,7 +276,7 @@ def config_file(name:str) -> Optional[Path]:
     except Exception: return None
     return Path(c) if isinstance(c, str) and Path(c).exists() else None
 
-# %% ../nbs/23_plan.ipynb #83ecebc8
+# %% ../nbs/23_plan.ipynb #a10909a5
 def model_arch(name:str) -> tuple[Optional[dict], str]:
     "`(architecture, where from)`: the checkpoint's config.json (local or HF cache), else `ARCHS`, else `(None, why)`."
     c = config_file(name)
@@ -297,7 +298,7 @@ def dtype_bytes(dtype:str) -> int:
     d = str(dtype or "auto").lower()
     return 2 if d == "auto" else DTYPE_BYTES[DTYPE_NAMES.get(d, d)]
 
-# %% ../nbs/23_plan.ipynb #3c349635
+# %% ../nbs/23_plan.ipynb #d59b9116
 def kv_bytes_per_token(a:dict, bytes_:int=2) -> int:
     "KV-cache bytes one token takes: key and value, every layer."
     return 2 * a["layers"] * a["kv_heads"] * a["head_dim"] * bytes_
@@ -305,7 +306,7 @@ def kv_bytes_per_token(a:dict, bytes_:int=2) -> int:
 # %% ../nbs/23_plan.ipynb #7f37f1b1
 def _gib(x): return round(x / GiB, 2)
 
-# %% ../nbs/23_plan.ipynb #0bd4ec05
+# %% ../nbs/23_plan.ipynb #1476bf88
 def vllm_memory(a:dict, bytes_:int, max_model_len:int, seq_tokens:int, util:float=0.9,
                 gpu_gib:Optional[float]=None, tp:int=1) -> dict:
     "Memory of a vLLM engine per GPU: weights, KV per sequence, the least it needs, and how many sequences fit a GPU."
@@ -343,7 +344,7 @@ def linear_shapes(a:dict) -> dict:
     return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d), "gate_proj": (d, f),
             "up_proj": (d, f), "down_proj": (f, d)}
 
-# %% ../nbs/23_plan.ipynb #4087de0c
+# %% ../nbs/23_plan.ipynb #1d8ae051
 def lora_targets(target_modules) -> list[str]:
     "The per-layer modules `train.target_modules` adapts ('all-linear', null = PEFT's q_proj/v_proj, or a list)."
     names = list(linear_shapes(ARCHS["smollm2-135m"]))
@@ -352,7 +353,7 @@ def lora_targets(target_modules) -> list[str]:
     if isinstance(target_modules, str): return [n for n in names if re.search(target_modules, n)] or names
     return [n for n in names if n in set(target_modules)]
 
-# %% ../nbs/23_plan.ipynb #5602a577
+# %% ../nbs/23_plan.ipynb #df8cf5e5
 def lora_params(a:dict, r:int, target_modules="all-linear") -> int:
     "Trainable LoRA parameters: r (d_in + d_out) for every adapted map of every layer."
     sh = linear_shapes(a)
@@ -360,13 +361,13 @@ def lora_params(a:dict, r:int, target_modules="all-linear") -> int:
 
 # %% ../nbs/23_plan.ipynb #ee8198c4
 def activation_bytes(a:dict, tc:TrainConfig, T:int) -> int:
-    "Activations kept for the backward pass of T tokens (bf16): every layer's, or each layer's input under checkpointing."
+    "Activations kept for the backward pass of T tokens (bf16): every layer's, or each layer's input (checkpointing)."
     d, sh = a["hidden"], linear_shapes(a)
     per_layer = 4 * d + 2 * a["heads"] * a["head_dim"] + 2 * a["kv_heads"] * a["head_dim"] + 4 * a["intermediate"]
     per_layer += sum(sh[m][0] for m in lora_targets(tc.target_modules)) if tc.lora_dropout > 0 else 0
     return T * ((a["layers"] * d + per_layer) if tc.gradient_checkpointing else a["layers"] * per_layer) * 2
 
-# %% ../nbs/23_plan.ipynb #838b75b7
+# %% ../nbs/23_plan.ipynb #d5865abb
 def train_memory(a:dict, tc:TrainConfig, bytes_:int=2, seq_tokens:Optional[int]=None, batch:Optional[int]=None,
                  gpu_gib:Optional[float]=None) -> dict:
     "GPU memory of LoRA training: frozen weights, LoRA + grads + AdamW (fp32), activations, logits."
@@ -405,7 +406,7 @@ def pool_rows(sc:SynthConfig) -> tuple[Optional[list], str]:
                         "label": const.get("label", r.get(cols.get("label", "label")))}
     return [row(r) for r in load_table(Path(os.path.expanduser(src)))], "local file"
 
-# %% ../nbs/23_plan.ipynb #11096644
+# %% ../nbs/23_plan.ipynb #73b4a36b
 def count_prompts(sc:SynthConfig) -> tuple[Optional[int], Optional[int], str]:
     "`(prompts, mean prompt tokens or None, source)` of the synthesis pool after labels and limit (chars/4 a token)."
     src, (n, ptok) = str(sc.prompts), (None, None)
@@ -421,24 +422,24 @@ def count_prompts(sc:SynthConfig) -> tuple[Optional[int], Optional[int], str]:
 # %% ../nbs/23_plan.ipynb #0685ef59
 def _flops(kind, n, tokens): return float(FLOPS_PER_TOKEN[kind] * n * tokens)
 
-# %% ../nbs/23_plan.ipynb #563a7876
+# %% ../nbs/23_plan.ipynb #75d97693
 def sft_batch(tc:TrainConfig) -> int:
     "Examples per SFT optimiser step on one process."
     eff = getattr(tc, "effective_batch_size", None)
     if tc.gradient_accumulation_steps: return tc.per_device_batch_size * tc.gradient_accumulation_steps
     return eff or tc.per_device_batch_size
 
-# %% ../nbs/23_plan.ipynb #6ad35913
+# %% ../nbs/23_plan.ipynb #bbea7403
 def grpo_batch(tc:TrainConfig) -> int:
     "Completions per GRPO optimiser step (`grpo_batch_size`; older configs: accumulation x generations)."
     return getattr(tc, "grpo_batch_size", None) or (tc.gradient_accumulation_steps or 1) * tc.grpo_num_generations
 
-# %% ../nbs/23_plan.ipynb #b1fa723e
+# %% ../nbs/23_plan.ipynb #8b70e06f
 def _capped(case:str, budget:int, typical:int) -> int:
     "A length: the budget for the upper bound, else the typical length within the budget."
     return budget if case == "upper" else min(typical, budget)
 
-# %% ../nbs/23_plan.ipynb #8fb31c84
+# %% ../nbs/23_plan.ipynb #fe14ac75
 def thinksafe_compute(cfg:RunConfig, case:str, samples:float, n_student:int, n_guard:int, prompt_tokens:int,
                       ty:dict) -> dict:
     "Tokens and FLOPs of ThinkSafe's generate, judge and train stages ('upper' or 'typical')."
@@ -453,7 +454,7 @@ def thinksafe_compute(cfg:RunConfig, case:str, samples:float, n_student:int, n_g
             "judge": dict(tokens=judged, flops=_flops("judge", n_guard, judged)),
             "train": dict(tokens=train_tok, flops=_flops("train_lora", n_student, train_tok) + kl)}
 
-# %% ../nbs/23_plan.ipynb #d26b90d2
+# %% ../nbs/23_plan.ipynb #43058f94
 def grpo_compute(cfg:RunConfig, case:str, n_prompts:int, n_student:int, n_guard:int, prompt_tokens:int,
                  ty:dict) -> dict:
     "Tokens, FLOPs, steps and completions of the GRPO baseline over the same prompts."
@@ -463,11 +464,12 @@ def grpo_compute(cfg:RunConfig, case:str, n_prompts:int, n_student:int, n_guard:
                                                             / grpo_batch(tc))
     comps = steps * grpo_batch(tc)
     g_gen, g_judge, g_train = comps * lc, comps * (prompt_tokens + lc + tg), comps * (prompt_tokens + lc)
+    ref = _flops("forward", n_student, g_train) if tc.grpo_beta > 0 else 0       # the frozen reference's forward
     flops = (_flops("generate", n_student, g_gen) + _flops("judge", n_guard, g_judge)
-             + _flops("train_lora", n_student, g_train) + (_flops("forward", n_student, g_train) if tc.grpo_beta > 0 else 0))
+             + _flops("train_lora", n_student, g_train) + ref)
     return dict(tokens=g_gen + g_train, flops=flops, steps=steps, completions=comps, completion_tokens=lc)
 
-# %% ../nbs/23_plan.ipynb #d707b772
+# %% ../nbs/23_plan.ipynb #5d260d80
 def compute_estimate(cfg:RunConfig, n_prompts:int, n_student:int, n_guard:int, prompt_tokens:int, eval_items:int=0,
                      typical:Optional[dict]=None) -> dict:
     "Tokens and FLOPs per stage, upper bound and typical, and the GRPO/ThinkSafe compute ratio."
@@ -502,7 +504,7 @@ def _mean_lengths(d:Path, max_samples:int) -> tuple[list, list]:
                 prompt.append(r.get("prompt_tokens") or 0)
     return new, prompt
 
-# %% ../nbs/23_plan.ipynb #b78851de
+# %% ../nbs/23_plan.ipynb #ae8fbc18
 def _pooled_acceptance(path:Path) -> Optional[float]:
     "The steered pooled acceptance a synth_stats.json holds (None when absent or unreadable)."
     if not path.exists(): return None
@@ -510,9 +512,9 @@ def _pooled_acceptance(path:Path) -> Optional[float]:
     except (KeyError, TypeError, ValueError): return None
     return round(float(a), 4) if isinstance(a, (int, float)) else None
 
-# %% ../nbs/23_plan.ipynb #b51ebaea
+# %% ../nbs/23_plan.ipynb #2ff27667
 def measured_typical(cfg:RunConfig, max_samples:int=5000) -> dict:
-    "Typical lengths and acceptance measured by an earlier (pilot) run of this config, where its files exist: {} otherwise."
+    "Typical lengths and acceptance measured by an earlier (pilot) run of this config where its files exist, else {}."
     run = Run(cfg)
     d, out = run.synth_dir(), {}
     new, prompt = _mean_lengths(d, max_samples)
@@ -536,7 +538,8 @@ def run_order(cfg:RunConfig) -> list[dict]:
             ("train", [m + " + LoRA"], f"writes {run.adapter_dir()}; freed"),
             ("grpo", [m + " + LoRA", g], "baseline only: the guard scores completions every step, both resident"),
             ("evaluate", [m + (" + adapter" if cfg.model.adapter else "")],
-             "generate all benchmarks, free; then the guard judges safety sets, free; then the refusal guard judges XSTest")]
+             "generate all benchmarks, free; then the guard judges safety sets, free; "
+             "then the refusal guard judges XSTest")]
     return [dict(stage=st, holds=h, note=n) for st, h, n in rows]
 
 # %% ../nbs/23_plan.ipynb #3b43a123
@@ -548,14 +551,18 @@ def config_problems(cfg:RunConfig) -> list[str]:
         except ThinkSafeError as e: out.append(f"config: {e}")
     return out
 
-# %% ../nbs/23_plan.ipynb #f387938e
+# %% ../nbs/23_plan.ipynb #c114bb3e
 def guard_source(name:str, path:Optional[str], stage:str, what:str) -> Optional[dict]:
     "Where a guard's checkpoint comes from (None for the embedded pattern judge)."
     if name == "refusal-patterns": return None
-    if name not in GUARD_NAMES: return read_item(stage, what, name, "missing", "", problem=f"{stage}: unknown guard {name!r} (use {', '.join(GUARD_NAMES)})")
+    if name not in GUARD_NAMES:
+        return read_item(stage, what, name, "missing", "",
+                         problem=f"{stage}: unknown guard {name!r} (use {', '.join(GUARD_NAMES)})")
     if not path:
         hint = {"llama-guard": "meta-llama/Llama-Guard-3-8B", "wildguard": "allenai/wildguard"}[name]
-        return read_item(stage, what, name, "missing", "no checkpoint path", problem=f"{stage}: {what} '{name}' has no checkpoint path: set it (e.g. {hint}) or a local directory")
+        return read_item(stage, what, name, "missing", "no checkpoint path",
+                         problem=f"{stage}: {what} '{name}' has no checkpoint path: set it (e.g. {hint}) "
+                                 "or a local directory")
     return locate_model(path, stage, what)
 
 # %% ../nbs/23_plan.ipynb #6cd40cd2
@@ -568,16 +575,17 @@ def visible_gpu() -> Optional[dict]:
         return dict(name=p.name, memory_gib=round(p.total_memory / GiB, 1), count=torch.cuda.device_count())
     except Exception: return None
 
-# %% ../nbs/23_plan.ipynb #3192b77e
+# %% ../nbs/23_plan.ipynb #0743be54
 def adapter_read(path:str) -> dict:
     "The adapter `model.adapter` names: a PEFT adapter, or a problem naming what is broken."
     p = Path(os.path.expanduser(path))
     try: check_adapter(p)
     except DataError as e:
-        return read_item("evaluate", "adapter", p, "missing", "broken or missing adapter", problem=f"model.adapter: {e}")
+        return read_item("evaluate", "adapter", p, "missing", "broken or missing adapter",
+                         problem=f"model.adapter: {e}")
     return read_item("evaluate", "adapter", p, "local", "PEFT adapter")
 
-# %% ../nbs/23_plan.ipynb #b89cfca9
+# %% ../nbs/23_plan.ipynb #dfb39ac2
 def generate_reads(cfg:RunConfig, student:dict) -> list[dict]:
     "What generate reads: the student (and adapter), the prompt pool, a saved refusal direction, decontamination sets."
     reads = [student] + ([adapter_read(cfg.model.adapter)] if cfg.model.adapter else [])
@@ -594,9 +602,9 @@ def generate_reads(cfg:RunConfig, student:dict) -> list[dict]:
         reads.append({**b, "stage": "generate", "what": b["what"] + " (decontamination)", "problem": why})
     return reads
 
-# %% ../nbs/23_plan.ipynb #89b4dd62
+# %% ../nbs/23_plan.ipynb #8798d296
 def evaluate_reads(cfg:RunConfig, student:dict, guard:Optional[dict]) -> tuple[list, list]:
-    "What evaluate reads (the student, eval.data_dir, every benchmark, the guards its benchmarks need), and the benchmarks."
+    "What evaluate reads (the student, eval.data_dir, every benchmark, the guards they need), and the benchmarks."
     ec, gc = cfg.eval, cfg.guard
     reads = [{**student, "stage": "evaluate"}]
     if ec.data_dir and not Path(os.path.expanduser(ec.data_dir)).is_dir():
@@ -611,7 +619,7 @@ def evaluate_reads(cfg:RunConfig, student:dict, guard:Optional[dict]) -> tuple[l
         reads += [rg] if rg else []
     return reads, benches
 
-# %% ../nbs/23_plan.ipynb #815b6d68
+# %% ../nbs/23_plan.ipynb #5c271921
 def _reads(cfg:RunConfig) -> tuple[list, list]:
     "Everything each stage reads, in stage order, and the benchmarks."
     stu = locate_model(cfg.model.name, "generate")
@@ -632,7 +640,8 @@ def context_problems(cfg:RunConfig, arch:Optional[dict]) -> tuple[list, list]:
     if arch and mc.max_model_len and arch.get("max_pos") and mc.max_model_len > arch["max_pos"]:
         problems.append(f"model.max_model_len={mc.max_model_len} is longer than {mc.name}'s context "
                         f"({arch['max_pos']}): vLLM refuses to start; lower it")
-    budgets = (("sampling.max_new_tokens", cfg.sampling.max_new_tokens), ("eval.max_new_tokens", cfg.eval.max_new_tokens))
+    budgets = (("sampling.max_new_tokens", cfg.sampling.max_new_tokens),
+               ("eval.max_new_tokens", cfg.eval.max_new_tokens))
     warnings += [f"{key}={v} leaves no room for the prompt within the {L}-token context: long responses are cut at "
                  f"{L} minus the prompt" for key, v in budgets if L and v >= L]
     if cfg.train.max_length < cfg.sampling.max_new_tokens + TYPICAL["prompt_tokens"]:
@@ -641,7 +650,7 @@ def context_problems(cfg:RunConfig, arch:Optional[dict]) -> tuple[list, list]:
                         "the longest records are truncated in training")
     return problems, warnings
 
-# %% ../nbs/23_plan.ipynb #9f750d2f
+# %% ../nbs/23_plan.ipynb #a33689e0
 def engine_problems(cfg:RunConfig, gpu:Optional[dict]) -> list[str]:
     "vLLM asked for but not installed, more tensor-parallel GPUs than visible (problems where a GPU is seen)."
     mc, out = cfg.model, []
@@ -654,7 +663,7 @@ def engine_problems(cfg:RunConfig, gpu:Optional[dict]) -> list[str]:
         out.append(f"model.tensor_parallel_size={mc.tensor_parallel_size} but {gpu.get('count', 1)} GPU(s) are visible")
     return out
 
-# %% ../nbs/23_plan.ipynb #509f9404
+# %% ../nbs/23_plan.ipynb #5425eba4
 def _context_problems(cfg:RunConfig, arch:Optional[dict], gpu:Optional[dict]) -> tuple[list, list]:
     "Problems and warnings of the context and the engines (engines: warnings only where no GPU is seen)."
     problems, warnings = context_problems(cfg, arch)
@@ -662,14 +671,14 @@ def _context_problems(cfg:RunConfig, arch:Optional[dict], gpu:Optional[dict]) ->
     return (problems + engines, warnings) if gpu else (problems, warnings + engines)
 
 # %% ../nbs/23_plan.ipynb #db1cedb1
-GRPO_VLLM_SHARE = 0.3   # vllm-colocate: share of the GPU the policy's engine takes (grpo.GRPO_VLLM_SHARE, TRL's default)
+GRPO_VLLM_SHARE = 0.3   # vllm-colocate: the GPU share of the policy's engine (grpo.GRPO_VLLM_SHARE, TRL's default)
 
 def grpo_mode(cfg:RunConfig) -> str:
     "How GRPO generates: `train.grpo_generation`, where 'auto' is vllm-colocate with model.backend vllm, else hf."
     g = cfg.train.grpo_generation
     return g if g != "auto" else ("vllm-colocate" if cfg.model.backend == "vllm" else "hf")
 
-# %% ../nbs/23_plan.ipynb #27aa093d
+# %% ../nbs/23_plan.ipynb #87f47ce7
 def _colocated(e:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> tuple[float, float]:
     "GiB and KV GiB of the colocated policy engine: a fixed KV cache, its share of the GPU, or the least it needs."
     if cfg.model.kv_cache_gb: return e["weights_gib"] + e["overhead_gib"] + cfg.model.kv_cache_gb, cfg.model.kv_cache_gb
@@ -677,7 +686,7 @@ def _colocated(e:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> tuple[float, f
     gib = GRPO_VLLM_SHARE * gpu_gib                       # the engine's share, whatever it holds
     return gib, max(0.0, gib - e["weights_gib"] - e["overhead_gib"])
 
-# %% ../nbs/23_plan.ipynb #a3e7ba92
+# %% ../nbs/23_plan.ipynb #f9832477
 def grpo_generation_memory(a:dict, cfg:RunConfig, bytes_:int, seq_tokens:int, gpu_gib:Optional[float]=None) -> dict:
     "GRPO's generation memory on a training GPU: hf, the KV cache of a process's completions at once; vLLM, its engine."
     mc, tc, mode = cfg.model, cfg.train, grpo_mode(cfg)
@@ -694,13 +703,13 @@ def grpo_generation_memory(a:dict, cfg:RunConfig, bytes_:int, seq_tokens:int, gp
     gib, kv = _colocated(e, cfg, gpu_gib)
     return dict(mode=mode, sequences=seqs, kv_gib=round(kv, 2), gib=round(gib, 2), engine=e)
 
-# %% ../nbs/23_plan.ipynb #2f788990
+# %% ../nbs/23_plan.ipynb #28d0c7d1
 def grpo_generation_hint(m:dict) -> str:
     "What to change when GRPO does not fit, by generation mode."
     if m["generation"] == "hf":
         return (f"; with train.grpo_generation=hf every process holds the KV cache of its {m['generation_sequences']} "
-                f"completions at once ({m['generation_kv_gib']} GiB): use vllm-colocate or vllm-server (paged KV cache), "
-                "or lower train.grpo_max_completion_length")
+                f"completions at once ({m['generation_kv_gib']} GiB): use vllm-colocate or vllm-server "
+                "(paged KV cache), or lower train.grpo_max_completion_length")
     if m["generation"] == "vllm-colocate":
         return (f"; the colocated policy engine takes {m['generation_gib']} GiB: set model.kv_cache_gb to bound it, "
                 "or use vllm-server on its own GPU")
@@ -712,10 +721,11 @@ def engine_memory(cfg:RunConfig, arch:dict, seq:int, gpu_gib:Optional[float]) ->
     mc = cfg.model
     L = mc.max_model_len or arch.get("max_pos") or seq
     if mc.backend == "vllm":
-        return vllm_memory(arch, dtype_bytes(mc.dtype), L, seq, mc.gpu_memory_utilization, gpu_gib, mc.tensor_parallel_size)
+        return vllm_memory(arch, dtype_bytes(mc.dtype), L, seq, mc.gpu_memory_utilization, gpu_gib,
+                           mc.tensor_parallel_size)
     return hf_memory(arch, dtype_bytes(mc.dtype), cfg.sampling.batch_size, seq, gpu_gib=gpu_gib)
 
-# %% ../nbs/23_plan.ipynb #c948412e
+# %% ../nbs/23_plan.ipynb #5f8a4a07
 def guard_memory(cfg:RunConfig, ga:dict, name:str, prompt_tokens:int, gpu_gib:Optional[float]) -> dict:
     "A guard judging a prompt and a full response: its vLLM engine, or a transformers batch."
     gc = cfg.guard
@@ -725,8 +735,8 @@ def guard_memory(cfg:RunConfig, ga:dict, name:str, prompt_tokens:int, gpu_gib:Op
     if gc.backend == "vllm": return vllm_memory(ga, 2, gl + 8, seq, gc.gpu_memory_utilization, gpu_gib)
     return hf_memory(ga, 2, gc.batch_size, seq, full_logits=name == "llama-guard", gpu_gib=gpu_gib)
 
-# %% ../nbs/23_plan.ipynb #0325835e
-def grpo_guard(cfg:RunConfig, garch:dict, gseq:int, policy:float, gpu_gib:Optional[float]) -> tuple[dict, float, float, Optional[bool]]:
+# %% ../nbs/23_plan.ipynb #b2026720
+def grpo_guard(cfg:RunConfig, garch:dict, gseq:int, policy:float, gpu_gib:Optional[float]) -> tuple:
     "The guard beside GRPO's policy: its memory, its GiB, the smallest GPU for both, and whether they fit."
     gc = cfg.guard
     if gc.backend != "vllm":
@@ -739,13 +749,13 @@ def grpo_guard(cfg:RunConfig, garch:dict, gseq:int, policy:float, gpu_gib:Option
     fits = (policy <= (1 - u) * gpu_gib and gm["need_gib"] <= u * gpu_gib) if gpu_gib else None
     return gm, u * gpu_gib if gpu_gib else gm["need_gib"], min_gpu, fits
 
-# %% ../nbs/23_plan.ipynb #6064a944
+# %% ../nbs/23_plan.ipynb #5104e0ff
 def grpo_memory(cfg:RunConfig, arch:dict, garch:dict, prompt_tokens:int, gpu_gib:Optional[float]) -> dict:
     "GRPO on one GPU: the policy trains and generates while the guard scores its completions."
     gc, tc = cfg.guard, cfg.train
     lc = tc.grpo_max_completion_length
     seq = prompt_tokens + lc
-    t = train_memory(arch, tc, dtype_bytes(cfg.model.dtype), seq, batch=tc.per_device_batch_size)  # per-device completions
+    t = train_memory(arch, tc, dtype_bytes(cfg.model.dtype), seq, batch=tc.per_device_batch_size)  # per device
     gen = grpo_generation_memory(arch, cfg, dtype_bytes(cfg.model.dtype), seq, gpu_gib)
     policy = t["need_gib"] + gen["gib"]
     gm, guard_gib, min_gpu, fits = grpo_guard(cfg, garch, seq + GUARD_TEMPLATE_TOKENS.get(gc.name, 0), policy, gpu_gib)
@@ -755,14 +765,15 @@ def grpo_memory(cfg:RunConfig, arch:dict, garch:dict, prompt_tokens:int, gpu_gib
                 min_gpu_gib=round(min_gpu, 2), **({"gpu_gib": gpu_gib, "fits": fits} if gpu_gib else {}),
                 **({"server": gen["server"]} if gen.get("server") else {}))
 
-# %% ../nbs/23_plan.ipynb #e20cbec1
+# %% ../nbs/23_plan.ipynb #b160427c
 def _memory(cfg:RunConfig, arch, garch, rarch, gpu_gib, prompt_tokens) -> dict:
     "GPU memory of every stage whose networks' shapes are known."
     mem, tc = {}, cfg.train
     gen_seq = prompt_tokens + cfg.sampling.max_new_tokens
     if arch:
         mem["generate"] = engine_memory(cfg, arch, gen_seq, gpu_gib)
-        mem["train"] = train_memory(arch, tc, dtype_bytes(cfg.model.dtype), min(tc.max_length, gen_seq), gpu_gib=gpu_gib)
+        seq = min(tc.max_length, gen_seq)
+        mem["train"] = train_memory(arch, tc, dtype_bytes(cfg.model.dtype), seq, gpu_gib=gpu_gib)
         mem["evaluate"] = engine_memory(cfg, arch, prompt_tokens + cfg.eval.max_new_tokens, gpu_gib)
     if garch: mem["judge"] = guard_memory(cfg, garch, cfg.guard.name, prompt_tokens, gpu_gib)
     if rarch: mem["evaluate (refusal guard)"] = guard_memory(cfg, rarch, "wildguard", prompt_tokens, gpu_gib)
@@ -777,9 +788,10 @@ def _plan_gpu(gpu_memory_gb:Optional[float]) -> Optional[dict]:
     "The GPU a plan checks against: the given GiB (with the visible count), else the visible GPU, else None."
     seen = visible_gpu()
     if not gpu_memory_gb: return seen
-    return dict(name=f"{gpu_memory_gb} GiB (given)", memory_gib=float(gpu_memory_gb), count=(seen or {}).get("count", 1))
+    count = (seen or {}).get("count", 1)
+    return dict(name=f"{gpu_memory_gb} GiB (given)", memory_gib=float(gpu_memory_gb), count=count)
 
-# %% ../nbs/23_plan.ipynb #cbe58584
+# %% ../nbs/23_plan.ipynb #51828187
 def _read_warnings(reads:list) -> list[str]:
     "Each source once: what needs the Hub (online) and what is gated."
     seen, out = set(), []
@@ -792,7 +804,7 @@ def _read_warnings(reads:list) -> list[str]:
         seen.add(r["source"])
     return out
 
-# %% ../nbs/23_plan.ipynb #3cdcb46f
+# %% ../nbs/23_plan.ipynb #f5a67202
 def _grpo_problem(m:dict, cfg:RunConfig, gpu_gib:float) -> str:
     "Why GRPO does not fit: the guard's vLLM share, or its training + generation + guard."
     if m["guard_backend"] == "vllm":
@@ -800,12 +812,14 @@ def _grpo_problem(m:dict, cfg:RunConfig, gpu_gib:float) -> str:
         return (f"memory: grpo: the guard's vLLM engine takes guard.gpu_memory_utilization={u} of {gpu_gib} GiB, "
                 f"leaving {round((1 - u) * gpu_gib, 2)} for the policy, which needs "
                 f"{round(m['policy_gib'] + m['generation_gib'], 2)} (training + generation with {m['generation']}): "
-                f"lower guard.gpu_memory_utilization (the guard needs {m['guard_min_gib']} GiB, weights and one sequence) "
+                f"lower guard.gpu_memory_utilization (the guard needs {m['guard_min_gib']} GiB, weights and one "
+                "sequence) "
                 "or use guard.backend=hf for GRPO" + grpo_generation_hint(m))
     return (f"memory: grpo needs about {m['need_gib']} GiB (training {m['policy_gib']} + generation with "
-            f"{m['generation']} {m['generation_gib']} + guard {m['guard_gib']}), the GPU has {gpu_gib}" + grpo_generation_hint(m))
+            f"{m['generation']} {m['generation_gib']} + guard {m['guard_gib']}), the GPU has {gpu_gib}"
+            + grpo_generation_hint(m))
 
-# %% ../nbs/23_plan.ipynb #2d195bfc
+# %% ../nbs/23_plan.ipynb #11948fc1
 def memory_problems(memory:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> list[str]:
     "One problem per stage whose memory does not fit the GPU, saying what to change."
     out = []
@@ -822,7 +836,7 @@ def memory_problems(memory:dict, cfg:RunConfig, gpu_gib:Optional[float]) -> list
                    "use more tensor-parallel GPUs or a larger GPU")
     return out
 
-# %% ../nbs/23_plan.ipynb #01c3d589
+# %% ../nbs/23_plan.ipynb #5f175f2b
 def paper_differences(cfg:RunConfig) -> list[dict]:
     "The keys whose value differs from the paper's (R1-Distill's top_k 0 is the reference's own)."
     r1 = cfg.model.think_format == "r1" or "r1-distill" in cfg.model.name.lower()
@@ -830,7 +844,7 @@ def paper_differences(cfg:RunConfig) -> list[dict]:
             if r["paper"] is not None and r["value"] != r["paper"]
             and not (r1 and r["key"] == "sampling.top_k" and r["value"] == 0)]
 
-# %% ../nbs/23_plan.ipynb #4af17538
+# %% ../nbs/23_plan.ipynb #0ef3a04b
 def refusal_arch(cfg:RunConfig, benches:list, gpath:Optional[str]) -> Optional[dict]:
     "The refusal guard's architecture, when over-refusal is judged by a network other than the main guard."
     rname, _, rpath = str(cfg.eval.refusal_guard or "").partition(":")
@@ -838,7 +852,7 @@ def refusal_arch(cfg:RunConfig, benches:list, gpath:Optional[str]) -> Optional[d
     used = rname and rname != "refusal-patterns" and rpath and rpath != gpath
     return model_arch(rpath)[0] if used and any(b["kind"] == "overrefusal" for b in benches) else None
 
-# %% ../nbs/23_plan.ipynb #5e88ca76
+# %% ../nbs/23_plan.ipynb #f47ff4b1
 def _plan_compute(compute:Optional[dict]) -> dict:
     "The plan's tokens, FLOPs and GRPO/ThinkSafe ratio per case ('upper', 'typical'), or None each."
     if not compute: return dict(tokens=None, flops=None, ratio=None)
@@ -848,7 +862,7 @@ def _plan_compute(compute:Optional[dict]) -> dict:
                      grpo_completion_tokens=e["grpo_completion_tokens"]) for c, e in compute.items()}
     return dict(tokens=per("tokens"), flops=per("flops"), ratio=ratio)
 
-# %% ../nbs/23_plan.ipynb #6594eafa
+# %% ../nbs/23_plan.ipynb #8c94705f
 def _plan_models(cfg:RunConfig, stages:list, gpu:Optional[dict]) -> dict:
     "Reads, benchmarks, architectures, prompt pool and memory of a plan, with the problems and warnings they raise."
     reads, benches = _reads(cfg)
@@ -866,7 +880,7 @@ def _plan_models(cfg:RunConfig, stages:list, gpu:Optional[dict]) -> dict:
     return dict(reads=reads, benches=benches, problems=problems, warnings=warnings, arch=arch, arch_src=arch_src,
                 garch=garch, garch_src=garch_src, gpath=gpath, rarch=refusal_arch(cfg, benches, gpath), pool=pool)
 
-# %% ../nbs/23_plan.ipynb #c7b5bc60
+# %% ../nbs/23_plan.ipynb #db21c751
 def _stage_memory(cfg:RunConfig, m:dict, gpu:Optional[dict], ptok:int, stages:list) -> dict:
     "Memory per stage, in the order of STAGES, for the stages checked."
     gpu_gib = gpu["memory_gib"] if gpu else None
@@ -874,8 +888,18 @@ def _stage_memory(cfg:RunConfig, m:dict, gpu:Optional[dict], ptok:int, stages:li
     order = lambda kv: (STAGES.index(kv[0].split(" ")[0]), kv[0])
     return {k: v for k, v in sorted(mem.items(), key=order) if k.split(" ")[0] in stages}
 
-# %% ../nbs/23_plan.ipynb #b989a7de
-def make_plan(cfg:RunConfig, gpu_memory_gb:Optional[float]=None, # GPU memory in GiB to check against (default: the GPU torch sees)
+# %% ../nbs/23_plan.ipynb #775b081e
+def _estimate(cfg:RunConfig, m:dict, ptok:int, typical:dict) -> tuple[Optional[dict], Optional[int], int]:
+    "The compute estimate (None when the pool or the student is unknown), and the student's and guard's parameters."
+    n_prompts = m["pool"][0]
+    n_student = architecture_params(m["arch"]) if m["arch"] else None
+    n_guard = architecture_params(m["garch"]) if m["garch"] else 0
+    eval_items = sum((b["items"] or 0) * (cfg.eval.n if b["kind"] == "reasoning" else 1) for b in m["benches"])
+    if not (n_prompts and n_student): return None, n_student, n_guard
+    return compute_estimate(cfg, n_prompts, n_student, n_guard, ptok, eval_items, typical), n_student, n_guard
+
+# %% ../nbs/23_plan.ipynb #76a0dce6
+def make_plan(cfg:RunConfig, gpu_memory_gb:Optional[float]=None, # GiB to check against (default: the GPU torch sees)
               typical:Optional[dict]=None, # overrides of `TYPICAL`
               stages:Optional[list]=None, # check only these stages (default: all of STAGES, the GRPO baseline included)
              ) -> dict:
@@ -883,87 +907,112 @@ def make_plan(cfg:RunConfig, gpu_memory_gb:Optional[float]=None, # GPU memory in
     stages = list(stages or STAGES)
     bad = [s for s in stages if s not in STAGES]
     if bad: raise ConfigError(f"unknown stage(s) {bad}: use {', '.join(STAGES)}")
-    gpu = _plan_gpu(gpu_memory_gb)
+    gpu, measured = _plan_gpu(gpu_memory_gb), measured_typical(cfg)
     m = _plan_models(cfg, stages, gpu)
-    problems, warnings = m["problems"], m["warnings"]
     n_prompts, ptok, pool_src = m["pool"]
-    measured = measured_typical(cfg)
     typical = {**{k: v for k, v in measured.items() if k in TYPICAL}, **(typical or {})}
     ptok = typical.get("prompt_tokens") or ptok or TYPICAL["prompt_tokens"]
     cp, cw = _context_problems(cfg, m["arch"], visible_gpu())
     memory = _stage_memory(cfg, m, gpu, ptok, stages)
-    problems += cp + memory_problems(memory, cfg, gpu["memory_gib"] if gpu else None)
-    warnings += cw
-    n_student = architecture_params(m["arch"]) if m["arch"] else None
-    n_guard = architecture_params(m["garch"]) if m["garch"] else 0
-    eval_items = sum((b["items"] or 0) * (cfg.eval.n if b["kind"] == "reasoning" else 1) for b in m["benches"])
-    compute = (compute_estimate(cfg, n_prompts, n_student, n_guard, ptok, eval_items, typical)
-               if n_prompts and n_student else None)
-    if compute is None:
-        why = "prompt pool size unknown" if not n_prompts else "student architecture unknown"
-        warnings.append("tokens and FLOPs not estimated: " + why)
+    problems = m["problems"] + cp + memory_problems(memory, cfg, gpu["memory_gib"] if gpu else None)
+    compute, n_student, n_guard = _estimate(cfg, m, ptok, typical)
+    why = "prompt pool size unknown" if not n_prompts else "student architecture unknown"
+    warnings = m["warnings"] + cw + ([] if compute else ["tokens and FLOPs not estimated: " + why])
     models = dict(student=dict(name=cfg.model.name, params=n_student, arch_source=m["arch_src"]),
                   guard=dict(name=m["gpath"] or cfg.guard.name, params=n_guard or None, arch_source=m["garch_src"]))
     return dict(name=cfg.name, out_dir=str(cfg.out_dir), gpu=gpu,
                 gpu_note=None if gpu else "no GPU visible (torch.cuda): memory needs listed, no fit checked",
-                models=models, prompts=dict(source=str(cfg.synth.prompts), count=n_prompts, prompt_tokens=ptok, how=pool_src),
+                models=models,
+                prompts=dict(source=str(cfg.synth.prompts), count=n_prompts, prompt_tokens=ptok, how=pool_src),
                 stages=[s for s in run_order(cfg) if s["stage"] in stages], reads=m["reads"], benchmarks=m["benches"],
-                memory=memory, **_plan_compute(compute), typical={**TYPICAL, **typical}, typical_measured=measured or None,
+                memory=memory, **_plan_compute(compute), typical={**TYPICAL, **typical},
+                typical_measured=measured or None,
                 paper_differences=paper_differences(cfg), problems=list(dict.fromkeys(problems)), warnings=warnings)
 
 # %% ../nbs/23_plan.ipynb #2ad67e4d
 def _num(x) -> str:
+    "A number with an SI suffix (k, M, G, T, P, E, Z), '-' for None."
     if x is None: return "-"
     for u, s in ((1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= u: return f"{x / u:.3g}{s}"
     return f"{x:.3g}"
 
-# %% ../nbs/23_plan.ipynb #7d52c883
+# %% ../nbs/23_plan.ipynb #21f0f5e2
 def _table(rows:list[list], head:list[str]) -> list[str]:
+    "Rows under a header, columns padded to their widest cell."
     rows = [[str(c) for c in r] for r in rows]
     w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    return ["  ".join(h.ljust(w[i]) for i, h in enumerate(head)).rstrip()] + ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    line = lambda cells: "  ".join(c.ljust(w[i]) for i, c in enumerate(cells)).rstrip()
+    return [line(head)] + [line(r) for r in rows]
 
-# %% ../nbs/23_plan.ipynb #303a0d60
+# %% ../nbs/23_plan.ipynb #d4e51d1e
+MEMORY_PARTS = {
+    "vllm": lambda m: (f"weights {m['weights_gib']} + KV {m['kv_max_len_gib']} (one {m['max_model_len']}-token seq) "
+                       f"+ overhead {m['overhead_gib']}; KV {m['kv_kib_per_token']} KiB/token"),
+    "hf": lambda m: (f"weights {m['weights_gib']} + KV {m['kv_gib']} + logits {m['logits_gib']} "
+                     f"(batch {m['batch']} x {m['seq_tokens']})"),
+    "train": lambda m: (f"weights {m['weights_gib']} + LoRA/AdamW {m['lora_state_gib']} + act {m['activations_gib']} "
+                        f"+ logits {m['logits_gib']} ({m['tokens_per_step']} tok/step)"),
+    "train+guard": lambda m: (f"policy {m['policy_gib']} + generation ({m['generation']}) {m['generation_gib']} "
+                              f"+ guard ({m['guard_backend']}) {m['guard_gib']}")}
+
+def memory_row(st:str, m:dict) -> list:
+    "One stage's row of the memory table: engine, need, smallest GPU, whether it fits, the breakdown."
+    seqs = f", {m['seqs_at_max_len']} full / {m['seqs_typical']} typical seqs at once" if "seqs_typical" in m else ""
+    fit = "-" if m.get("fits") is None else ("yes" + seqs if m["fits"] else "NO")
+    return [st, m["engine"], m["need_gib"], m["min_gpu_gib"], fit, MEMORY_PARTS[m["engine"]](m)]
+
+# %% ../nbs/23_plan.ipynb #dd151d07
+def _head_lines(plan:dict) -> list[str]:
+    "The plan's first lines: the run, the GPU, the student and guard, the prompt pool."
+    g, s, gd, p = plan["gpu"], plan["models"]["student"], plan["models"]["guard"], plan["prompts"]
+    count = p["count"] if p["count"] is not None else "?"
+    return [f"thinksafe plan: {plan['name']}  (results in {plan['out_dir']})",
+            f"GPU: {g['name']}, {g['memory_gib']} GiB x {g['count']}" if g else f"GPU: {plan['gpu_note']}",
+            f"student {s['name']} ({_num(s['params'])} params; {s['arch_source']}); "
+            f"guard {gd['name']} ({_num(gd['params'])} params)",
+            f"prompts {p['source']}: {count} ({p['how']}), ~{p['prompt_tokens']} tokens each"]
+
+# %% ../nbs/23_plan.ipynb #1d312ea7
+def _compute_lines(plan:dict) -> list[str]:
+    "Tokens and FLOPs per stage (upper bound and typical) and the GRPO/ThinkSafe ratio."
+    if not plan["tokens"]: return []
+    ty, ms, t, f, r = plan["typical"], plan.get("typical_measured"), plan["tokens"], plan["flops"], plan["ratio"]
+    how = f"measured on {ms.get('measured_samples', 0)} samples of a pilot run" if ms else "assumed (TYPICAL)"
+    rows = [[st, _num(t["upper"][st]), _num(t["typical"][st]), _num(f["upper"][st]), _num(f["typical"][st])]
+            for st in t["upper"]]
+    rt, ru = r["typical"], r["upper"]
+    return (["", f"Tokens and FLOPs (upper bound | typical: {ty['response_tokens']}-token responses, acceptance "
+                 f"{ty['acceptance']}, {how})"] + _table(rows, ["stage", "tokens", "typical", "FLOPs", "typical"])
+            + [f"ThinkSafe (generate + judge + train) {_num(rt['thinksafe_flops'])} FLOPs typical; GRPO "
+               f"{_num(rt['grpo_flops'])} ({rt['grpo_steps']} steps, completions <= {ru['grpo_completion_tokens']} "
+               f"tokens): GRPO/ThinkSafe = {rt['grpo_over_thinksafe']} typical, {ru['grpo_over_thinksafe']} "
+               "at the budgets"])
+
+# %% ../nbs/23_plan.ipynb #47fee2d8
+def _tail_lines(plan:dict) -> list[str]:
+    "The order of the stages, the differences from the paper, the warnings and the problems."
+    out = ["", "Order (one model in GPU memory at a time)"]
+    out += [f"{i}. {s['stage']}: {', '.join(s['holds']) or 'no model'} -- {s['note']}"
+            for i, s in enumerate(plan["stages"], 1)]
+    diffs, probs = plan.get("paper_differences"), plan["problems"]
+    if diffs:
+        out += ["", f"Differs from the paper's settings ({len(diffs)})"]
+        out += [f"- {d['key']}: {d['value']!r} (paper {d['paper']!r})" for d in diffs]
+    out += ["", f"Warnings ({len(plan['warnings'])})"] + [f"- {w}" for w in plan["warnings"]]
+    verdict = ": the run would fail" if probs else ": none"
+    return out + ["", f"Problems ({len(probs)})" + verdict] + [f"- {x}" for x in probs]
+
+# %% ../nbs/23_plan.ipynb #6fc421b8
 def format_plan(plan:dict) -> str:
     "The plan as readable tables."
-    out = [f"thinksafe plan: {plan['name']}  (results in {plan['out_dir']})"]
-    g = plan["gpu"]
-    out.append(f"GPU: {g['name']}, {g['memory_gib']} GiB x {g['count']}" if g else f"GPU: {plan['gpu_note']}")
-    s, gd, p = plan["models"]["student"], plan["models"]["guard"], plan["prompts"]
-    out.append(f"student {s['name']} ({_num(s['params'])} params; {s['arch_source']}); guard {gd['name']} ({_num(gd['params'])} params)")
-    out.append(f"prompts {p['source']}: {p['count'] if p['count'] is not None else '?'} ({p['how']}), ~{p['prompt_tokens']} tokens each")
-    out += ["", "Reads"]
-    out += _table([[r["stage"], r["what"], r["source"], r["status"] + (" (gated)" if r.get("gated") else ""), r["detail"]] for r in plan["reads"]],
-                  ["stage", "what", "source", "status", "detail"])
-    out += ["", "GPU memory per stage (GiB)"]
-    rows = []
-    for st, m in plan["memory"].items():
-        parts = {"vllm": lambda m: f"weights {m['weights_gib']} + KV {m['kv_max_len_gib']} (one {m['max_model_len']}-token seq) + overhead {m['overhead_gib']}; KV {m['kv_kib_per_token']} KiB/token",
-                 "hf": lambda m: f"weights {m['weights_gib']} + KV {m['kv_gib']} + logits {m['logits_gib']} (batch {m['batch']} x {m['seq_tokens']})",
-                 "train": lambda m: f"weights {m['weights_gib']} + LoRA/AdamW {m['lora_state_gib']} + act {m['activations_gib']} + logits {m['logits_gib']} ({m['tokens_per_step']} tok/step)",
-                 "train+guard": lambda m: f"policy {m['policy_gib']} + generation ({m['generation']}) {m['generation_gib']} + guard ({m['guard_backend']}) {m['guard_gib']}"}[m["engine"]](m)
-        fit = "-" if m.get("fits") is None else ("yes" + (f", {m['seqs_at_max_len']} full / {m['seqs_typical']} typical seqs at once" if "seqs_typical" in m else "") if m["fits"] else "NO")
-        rows.append([st, m["engine"], m["need_gib"], m["min_gpu_gib"], fit, parts])
-    out += _table(rows, ["stage", "engine", "need", "min GPU", "fits", "breakdown"])
-    if plan["tokens"]:
-        ty, ms = plan["typical"], plan.get("typical_measured")
-        how = f"measured on {ms.get('measured_samples', 0)} samples of a pilot run" if ms else "assumed (TYPICAL)"
-        out += ["", f"Tokens and FLOPs (upper bound | typical: {ty['response_tokens']}-token responses, acceptance {ty['acceptance']}, {how})"]
-        out += _table([[st, _num(plan["tokens"]["upper"][st]), _num(plan["tokens"]["typical"][st]), _num(plan["flops"]["upper"][st]), _num(plan["flops"]["typical"][st])]
-                       for st in plan["tokens"]["upper"]], ["stage", "tokens", "typical", "FLOPs", "typical"])
-        r = plan["ratio"]
-        out.append(f"ThinkSafe (generate + judge + train) {_num(r['typical']['thinksafe_flops'])} FLOPs typical; GRPO {_num(r['typical']['grpo_flops'])} "
-                   f"({r['typical']['grpo_steps']} steps, completions <= {r['upper']['grpo_completion_tokens']} tokens): "
-                   f"GRPO/ThinkSafe = {r['typical']['grpo_over_thinksafe']} typical, {r['upper']['grpo_over_thinksafe']} at the budgets")
-    out += ["", "Order (one model in GPU memory at a time)"]
-    out += [f"{i}. {s['stage']}: {', '.join(s['holds']) or 'no model'} -- {s['note']}" for i, s in enumerate(plan["stages"], 1)]
-    if plan.get("paper_differences"):
-        out += ["", f"Differs from the paper's settings ({len(plan['paper_differences'])})"]
-        out += [f"- {d['key']}: {d['value']!r} (paper {d['paper']!r})" for d in plan["paper_differences"]]
-    out += ["", f"Warnings ({len(plan['warnings'])})"] + [f"- {w}" for w in plan["warnings"]]
-    out += ["", f"Problems ({len(plan['problems'])})" + (": the run would fail" if plan["problems"] else ": none")] + [f"- {p}" for p in plan["problems"]]
-    return "\n".join(out)
+    reads = [[r["stage"], r["what"], r["source"], r["status"] + (" (gated)" if r.get("gated") else ""), r["detail"]]
+             for r in plan["reads"]]
+    memory = [memory_row(st, m) for st, m in plan["memory"].items()]
+    return "\n".join(_head_lines(plan) + ["", "Reads"] + _table(reads, ["stage", "what", "source", "status", "detail"])
+                     + ["", "GPU memory per stage (GiB)"]
+                     + _table(memory, ["stage", "engine", "need", "min GPU", "fits", "breakdown"])
+                     + _compute_lines(plan) + _tail_lines(plan))
 
 # %% ../nbs/23_plan.ipynb #016bcd4f
 def run_plan(cfg, # a RunConfig, a Run, or the path of a run YAML
@@ -983,7 +1032,7 @@ def run_plan(cfg, # a RunConfig, a Run, or the path of a run YAML
     except OutputError as e: out(f"(plan.json not written: {e})")
     return 1 if plan["problems"] else 0
 
-# %% ../nbs/23_plan.ipynb #34115517
+# %% ../nbs/23_plan.ipynb #6f69005b
 @command("plan", writes="<out_dir>/plan.json")
 def plan_command(run:Run,
                  gpu_memory_gb:Optional[float]=None, # GiB of GPU memory to check against (default: the GPU torch sees)
