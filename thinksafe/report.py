@@ -19,8 +19,8 @@ from .run import *
 # %% auto #0
 __all__ = ['MARGIN', 'CLAIM_KINDS', 'STAGE_ORDER', 'RATE_TITLES', 'NUMBERS', 'SECTIONS', 'COMPARED', 'EvalOutcomes',
            'first_samples', 'draw_of', 'bench_judge', 'read_evaluation', 'item_outcomes', 'evaluation_dirs',
-           'named_dirs', 'check_pairable', 'paired_test', 'paired_tests', 'rate', 'Claim', 'default_claims',
-           'claim_row', 'check_claims', 'steering_pairs', 'steering_claim', 'perplexity_claims', 'records_claim',
+           'named_dirs', 'check_pairable', 'paired_test', 'paired_tests', 'Claim', 'default_claims', 'claim_row',
+           'check_claims', 'steering_pairs', 'steering_claim', 'perplexity_claims', 'records_claim',
            'compute_comparison', 'run_of', 'train_computes', 'adapter_evaluations', 'round_row', 'round_rows',
            'mean_rate', 'run_point', 'axis_labels', 'plot_runs_pareto', 'runs_frame', 'plot_paper_with_runs',
            'plot_rounds', 'Report', 'build_report', 'md_claims', 'md_rates', 'md_synthesis', 'md_perplexity',
@@ -142,12 +142,6 @@ def paired_tests(runs:dict, # {name: EvalOutcomes}
         common = [x for x in runs[a].outcomes if x in runs[b].outcomes]
         if common: out[f"{a} vs {b}"] = {x: paired_test(runs[a], runs[b], x) for x in common}
     return out
-
-def rate(outcomes:dict) -> dict:
-    "The rate of sample-0 outcomes in %, with its Wilson interval and the number of scored items."
-    v = [bool(x) for x in outcomes.values() if x is not None]
-    k, n = sum(v), len(v)
-    return {"pct": 100 * k / n if n else None, "ci": [100 * x for x in wilson(k, n)], "n": n}
 
 # %% ../nbs/21_report.ipynb #022d6a6e
 MARGIN = 10.0   # percentage points: "keeps" / "does not raise" needs the interval of the change inside this margin

@@ -10,7 +10,7 @@ import numpy as np
 from .core import *
 
 # %% auto #0
-__all__ = ['wilson', 'bootstrap', 'bootstrap_ci', 'mcnemar_p', 'paired_change', 'mcnemar', 'odds', 'odds_ratio',
+__all__ = ['wilson', 'rate', 'bootstrap', 'bootstrap_ci', 'mcnemar_p', 'paired_change', 'mcnemar', 'odds', 'odds_ratio',
            'tilted_acceptance', 'tilt_factor']
 
 # %% ../nbs/01_stats.ipynb #4d22a0cf
@@ -21,6 +21,13 @@ def wilson(k:int, n:int, z:float=1.959964) -> tuple[float, float]:
     c = (p + z*z/(2*n)) / (1 + z*z/n)
     h = z * ((p*(1-p)/n + z*z/(4*n*n)) ** 0.5) / (1 + z*z/n)
     return (max(0.0, c - h), min(1.0, c + h))
+
+# %% ../nbs/01_stats.ipynb #1a68a2af
+def rate(outcomes:dict) -> dict:
+    "The rate of {item: bool|None} outcomes in % (None: not scored), with its Wilson interval and the scored count."
+    v = [bool(x) for x in outcomes.values() if x is not None]
+    k, n = sum(v), len(v)
+    return {"pct": 100 * k / n if n else None, "ci": [100 * x for x in wilson(k, n)], "n": n}
 
 # %% ../nbs/01_stats.ipynb #81511fac
 def bootstrap(stat:Callable, # index array -> number (e.g. `lambda i: x[i].mean()`)
@@ -47,10 +54,10 @@ def mcnemar_p(b:int, c:int) -> float:
     return 1.0 if m == 0 else min(1.0, 2 * sum(math.comb(m, i) for i in range(min(b, c) + 1)) / 2 ** m)
 
 def paired_change(b:int, c:int, n:int, z:float=1.959964) -> tuple[float, float, float]:
-    "The paired change second - first in percentage points, with its Wald interval from the discordant pairs."
+    "The paired change second - first in points, with its Wald interval from the discordant pairs (cut to [-100, 100])."
     d = (c - b) / n
     se = max(b + c - (c - b) ** 2 / n, 0) ** 0.5 / n
-    return 100 * d, 100 * (d - z * se), 100 * (d + z * se)
+    return 100 * d, max(-100.0, 100 * (d - z * se)), min(100.0, 100 * (d + z * se))
 
 # %% ../nbs/01_stats.ipynb #7eaa315a
 def mcnemar(before:dict, # {key: outcome (bool or None: not scored)} of the first model

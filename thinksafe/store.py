@@ -53,7 +53,9 @@ def model_slug(name:str, # model name or path
     base = slug(p.name if (p.exists() or str(name).startswith(("/", ".", "~"))) else str(name).replace("/", "--"))
     if not adapter: return base
     a = Path(str(adapter).rstrip("/"))
-    return f"{base}+{slug(a.parent.name if a.name in ('adapter', 'final') and a.parent.name else a.name)}"
+    name = slug(a.parent.name if a.name in ('adapter', 'final') and a.parent.name else a.name)
+    rnd = next((p for p in reversed(a.parts[:-1]) if re.fullmatch(r"round-\d+", p)), None)   # an iterative round's
+    return f"{base}+{name}" + (f"-{rnd}" if rnd else "")
 
 # %% ../nbs/04_store.ipynb #7b3e51d0
 QUICK_ABOVE = 64 << 20   # files over this size (model weights) are digested by their size and first and last MiB
