@@ -81,6 +81,7 @@ def agreement(samples:Sequence[Sample], a:str, b:str) -> dict:
                confusion={f"{x} / {y}": conf[(x, y)] for x in labels for y in labels})
     return res
 
+# %% ../nbs/10_guards.ipynb #960d1919
 def verdict_changes(samples:Sequence[Sample], old_guard:Guard, new_guard:Guard, part:str="both") -> dict:
     "How many verdicts change from `old_guard` to `new_guard` on the same samples (on copies), and which samples."
     import copy
@@ -721,6 +722,7 @@ def _judgment_records(judged:Sequence[Sample], key:str, guard:str, part:str, too
                      "part": part, "compute": compute})
     return recs
 
+# %% ../nbs/10_guards.ipynb #5110cb97
 def _judge_batches(g, st:Store, done:dict, todo:Sequence[Sample], key:str, part:str, size:int,
                    params:Optional[int]) -> int:
     "Judge `todo` in batches of `size`, appending each batch's records to the store `st`; returns the tokens read."
