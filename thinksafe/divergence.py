@@ -117,6 +117,7 @@ def batch_tensors(encoded:list[dict], batch:list[int], T:int) -> tuple:
         pred[r, max(n - 1, 0):len(ids) - 1] = True
     return x, att, pred
 
+# %% ../nbs/15_divergence.ipynb #93d1f363
 def head_logprobs(head, cap, hs, tgt, chunk_tokens:int):
     "log p(tgt) from hidden states through the output layer, `chunk_tokens` positions at a time, in fp32."
     import torch
@@ -218,6 +219,7 @@ def nll_stats(rows:list[dict], n_boot:int=1000, level:float=0.95, seed:int=0) ->
             "nll_ci": [float(lo), float(hi)], "ppl": math.exp(nll), "ppl_ci": [math.exp(lo), math.exp(hi)],
             "nll_record_mean": float((s / np.maximum(t, 1)).mean())}
 
+# %% ../nbs/15_divergence.ipynb #29ea7bc7
 def summarize(rows:list[dict], n_boot:int=1000, seed:int=0) -> dict:
     "`{'all': stats, 'by_label': {label: stats}}` for one dataset's rows."
     labels = sorted({r["label"] for r in rows})
@@ -273,6 +275,7 @@ def perplexity_sets(data, # data files; the first is the reference (self-generat
     if len(set(labels)) != len(labels): raise ThinkSafeError(f"dataset names must be distinct: {labels}")
     return {n: (p, load_records(p, limit)) for n, p in zip(labels, data)}
 
+# %% ../nbs/15_divergence.ipynb #01354bcc
 def frozen_model(model, device:str="auto", dtype:str="auto", adapter:Optional[str]=None, progress:bool=True):
     "`(model, tokenizer, name)` from a name or a loaded pair; hints at bf16 on a CPU with bf16 units."
     import torch
