@@ -161,7 +161,9 @@ def test_results_are_readable_by_others_under_umask_077(tmp_path):
         synthesize(sy, Run(sy).synth_dir(), _Echo(), RefusalPatternGuard(), progress=False)
     finally: os.umask(old)
     files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    assert {"results.json", "results.csv", "summary.json", "compute.json", "b.jsonl", "synth.jsonl", "synth_stats.json"} <= {p.name for p in files}
+    from thinksafe.run import COMPUTE, RESULTS, SYNTH_STATS
+    written = {p.name for p in files}
+    assert {RESULTS, "results.csv", "summary.json", COMPUTE, "b.jsonl", "synth.jsonl", SYNTH_STATS} <= written
     for p in files: assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044, (p, oct(p.stat().st_mode))
 
 def test_a_report_is_replaced_together_and_stale_temp_files_are_removed(tmp_path, monkeypatch):
