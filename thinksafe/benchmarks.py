@@ -51,6 +51,7 @@ def _gsm8k_reference(answer:str) -> str:
     m = re.search(r"####\s*(.+?)\s*$", str(answer).strip())
     return (m.group(1) if m else str(answer)).replace(",", "").strip()
 
+# %% ../nbs/18_benchmarks.ipynb #9f98c15e
 def _harmbench_prompt(row, src):
     "A HarmBench behaviour, with its context first for contextual behaviours (HarmBench's own format)."
     b = _col(row, "Behavior", "behavior", "prompt", src=src)
@@ -375,6 +376,7 @@ def _user_benchmark(name:str, path, kind, columns, label, answer_type, template)
     answer_type = answer_type or ("math" if kind == "reasoning" else None)
     return Benchmark(bname, kind, None, template=template, answer_type=answer_type), recs, str(src)
 
+# %% ../nbs/18_benchmarks.ipynb #1c512b51
 def _registered_benchmark(name:str, data_dir, path) -> tuple:
     "`(bench, records, source)` of a registered benchmark (HarmBench's attacked prompts: their behaviour's category)."
     bench = get_benchmark(name)
@@ -397,6 +399,7 @@ def _as_sample(r:dict, bench:Benchmark, source:str) -> Sample:
                   kind=bench.kind,
                   reference=ref, answer_type=bench.answer_type, category=None if cat is None else str(cat), meta=meta)
 
+# %% ../nbs/18_benchmarks.ipynb #01768673
 def load_benchmark(name:str, # a registered name (see `BENCHMARKS`) or a path to a user file
                    data_dir=None, # a folder laid out like shared/data (local copies)
                    path=None, # an explicit file for this benchmark (overrides data_dir, the URL and the Hub)
@@ -436,6 +439,7 @@ def normalize_prompt(text:str) -> str:
     "Lower case, punctuation removed, white space collapsed."
     return " ".join(re.sub(r"[^\w\s]", " ", str(text).lower()).split())
 
+# %% ../nbs/18_benchmarks.ipynb #07b2097d
 def word_ngrams(text:str, n:int=8) -> set:
     "The set of word n-grams of the normalised text."
     w = normalize_prompt(text).split()
