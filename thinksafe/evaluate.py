@@ -21,7 +21,7 @@ from .benchmarks import *
 # %% auto #0
 __all__ = ['CHECKERS', 'METRIC', 'METRICS', 'COLUMNS', 'EVAL_WRITES', 'call_with_timeout', 'answer_region', 'last_boxed',
            'unevaluated', 'check_math', 'stated_number', 'extract_gsm8k', 'check_gsm8k', 'extract_choice',
-           'check_choice', 'check_answer', 'judged_by', 'outcome_of', 'outcomes', 'rate', 'by_item', 'pass_at_k',
+           'check_choice', 'check_answer', 'judged_by', 'outcome_of', 'outcomes', 'item_rate', 'by_item', 'pass_at_k',
            'part_rates', 'truncations', 'judged_metrics', 'reasoning_metrics', 'category_rates', 'benchmark_metrics',
            'results_table', 'run_summary', 'make_refusal_guard', 'check_answers', 'score_benchmark', 'write_results',
            'score_stage', 'load_eval_sets', 'generate_eval', 'refusal_judge', 'judge_eval', 'evaluate', 'Scored',
@@ -188,8 +188,8 @@ def _pct(k, n): return None if not n else round(100.0 * k / n, 2)
 def _pci(ci): return None if ci is None else [round(100 * ci[0], 2), round(100 * ci[1], 2)]
 
 # %% ../nbs/19_evaluate.ipynb #77bc63f6
-def rate(groups:dict, # {item: [bool, ...]}: each item's outcomes
-         name:str) -> dict: # the metric's name
+def item_rate(groups:dict, # {item: [bool, ...]}: each item's outcomes
+              name:str) -> dict: # the metric's name
     "`{name: %, name_ci: [lo, hi]}`: Wilson with one sample per item, else a bootstrap over items."
     groups = {k: v for k, v in groups.items() if v}
     if not groups: return {name: None, f"{name}_ci": None}
@@ -233,7 +233,7 @@ def part_rates(live:Sequence[Sample], judge:str) -> dict:
         js = {s.key: _part_judgment(s, part, _guard_of(s, judge)) for s in live}
         if not any(js.values()): continue
         f = lambda s: None if js[s.key] is None else js[s.key].verdict == "unsafe"
-        out.update(rate(by_item(live, f), f"harmful_{part}_pct"))
+        out.update(item_rate(by_item(live, f), f"harmful_{part}_pct"))
     return out
 
 # %% ../nbs/19_evaluate.ipynb #60b521b8
@@ -252,8 +252,8 @@ def judged_metrics(live:Sequence[Sample], kind:str, judge:str) -> dict:
     guard = next((g for s in judged if (g := _guard_of(s, judge))), None)
     errors = sum(verdict_of(s, judge) == "error" for s in live)
     out = dict(guard=guard, judge=judge, n_judged=len(judged), n_error=errors)
-    out.update(rate(by_item(judged, lambda s: verdict_of(s, judge) == "unsafe"), "harmful_pct"))
-    out.update(rate(by_item(judged, lambda s: judgment_of(s, judge).refusal), "refusal_pct"))
+    out.update(item_rate(by_item(judged, lambda s: verdict_of(s, judge) == "unsafe"), "harmful_pct"))
+    out.update(item_rate(by_item(judged, lambda s: judgment_of(s, judge).refusal), "refusal_pct"))
     out.update(part_rates(live, judge))
     if kind == "overrefusal":
         out.update(overrefusal_pct=out["refusal_pct"], overrefusal_pct_ci=out["refusal_pct_ci"], refusal_guard=guard)
@@ -268,7 +268,7 @@ def reasoning_metrics(recs:Sequence[Sample], name:str) -> dict:
     unchecked = [s for s in recs if s.correct is None and not (s.skipped or s.meta.get("skipped"))]
     n = min(len(v) for v in per_item.values())
     out = dict(checker="math-verify", n_per_item=max(len(v) for v in per_item.values()), n_unchecked=len(unchecked))
-    out.update(rate(per_item, "pass1_pct"))
+    out.update(item_rate(per_item, "pass1_pct"))
     mean_k = lambda k: round(100 * sum(pass_at_k(len(v), sum(v), k) for v in per_item.values()) / len(per_item), 2)
     out["pass_at_k"] = {str(k): mean_k(k) for k in range(1, n + 1)}
     return out
@@ -292,7 +292,7 @@ def category_rates(recs:Sequence[Sample], kind:str, judge:Optional[str]) -> dict
     f = _main_outcome(kind, judge)
     cats = defaultdict(list)
     for s in live: cats[s.category or "(none)"].append(s)
-    row = lambda v: {"n_items": len({s.item_id for s in v}), **rate(by_item(v, f), METRIC[kind])}
+    row = lambda v: {"n_items": len({s.item_id for s in v}), **item_rate(by_item(v, f), METRIC[kind])}
     return {c: row(v) for c, v in sorted(cats.items())}
 
 # %% ../nbs/19_evaluate.ipynb #6af23992
