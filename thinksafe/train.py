@@ -50,7 +50,7 @@ def training_samples(data, # a record file, or a list of `Sample`s (or dicts of 
 
 def sft_records(data, # a record file, or a list of `Sample`s (or dicts of their fields)
                 default_label:Optional[str]=None, # label of records without one (STAR-1: 'vanilla_harmful')
-                judge:Optional[str]=None) -> tuple[list[dict], dict]: # whose verdict must be safe (default: `default_judge`)
+                judge:Optional[str]=None) -> tuple[list[dict], dict]: # whose verdict must be safe (default: the first)
     "Normalised `{prompt, response, label}` records and counts of what was dropped and why."
     samples = training_samples(data, default_label)
     judge = judge or default_judge(samples)
@@ -65,8 +65,9 @@ def sft_records(data, # a record file, or a list of `Sample`s (or dicts of their
     return out, stats
 
 # %% ../nbs/12_train.ipynb #ee5260f2
-def tokenize_example(tok, prompt_text:str, completion_text:str, mask_prompt:bool=True, max_length:Optional[int]=None) -> dict:
-    "`input_ids` and `labels` of one pair: the prompt's ids as sampled, then the completion's; prompt labels -100 when masked; cut to `max_length`."
+def tokenize_example(tok, prompt_text:str, completion_text:str, mask_prompt:bool=True,
+                     max_length:Optional[int]=None) -> dict:
+    "`input_ids` and `labels` of a pair: the prompt's ids as sampled, then the completion's (prompt masked: -100)."
     p, c = encode_example(tok, prompt_text, completion_text)
     ids, labels = p + c, ([-100] * len(p) if mask_prompt else list(p)) + c
     if max_length is not None: ids, labels = ids[:max_length], labels[:max_length]
@@ -74,18 +75,19 @@ def tokenize_example(tok, prompt_text:str, completion_text:str, mask_prompt:bool
 
 def sft_dataset(records:list[dict], tok, fmt:str="auto", # think format (see `models.think_format`)
                 kl:bool=False, mask_prompt:bool=True, max_length:Optional[int]=None) -> Dataset:
-    "A pre-tokenized dataset `{input_ids, labels, use_kl}`; examples left without a trained token by `max_length` are dropped."
+    "A pre-tokenized dataset `{input_ids, labels, use_kl}`; examples `max_length` leaves no trained token are dropped."
     rows = []
     for r in records:
         ex = tokenize_example(tok, *format_example(tok, r["prompt"], r["response"], fmt), mask_prompt, max_length)
-        if any(l != -100 for l in ex["labels"][1:]): rows.append({**ex, "use_kl": int(kl and not is_harmful(r["label"]))})
+        if any(l != -100 for l in ex["labels"][1:]):
+            rows.append({**ex, "use_kl": int(kl and not is_harmful(r["label"]))})
     if not rows: raise DataError("no training records left after filtering")
     return Dataset.from_list(rows)
 
 # %% ../nbs/12_train.ipynb #584a11c0
 @dataclass
 class SFTCollator:
-    "Pre-tokenized rows to a batch: one packed row with `position_ids` (padding-free) or right-padded rows; with `use_kl` and each token's example index."
+    "Rows to a batch: one packed row with `position_ids` (padding-free) or padded rows; `use_kl`, tokens' examples."
     pad_token_id: int
     padding_free: bool = True
     def __call__(self, examples:list[dict]) -> dict:
@@ -93,7 +95,8 @@ class SFTCollator:
         out = {"use_kl": torch.tensor([bool(e.get("use_kl", 0)) for e in examples])}
         if self.padding_free:
             cat = lambda xs: torch.tensor([list(itertools.chain.from_iterable(xs))])
-            out.update(input_ids=cat(ids), labels=cat([[-100] + l[1:] for l in labs]), position_ids=cat([range(len(x)) for x in ids]),
+            out.update(input_ids=cat(ids), labels=cat([[-100] + l[1:] for l in labs]),
+                       position_ids=cat([range(len(x)) for x in ids]),
                        example=cat([[k] * len(x) for k, x in enumerate(ids)]))
         else:
             L = max(map(len, ids))
@@ -117,10 +120,13 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 def _packed_sdpa(module, query, key, value, attention_mask, **kw):
     "SDPA per packed example (boundaries `cu_seq_lens_q`); anything else goes to transformers' SDPA."
     cu = kw.pop("cu_seq_lens_q", None)
-    if cu is None or attention_mask is not None or query.shape[0] != 1: return sdpa_attention_forward(module, query, key, value, attention_mask, **kw)
+    if cu is None or attention_mask is not None or query.shape[0] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kw)
     kw.pop("is_causal", None)
     b = cu.tolist()
-    outs = [sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, is_causal=True, **kw)[0] for s, e in zip(b[:-1], b[1:])]
+    part = lambda s, e: sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None,
+                                               is_causal=True, **kw)[0]
+    outs = [part(s, e) for s, e in zip(b[:-1], b[1:])]
     return torch.cat(outs, 1), None
 
 def _packed_mask(*args, attention_mask=None, **kw):
@@ -138,8 +144,10 @@ def seq_bounds(position_ids) -> dict:
 
 @contextlib.contextmanager
 def packed_attention(model, on:bool=True):
-    "Inside: SDPA/eager attention runs per packed example (no work across examples); the model's attention is restored on exit."
-    cfgs = {id(c): c for m in unwrap(model).modules() if (c := getattr(m, "config", None)) is not None and getattr(c, "_attn_implementation", None) in ("sdpa", "eager")}
+    "Inside: SDPA/eager attention runs per packed example (no work across examples); restored on exit."
+    configs = [getattr(m, "config", None) for m in unwrap(model).modules()]
+    cfgs = {id(c): c for c in configs
+            if c is not None and getattr(c, "_attn_implementation", None) in ("sdpa", "eager")}
     old = {k: c._attn_implementation for k, c in cfgs.items()}
     try:
         if on:
@@ -157,7 +165,8 @@ class FastDropout(torch.nn.Module):
     def forward(self, x):
         if not self.training or self.level == 0: return x
         n = x.numel()
-        u = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_().view(torch.int16)[:n].view(x.shape).bitwise_and(0x7FFF)
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        u = words.view(torch.int16)[:n].view(x.shape).bitwise_and(0x7FFF)
         return x * (u >= self.level).to(x.dtype).mul_(1 / (1 - self.level / 32768))
 
 @contextlib.contextmanager
@@ -198,12 +207,14 @@ def _base(model):
     return m.get_base_model() if hasattr(m, "get_base_model") else m
 
 def final_hidden(model, input_ids, attention_mask=None, position_ids=None):
-    "The decoder's last hidden state from a forward through `model` as given (DDP, PEFT), with the LM head on one position only."
+    "The decoder's last hidden state from a forward through `model` as given (DDP, PEFT), the LM head on one position."
     got = {}
     def grab(mod, args, out): got["h"] = out[0] if isinstance(out, tuple) else out.last_hidden_state
     hook = _base(model).get_decoder().register_forward_hook(grab)
-    packed = seq_bounds(position_ids) if attention_mask is None and position_ids is not None and input_ids.shape[0] == 1 else {}
-    try: model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, logits_to_keep=1, **packed)
+    one_row = attention_mask is None and position_ids is not None and input_ids.shape[0] == 1
+    packed = seq_bounds(position_ids) if one_row else {}
+    try: model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+               logits_to_keep=1, **packed)
     finally: hook.remove()
     return got["h"]
 
@@ -321,7 +332,7 @@ class ThinkSafeSFTTrainer(SFTTrainer):
 
 # %% ../nbs/12_train.ipynb #4ee169e1
 def lora_config(tc:TrainConfig):
-    "The PEFT `LoraConfig` of a run (`target_modules: null` = PEFT's default for the architecture, the reference's choice)."
+    "The PEFT `LoraConfig` of a run (`target_modules: null`: PEFT's default for the architecture, as the reference)."
     from peft import LoraConfig
     return LoraConfig(r=tc.lora_r, lora_alpha=tc.lora_alpha, lora_dropout=tc.lora_dropout, bias="none",
                       target_modules=tc.target_modules, task_type="CAUSAL_LM")
@@ -341,7 +352,7 @@ def grad_accum(tc:TrainConfig, world:Optional[int]=None, batch_key:str="effectiv
                           f"train.{batch_key} or the number of processes")
     return total // per
 
-# %% ../nbs/12_train.ipynb #bc3dcdde
+# %% ../nbs/12_train.ipynb #80100af0
 REPORT_PACKAGES = {"trackio": "trackio", "wandb": "wandb", "tensorboard": "tensorboard"}
 
 def report_to(tc:TrainConfig) -> str:
@@ -353,14 +364,15 @@ def report_to(tc:TrainConfig) -> str:
                           f"(pip install {pkg}, or set train.report_to: none)")
     return tc.report_to
 
-# %% ../nbs/12_train.ipynb #0b1bb78a
+# %% ../nbs/12_train.ipynb #415a79d2
 def sft_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None, **overrides) -> ThinkSafeSFTConfig:
     "The trainer configuration of a run: paper defaults from `TrainConfig`, checkpoints under `out_dir/checkpoints`."
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     kw = dict(output_dir=str(Path(out_dir)/"checkpoints"), learning_rate=tc.learning_rate,
         per_device_train_batch_size=tc.per_device_batch_size, gradient_accumulation_steps=grad_accum(tc, world),
-        num_train_epochs=tc.epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.lr_scheduler,
-        max_grad_norm=tc.max_grad_norm, gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False,
+        num_train_epochs=tc.epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio,
+        lr_scheduler_type=tc.lr_scheduler, max_grad_norm=tc.max_grad_norm,
+        gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False,
         use_cpu=device == "cpu", optim="adamw_torch", max_length=tc.max_length, save_steps=tc.save_steps,
         save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed, data_seed=tc.seed, report_to=report_to(tc),
         completion_only_loss=tc.mask_prompt, kl=tc.loss_type == "sft+kl", kl_weight=tc.kl_weight, kl_chunk=tc.kl_chunk,
@@ -375,7 +387,7 @@ def base_params(model) -> int:
     return sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
 
 def training_entry(n:int, tokens:int, wall_s:float, forward_tokens:int=0, prior:Optional[dict]=None, **extra) -> dict:
-    "The 'training' stage: 4N per trained token (LoRA) plus 2N per frozen-forward token; added to a resumed run's `prior`."
+    "The 'training' stage: 4N a trained token (LoRA) plus 2N a frozen-forward token; added to a resumed run's `prior`."
     p = prior or {}
     tokens, forward_tokens = p.get("tokens", 0) + int(tokens), p.get("forward_tokens", 0) + int(forward_tokens)
     e = compute_entry("train_lora", n, tokens, p.get("wall_s", 0) + wall_s, forward_tokens=forward_tokens, **extra)
@@ -386,7 +398,7 @@ def write_run_compute(d, # the training directory
                       training:dict, # the 'training' stage
                       before=None, # a directory (or compute document) whose stages come first: the synthesis's
                       **stages) -> dict:
-    "Write `d`'s compute.json afresh: the stages of `before`, any `stages` given, then 'training'; returns it."
+    "Write `d`'s compute document afresh: the stages of `before`, any `stages` given, then 'training'; returns it."
     return write_compute(d, {**stages, "training": training}, before=before, keep=False)
 
 # %% ../nbs/12_train.ipynb #e3957cb6
@@ -402,7 +414,8 @@ class ComputeCallback(TrainerCallback):
         return training_entry(base_params(t.model), tokens, time.time() - self.t0, forward, prior=self.prior)
     def on_save(self, args, state, control, **kw):
         rec = self.record()
-        if state.is_world_process_zero: write_json(compute_path(Path(args.output_dir)/f"checkpoint-{state.global_step}"), rec)
+        ckpt = Path(args.output_dir)/f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero: write_json(compute_path(ckpt), rec)
 
 def loss_curves(log_history:list[dict]) -> list[dict]:
     "The training log as `[{step, loss, kl?, ce?, learning_rate}]`."
@@ -411,7 +424,8 @@ def loss_curves(log_history:list[dict]) -> list[dict]:
 
 _CURVE_NAMES = {"loss": "loss", "ce": "CE (harmful rows)", "kl": "KL to base (benign rows)", "reward": "mean reward"}
 
-def plot_curves(curves:list[dict], path, title:str="training loss", keys=("loss", "ce", "kl"), ylabel:str="per-token loss") -> list[Path]:
+def plot_curves(curves:list[dict], path, title:str="training loss", keys=("loss", "ce", "kl"),
+                ylabel:str="per-token loss") -> list[Path]:
     "Loss (and KL/CE terms when present) against step, saved as PNG+PDF."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -437,7 +451,7 @@ def training_fingerprint(cfg:RunConfig, data, records:list) -> dict:
             "train": {k: v for k, v in config_to_dict(cfg)["train"].items() if k not in skip}}
 
 def check_training_inputs(out, fingerprint:dict, fresh:bool=False):
-    "Resume only checkpoints of the same inputs: a difference is refused by name (`fresh`: its checkpoints are removed)."
+    "Resume only checkpoints of the same inputs: a difference is refused by name (`fresh`: checkpoints removed)."
     out, p = Path(out), Path(out)/"fingerprint.json"
     if p.exists():
         diff = fingerprint_diff(json.loads(p.read_text(encoding="utf-8")), fingerprint)
@@ -456,7 +470,7 @@ def trained_before(out, fingerprint:dict, train:dict) -> bool:
     return (same(json.loads(files[1].read_text(encoding="utf-8")), fingerprint)
             and same(json.loads(files[2].read_text(encoding="utf-8")).get("train"), train))
 
-# %% ../nbs/12_train.ipynb #c129b2b7
+# %% ../nbs/12_train.ipynb #46c77c79
 def student_copy(cfg:RunConfig, model=None, tokenizer=None) -> tuple:
     "The base model to train: loaded from `cfg.model`, or a copy of the one given (one with an adapter is refused)."
     mc = cfg.model
@@ -477,10 +491,10 @@ def sft_trainer(cfg:RunConfig, out, model, tokenizer, records:list[dict]) -> tup
                                   peft_config=lora_config(tc), train_dataset=ds)
     return trainer, fmt
 
-# %% ../nbs/12_train.ipynb #67d2f097
+# %% ../nbs/12_train.ipynb #58aeed33
 def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' compute stage
              synth_compute, stats:dict, records:list[dict], fmt:str) -> Path:
-    "Write the adapter, curves, compute.json, train_stats.json (and the merged model); returns the adapter directory."
+    "Write the adapter, curves, compute, train_stats.json (and the merged model); returns the adapter directory."
     out, tc, adapter = Path(out), cfg.train, Path(out)/"adapter"
     trainer.model.save_pretrained(adapter)
     curves = loss_curves(trainer.state.log_history)
@@ -496,7 +510,7 @@ def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' comput
         trainer.processing_class.save_pretrained(out/"merged")
     return adapter
 
-# %% ../nbs/12_train.ipynb #66c23207
+# %% ../nbs/12_train.ipynb #d5bd8d2e
 def run_sft(cfg:RunConfig, data=None, # records (`Sample`s) or a record file; default: the run's kept records
             out_dir=None, # default `Run(cfg).train_dir()`
             model=None, tokenizer=None, # an already loaded base model (a copy is trained)
@@ -525,12 +539,12 @@ def run_sft(cfg:RunConfig, data=None, # records (`Sample`s) or a record file; de
     rec |= {"method": tc.loss_type, "steps": trainer.state.global_step, "resumed_from": last}
     return save_sft(trainer, cfg, out, rec, synth_compute, stats, records, fmt)
 
-# %% ../nbs/12_train.ipynb #b6405c70
+# %% ../nbs/12_train.ipynb #24e97d23
 @dataclass
 class Trained:
     "What `Run.train` wrote (or found already trained from the same inputs)."
     adapter: Path        # the LoRA adapter
-    dir: Path            # the training directory: checkpoints, curves, compute.json
+    dir: Path            # the training directory: checkpoints, curves, compute
     method: str          # the method (the directory's name)
     round: int = 0       # the round of iterative ThinkSafe
 
@@ -543,7 +557,7 @@ def training_data(self:Run, round:int=0, data=None):
         raise ConfigError(f"training data {p} not found: run `thinksafe synthesize` first or set train.data")
     return p
 
-# %% ../nbs/12_train.ipynb #f4d8785f
+# %% ../nbs/12_train.ipynb #2c6c3fad
 @patch
 def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name (default: train.loss_type)
           round:int=0, # the round of iterative ThinkSafe
@@ -560,8 +574,8 @@ def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name
     adapter = run_sft(cfg, data, out, model, tokenizer, synth_compute=before, fresh=fresh)
     return Trained(adapter, out, method, round)
 
-# %% ../nbs/12_train.ipynb #62c47409
-@command("train", writes="<out_dir>/train/<method>/: adapter, curves, compute.json; resumes from checkpoints",
+# %% ../nbs/12_train.ipynb #bdc9ef56
+@command("train", writes=f"<out_dir>/train/<method>/: adapter, curves, {COMPUTE}; resumes from checkpoints",
          flags=("model", "out_dir"))
 def train_run(run:Run,
               data:Optional[str]=None, # training file (default: the run's kept records, synth.out)
@@ -571,11 +585,12 @@ def train_run(run:Run,
     "LoRA SFT on the kept records (ThinkSafe; --kl: ThinkSafe+KL)."
     return run.train("sft+kl" if kl else None, round=round, data=data, fresh=fresh)
 
-# %% ../nbs/12_train.ipynb #0c57e3a9
+# %% ../nbs/12_train.ipynb #18991429
 def round_row(round:int, sel, kept:list, recs:list, trained:Trained) -> dict:
     "A round's row: records (new), harmful records, acceptance with its interval per condition, compute, adapter."
     conds = sel.stats["conditions"]
-    return {"round": round, "records": len(recs), "new_records": len(kept), "harmful_records": sum(s.harmful for s in recs),
+    return {"round": round, "records": len(recs), "new_records": len(kept),
+            "harmful_records": sum(s.harmful for s in recs),
             "alpha": {c: v["harmful"].get("alpha_pooled") for c, v in conds.items()},
             "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in conds.items()},
             "compute": read_compute(trained.dir), "adapter": str(trained.adapter), "dir": str(sel.dir)}
@@ -585,7 +600,7 @@ def rates(outcomes:dict) -> dict:
     return {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]}
             for b, o in outcomes.items() if o}
 
-# %% ../nbs/12_train.ipynb #4bfaabc1
+# %% ../nbs/12_train.ipynb #ff515839
 @patch
 def evaluate_round(self:Run, adapter, # a round's adapter
                    eval_sets:dict, # {name: items}
@@ -599,7 +614,7 @@ def evaluate_round(self:Run, adapter, # a round's adapter
     outcomes = {b: item_outcomes(out, b) for b in eval_sets}
     return {"outcomes": outcomes, "rates": rates(outcomes)}
 
-# %% ../nbs/12_train.ipynb #4c8998d3
+# %% ../nbs/12_train.ipynb #22fa08e9
 @patch
 def rounds(self:Run, eval_sets:Optional[dict]=None, # {name: items} evaluated after each round (thinksafe.evaluate)
            rounds:Optional[int]=None, # default synth.rounds
@@ -631,7 +646,8 @@ def rounds(self:Run, eval_sets:Optional[dict]=None, # {name: items} evaluated af
 # %% ../nbs/12_train.ipynb #847005f2
 def _scored_batches(model, tok, records, fmt, batch_size):
     for i in range(0, len(records), batch_size):
-        ex = [tokenize_example(tok, *format_example(tok, r["prompt"], r["response"], fmt)) for r in records[i:i + batch_size]]
+        ex = [tokenize_example(tok, *format_example(tok, r["prompt"], r["response"], fmt))
+              for r in records[i:i + batch_size]]
         yield len(ex), {k: v.to(model.device) for k, v in collate(ex, tok.pad_token_id).items()}
 
 def response_kl(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4, kl_chunk:int=512) -> dict:
@@ -640,7 +656,8 @@ def response_kl(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4
     tot, n = 0.0, 0
     for k, b in _scored_batches(model, tok, records, fmt, batch_size):
         with torch.no_grad():
-            r = response_losses(model, b["input_ids"], b["labels"], b["attention_mask"], use_kl=torch.ones(k, dtype=torch.bool), kl_chunk=kl_chunk)
+            r = response_losses(model, b["input_ids"], b["labels"], b["attention_mask"],
+                                use_kl=torch.ones(k, dtype=torch.bool), kl_chunk=kl_chunk)
         tot += r["kl_sum"]
         n += r["n_kl"]
     return {"kl": tot / max(n, 1), "tokens": n, "records": len(records)}
