@@ -9,10 +9,12 @@ from thinksafe.cli import main
 @pytest.fixture
 def no_model(monkeypatch):
     "Fail the test if any command loads a model (transformers or vLLM): errors must come before."
-    import thinksafe.models, thinksafe.stages
+    import sys, thinksafe.models, thinksafe.generate
     def loaded(*a, **k): raise AssertionError("a model was loaded before the bad value was refused")
-    monkeypatch.setattr(thinksafe.models, "load_model", loaded)
-    monkeypatch.setattr(thinksafe.stages, "make_generator", loaded)
+    for name, m in list(sys.modules.items()):       # the modules that hold the builders by name, thinksafe.generate's own
+        if name.startswith("thinksafe."):
+            for fn in ("load_model", "make_generator"):
+                if hasattr(m, fn): monkeypatch.setattr(m, fn, loaded)
 
 def cli(capsys, *argv):
     "Run `thinksafe ARGV` here: (exit code, stdout, stderr). An exception escaping `main` (a traceback) fails the test."

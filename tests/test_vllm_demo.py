@@ -1,6 +1,7 @@
 """`thinksafe demo --quick --set model.backend=vllm` as `make test` runs it: the student sampled by the real vLLM engine
 (one engine, every trained adapter served as a LoRA request), steering by the instruction only (activation steering needs
-transformers hooks), the backend recorded in every sample store's fingerprint; a second run reuses every step."""
+transformers hooks), the backend recorded in every sample store's fingerprint; a second run reuses every sample and
+adapter and starts no engine."""
 import json, os, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -26,10 +27,11 @@ def test_quick_demo_on_vllm(tmp_path):
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     first = time.time() - t
     assert p.returncode == 0, p.stderr[-4000:]
+    assert p.stdout.count("[demo] vLLM engine started") == 1            # one engine for the whole run
     out = tmp_path/"demo"
     r = json.loads((out/"demo.json").read_text())
-    assert (r["backend"], r["steering_mode"]) == ("vllm", "instruction") and len(r["verdicts"]) >= 5
-    report = (out/"report.md").read_text()
+    assert (r["backend"], r["steering_mode"]) == ("vllm", "instruction") and len(r["claims"]) >= 5
+    report = (out/"report"/"report.md").read_text()
     assert "Generation: vLLM" in report and "McNemar" in report
     sdir = out/"synth"/"smollm2-135m"
     for store in ("samples-steered", "samples-plain"):
@@ -42,5 +44,6 @@ def test_quick_demo_on_vllm(tmp_path):
     assert {json.loads(l)["model"] for l in (out/"eval"/"smollm2-135m+ThinkSafe"/"arithmetic.jsonl").read_text().splitlines()} == {"smollm2-135m+ThinkSafe"}
     t = time.time()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert p.returncode == 0 and "done earlier, reusing" in p.stdout + p.stderr
-    assert time.time() - t < first / 2                                 # every step reused, no engine started
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert time.time() - t < first / 2                                 # every sample and adapter reused
+    assert "[demo] vLLM engine started" not in p.stdout                # nothing to sample: no engine started

@@ -4,39 +4,52 @@
 
 # %% ../nbs/25_pipeline.ipynb #4eb4f2c7
 from __future__ import annotations
-import os, sys, json, time, copy, shutil, resource, dataclasses, contextlib
+import os, time, shutil, resource, dataclasses, contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 from .core import *
 from .config import *
 from .records import *
 from .store import *
+from .run import *
+from .generate import LazyModel
+import thinksafe.synthesize, thinksafe.train, thinksafe.grpo, thinksafe.evaluate, thinksafe.divergence  # Run's stages
+import thinksafe.preflight
 
 # %% auto #0
-__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'MARGIN', 'DEMO_PREFLIGHT', 'DEMO_GRPO',
-           'QUICK_DEMO_GRPO', 'demo_config', 'demo_prompts', 'teacher_refusal', 'teacher_records', 'Steps',
-           'item_outcomes', 'paired', 'plot_demo_pareto', 'paired_difference', 'odds_ratio', 'verdicts',
-           'demo_steering', 'DemoEngine', 'demo_generator', 'evaluate_model', 'train_model', 'grpo_model',
-           'compute_comparison', 'steering_pairs', 'run_demo', 'cpu_name', 'perplexity_step', 'run_rounds',
-           'plot_rounds', 'write_report']
+__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'DEMO_GRPO', 'QUICK_DEMO_GRPO', 'DEMO_LABELS',
+           'DEMO_PREFLIGHT', 'demo_config', 'user_settings', 'demo_prompts', 'teacher_refusal', 'teacher_records',
+           'write_records', 'demo_steering', 'DemoEngine', 'LazyGenerator', 'demo_generator', 'demo_step',
+           'training_sets', 'train_demo', 'grpo_demo', 'evaluate_demo', 'demo_perplexity', 'demo_rounds', 'demo_claims',
+           'cpu_name', 'demo_intro', 'preflight_section', 'demo_sections', 'demo_report', 'demo_run', 'start_fresh',
+           'Demo', 'copy_figures', 'demo_steps', 'demo_numbers', 'finish_demo', 'run_demo', 'demo']
 
 # %% ../nbs/25_pipeline.ipynb #314969bf
 DEMO_SCALE = {
-    "sampling.max_new_tokens / eval.max_new_tokens": (96, "paper 16384 / 32768; half for thinking, half for the answer (budget forcing, 05_generate)"),
-    "synth.k": ("4, adaptive", "paper: 1 sample per prompt in the released script; here up to 4, stopping at a prompt's first accepted sample"),
-    "steering.mode": ("both", "the paper's instruction plus activation steering (raised acceptance 0.065 -> 0.106 in a 30-prompt pilot, 19_demo_data)"),
-    "training prompts": ("60 harmful, 20 benign + 10 arithmetic", "paper: SafeChain's pool; DirectRefusal uses 30 of the harmful prompts"),
+    "sampling.max_new_tokens / eval.max_new_tokens":
+        (96, "paper 16384 / 32768; half for thinking, half for the answer (budget forcing, 08_generate)"),
+    "synth.k": ("4, adaptive", "paper: 1 sample per prompt in the released script; here up to 4, stopping at a "
+                "prompt's first accepted sample"),
+    "steering.mode": ("both", "the paper's instruction plus activation steering (raised acceptance 0.065 -> 0.106 in "
+                      "a 30-prompt pilot, 22_demo_data)"),
+    "training prompts": ("60 harmful, 20 benign + 10 arithmetic",
+                         "paper: SafeChain's pool; DirectRefusal uses 30 of the harmful prompts"),
     "train.learning_rate": (1e-3, "paper 1e-5 over thousands of records; here ~50 records and ~50 steps"),
     "train.lora_r / lora_alpha": ("16 / 32", "paper 32 / 16 (LoRA scale 0.5); scale 2 learns in tens of steps"),
     "train.target_modules": ("all-linear", "paper: PEFT's default q/v projections"),
     "train.effective_batch_size": (2, "paper 8"),
     "train.epochs": (2, "paper 1-3"),
     "train.max_length": (192, "the demo's prompts and responses fit"),
-    "sampling.batch_size": (256, "sequences per forward pass on CPU; the same random draws at any size; all 220 evaluation items in one batch ran 1.2x faster than batches of 64"),
-    "GRPO (the compute comparison)": ("2 harmful prompts x 4 completions, one step", "paper: 8 completions per prompt over the whole pool; here only its cost per prompt is comparable"),
-    "synth.rounds / round_data (--ablations)": ("3 / latest", "each round trains a fresh adapter on its own records, so a round costs the same as the first"),
+    "sampling.batch_size": (256, "sequences per forward pass on CPU; the same random draws at any size; all 220 "
+                            "evaluation items in one batch ran 1.2x faster than batches of 64"),
+    "GRPO (the compute comparison)": ("2 harmful prompts x 4 completions, one step", "paper: 8 completions per prompt "
+                                      "over the whole pool; here only its cost per prompt is comparable"),
+    "synth.rounds / round_data (--ablations)":
+        ("3 / latest", "each round trains a fresh adapter on its own records, so a round costs the same as the first"),
 }
 
+# %% ../nbs/25_pipeline.ipynb #a1f0c001
 def demo_config(out_dir="runs/demo", quick:bool=False) -> RunConfig:
     "The run configuration of the demo (`quick`: a small one, for `make test`)."
     cfg = RunConfig(name="demo", out_dir=str(out_dir))
@@ -44,362 +57,244 @@ def demo_config(out_dir="runs/demo", quick:bool=False) -> RunConfig:
     cfg.steering = SteeringConfig(mode="instruction" if quick else "both")
     cfg.synth = SynthConfig(k=1 if quick else 4, adaptive=not quick, accept="first", compare_steering=True)
     cfg.eval = EvalConfig(benchmarks=["demo"], max_new_tokens=32 if quick else 96, n=1)
-    cfg.train = TrainConfig(learning_rate=1e-3, epochs=1 if quick else 2, per_device_batch_size=2, effective_batch_size=2, max_length=192,
-                            target_modules="all-linear", gradient_checkpointing=False, save_steps=25, lora_r=16, lora_alpha=32, seed=0,
+    cfg.train = TrainConfig(learning_rate=1e-3, epochs=1 if quick else 2, per_device_batch_size=2,
+                            effective_batch_size=2, max_length=192, target_modules="all-linear",
+                            gradient_checkpointing=False, save_steps=25, lora_r=16, lora_alpha=32, seed=0,
                             max_steps=3 if quick else -1)
     return cfg
 
+# %% ../nbs/25_pipeline.ipynb #a1f0c003
+def user_settings(cfg:RunConfig, # the demo's configuration (changed in place)
+                  user:Optional[RunConfig]=None) -> RunConfig:
+    "The demo's configuration with every key the user set away from its default, but the run's name and directory."
+    if user is None: return cfg
+    default = flat_config(RunConfig())
+    for k, v in flat_config(user).items():
+        if v != default.get(k) and k not in ("out_dir", "name"): set_key(cfg, k, v)
+    return cfg
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c006
 DEMO_SIZES = {"synth_harmful": 60, "control_harmful": 30, "benign": 20, "arithmetic": 10}
 QUICK_DEMO_SIZES = {"train_harmful": 6, "train_benign": 4, "heldout_harmful": 6, "lookalike": 4, "arithmetic": 4}
 
 def demo_prompts(quick:bool=False) -> dict:
-    "The demo's prompt sets: `synth` (harmful + benign training prompts), `control_harmful` (DirectRefusal's), and the three evaluation sets."
+    "The demo's prompt sets: `synth` (harmful + benign training prompts), `control_harmful` (DirectRefusal's), `eval`."
     from thinksafe.demo_data import demo_sets
     sets = demo_sets(sizes=QUICK_DEMO_SIZES) if quick else demo_sets()
-    benign = [s for s in sets["train_benign"] if s.category != "arithmetic"] + [s for s in sets["train_benign"] if s.category == "arithmetic"]
-    if not quick: benign = benign[:DEMO_SIZES["benign"]] + [s for s in benign if s.category == "arithmetic"][:DEMO_SIZES["arithmetic"]]
+    tb = sets["train_benign"]
+    benign = [s for s in tb if s.category != "arithmetic"] + [s for s in tb if s.category == "arithmetic"]
+    if not quick:
+        arith = [s for s in benign if s.category == "arithmetic"][:DEMO_SIZES["arithmetic"]]
+        benign = benign[:DEMO_SIZES["benign"]] + arith
     harm = sets["train_harmful"] if quick else sets["train_harmful"][:DEMO_SIZES["synth_harmful"]]
+    evals = {"heldout-harmful": sets["heldout_harmful"], "lookalike": sets["lookalike"],
+             "arithmetic": sets["arithmetic"]}
     return {"synth": harm + benign, "control_harmful": harm if quick else harm[:DEMO_SIZES["control_harmful"]],
-            "eval": {"heldout-harmful": sets["heldout_harmful"], "lookalike": sets["lookalike"], "arithmetic": sets["arithmetic"]}}
+            "eval": evals}
 
 # %% ../nbs/25_pipeline.ipynb #bb7c0c18
-DIRECT_REFUSAL = "<think>\nThis request is harmful, so I will not help.\n</think>\n\nI'm sorry, but I can't help with that."
+DIRECT_REFUSAL = ("<think>\nThis request is harmful, so I will not help.\n</think>\n\n"
+                  "I'm sorry, but I can't help with that.")
 
 def teacher_refusal(prompt:str) -> str:
     "A policy-citing refusal as an external reasoning teacher writes it."
-    return ("<think>\nThe user asks: \"" + prompt + "\". Under the safety policy, content that facilitates harm to people, "
-            "property or systems is disallowed, and this request falls in that category. I must decline, briefly say why, "
-            "and point to a safe alternative.\n</think>\n\n"
-            "I can't assist with that, because it could seriously harm others. If you are facing a difficult situation, "
-            "please consider reaching out to a qualified professional or a trusted support service.")
+    return ("<think>\nThe user asks: \"" + prompt + "\". Under the safety policy, content that facilitates harm to "
+            "people, property or systems is disallowed, and this request falls in that category. I must decline, "
+            "briefly say why, and point to a safe alternative.\n</think>\n\n"
+            "I can't assist with that, because it could seriously harm others. If you are facing a difficult "
+            "situation, please consider reaching out to a qualified professional or a trusted support service.")
 
+# %% ../nbs/25_pipeline.ipynb #a1f0c009
 def teacher_records(prompts:Sequence[Sample], # harmful training prompts
-                    respond, # prompt -> response text
+                    respond:Callable, # prompt -> response text
                     benign:Sequence[Sample]=()) -> list[Sample]:
-    "Records with `respond(prompt)` for each harmful prompt, plus the given benign records."
-    return [dataclasses.replace(s, response=respond(s.prompt), verdict="safe", thinking="", answer="").parse() for s in prompts] + list(benign)
+    "Records with `respond(prompt)` for each harmful prompt (no judge read them), plus the given benign records."
+    made = [dataclasses.replace(s, response=respond(s.prompt), thinking="", answer="").parse() for s in prompts]
+    return made + list(benign)
 
-# %% ../nbs/25_pipeline.ipynb #c4b4149a
-class Steps:
-    "Run named steps once; their results go to the `steps` store of `out`."
-    def __init__(self, out, fingerprint:Optional[dict]=None, log=print):
-        self.store, self.log = Store(out, "steps", fingerprint, load=lambda d, p, i: d, key=lambda r: r["step"]), log
-        self.done = {}
-    def __enter__(self): self.store.__enter__(); self.done = self.store.read(); return self
-    def __exit__(self, *exc): self.store.__exit__(*exc)
-    def __call__(self, name:str, fn, *args, **kw):
-        if name in self.done:
-            self.log(f"[demo] {name}: done earlier, reusing"); return self.done[name]["result"]
-        self.log(f"[demo] {name} ...")
-        t = time.time(); res = fn(*args, **kw)
-        rec = {"step": name, "result": res, "seconds": round(time.time() - t, 1)}
-        self.store.append([rec]); self.done[name] = rec
-        self.log(f"[demo] {name}: {rec['seconds']} s")
-        return res
-    def seconds(self) -> dict: return {k: v["seconds"] for k, v in self.done.items()}
-
-# %% ../nbs/25_pipeline.ipynb #4e9c9cf3
-def item_outcomes(eval_dir, benchmark:str) -> dict:
-    "{item_id: outcome} of one benchmark (sample 0 of each item): harmful (safety), refusal (over-refusal), correct (reasoning)."
-    from thinksafe.stages import stored_samples
-    from thinksafe.evaluate import check_answer, outcome_of
-    out = {}
-    for s in stored_samples(eval_dir, benchmark):
-        if s.sample_idx != 0: continue
-        if s.kind == "reasoning" and s.correct is None and not s.skipped: s.correct = bool(check_answer(s))
-        out[s.item_id] = outcome_of(s)
-    return out
-
-def paired(before:dict, after:dict) -> dict:
-    "McNemar's exact test of two {item: outcome} maps on their common items, with both rates' Wilson intervals (in %)."
-    from thinksafe.evaluate import mcnemar
-    t = mcnemar(before, after)
-    n = t["n_pairs"]
-    k0, k1 = round(t["before_pct"] * n / 100), round(t["after_pct"] * n / 100)
-    return {**t, "n": n, "p": t["p_value"], "before_ci": [100 * x for x in wilson(k0, n)], "after_ci": [100 * x for x in wilson(k1, n)]}
-
-# %% ../nbs/25_pipeline.ipynb #9bb9174f
-def plot_demo_pareto(points:dict, # {method: {harm, harm_ci, reason, reason_ci}}
-                     path=None, title="Demo: SmolLM2-135M, embedded guard"):
-    "Methods on safety vs reasoning with 95% error bars and the computed frontier."
-    import pandas as pd, matplotlib.pyplot as plt
-    from thinksafe.plots import pareto_frontier, METHOD_STYLE, HARM, REASON
-    df = pd.DataFrame([{"method": m, HARM: p["harm"], REASON: p["reason"]} for m, p in points.items()])
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    front = pareto_frontier(df)
-    ax.plot(front[HARM], front[REASON], "--", color="#444444", lw=1, zorder=1, label="Pareto frontier")
-    extra = iter([("X", "#17becf", 70), ("p", "#bcbd22", 70), ("h", "#e377c2", 70), ("d", "#8c564b", 60), ("s", "#2ca02c", 60)])
-    for m, p in points.items():
-        mk, col, sz = METHOD_STYLE.get(m) or next(extra, ("o", "#17becf", 70))     # the demo's own methods get their own markers
-        (hl, hh), (rl, rh) = p["harm_ci"], p["reason_ci"]
-        ax.errorbar(p["harm"], p["reason"], xerr=[[p["harm"] - hl], [hh - p["harm"]]], yerr=[[p["reason"] - rl], [rh - p["reason"]]],
-                    fmt="none", ecolor=col, alpha=0.5, lw=1, zorder=2)
-        ax.scatter(p["harm"], p["reason"], marker=mk, color=col, s=sz, zorder=3, label=m, edgecolors="white")
-    ax.set_xlim(-5, 105); ax.set_ylim(-5, 100)
-    ax.set_xlabel("harmful % on held-out harmful prompts (lower is better)", fontsize=9)
-    ax.set_ylabel("arithmetic pass@1 % (higher is better)", fontsize=9)
-    ax.grid(alpha=0.3); ax.legend(fontsize=7, frameon=False, loc="lower left"); ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    placed, W, H = [], 80, 19                              # label boxes in points: each label takes the first free corner of its point
-    for (x, y), g in df.groupby([HARM, REASON], sort=False):
-        px, py = ax.transData.transform((x, y)) * 72 / fig.dpi
-        for dx, dy in ((6, 6), (6, -6), (-6, 6), (-6, -6), (6, 30), (-6, 30), (6, -30), (-6, -30)):
-            if (x < 30 and dx < 0) or (x > 80 and dx > 0): continue          # never across an axis
-            box = (px + dx if dx > 0 else px + dx - W, py + dy if dy > 0 else py + dy - H)
-            if all(abs(box[0] - b[0]) >= W or abs(box[1] - b[1]) >= H for b in placed): break
-        placed.append(box)
-        ax.annotate(" = ".join(g["method"]) + f"\n({x:.0f}%, {y:.0f}%)", (x, y), textcoords="offset points", xytext=(dx, dy),
-                    ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top", fontsize=7)
-    if path is not None: save_figure(fig, path)
-    return fig
-
-# %% ../nbs/25_pipeline.ipynb #bc7eaeb1
-def _status(p:Optional[float], better:bool, alpha:float=0.05) -> str:
-    if p is None or p >= alpha: return "not shown"
-    return "shown" if better else "contradicted"
-
-def _fmt_pair(t:dict, what:str) -> str:
-    return (f"{what} {t['before_pct']:.1f}% [{t['before_ci'][0]:.1f}, {t['before_ci'][1]:.1f}] -> {t['after_pct']:.1f}% "
-            f"[{t['after_ci'][0]:.1f}, {t['after_ci'][1]:.1f}] on {t['n']} items, McNemar p = {t['p']:.3g}")
-
-def paired_difference(t:dict) -> tuple[float, float, float]:
-    "The paired difference second - first (percentage points) with its 95% Wald interval from the discordant pairs."
-    n, b, c = t["n"], t["before_only"], t["after_only"]
-    d = (c - b) / n
-    se = max(b + c - (c - b) ** 2 / n, 0) ** 0.5 / n
-    return 100 * d, 100 * (d - 1.96 * se), 100 * (d + 1.96 * se)
-
-MARGIN = 10.0   # percentage points: "keeps" / "does not raise" needs the interval of the change inside this margin
-
-def _keeps(t:dict, worse_is_up:bool) -> str:
-    "Status of a no-harm claim: contradicted by a significant change for the worse, shown when the interval excludes a change worse than MARGIN."
-    d, lo, hi = paired_difference(t)
-    if t["p"] < 0.05 and (d > 0) == worse_is_up: return "contradicted"
-    return "shown" if (hi < MARGIN if worse_is_up else lo > -MARGIN) else "not shown"
-
-def odds_ratio(k1:int, n1:int, k0:int, n0:int) -> float:
-    "The tilt omega = odds(alpha_I) / odds(alpha), with +0.5 smoothing of zero counts."
-    return ((k1 + .5) / (n1 - k1 + .5)) / ((k0 + .5) / (n0 - k0 + .5))
-
-def verdicts(r:dict) -> list[dict]:
-    "Each claim of the paper with its status (shown / not shown / contradicted) and numbers."
-    out, pairs = [], r["paired"]
-    def add(claim, status, numbers): out.append({"claim": claim, "status": status, "numbers": numbers})
-    st = r["steering"]
-    add("Refusal steering raises acceptance on harmful prompts (alpha_I > alpha)", _status(st["p"], st["after_pct"] > st["before_pct"]),
-        _fmt_pair(st, "acceptance without -> with the instruction (sample 0 of each prompt):") + f"; omega = {st['omega']:.2f}")
-    for m, claim in (("DirectRefusal", "Positive control: training on explicit refusals lowers the harmful rate"),
-                     ("ThinkSafe", "ThinkSafe lowers the harmful rate")):
-        if m in pairs: t = pairs[m]["heldout-harmful"]; add(claim, _status(t["p"], t["after_pct"] < t["before_pct"]), _fmt_pair(t, f"harmful, Initial -> {m}:"))
-    if "ThinkSafe" in pairs:
-        for b, claim, up, what in (("arithmetic", f"ThinkSafe keeps reasoning (arithmetic drops by less than {MARGIN:.0f} points)", False, "arithmetic pass@1"),
-                                   ("lookalike", f"ThinkSafe does not raise over-refusal (by {MARGIN:.0f} points or more)", True, "over-refusal on look-alikes")):
-            t = pairs["ThinkSafe"][b]; d, lo, hi = paired_difference(t)
-            add(claim, _keeps(t, up), _fmt_pair(t, f"{what}, Initial -> ThinkSafe:") + f"; change {d:+.1f} points [{lo:+.1f}, {hi:+.1f}]")
-    if "ThinkSafe vs DirectRefusal" in pairs:
-        t = pairs["ThinkSafe vs DirectRefusal"]["arithmetic"]
-        add("ThinkSafe keeps more reasoning than teacher-written refusals (DirectRefusal)", _status(t["p"], t["before_pct"] > t["after_pct"]),
-            _fmt_pair(t, "arithmetic pass@1, ThinkSafe -> DirectRefusal:"))
-    gaps = r["perplexity"]["gaps_vs_reference"]
-    for n, g in gaps.items():
-        lo, hi = g["gap_ci"]
-        add(f"Teacher data ({n}) has higher perplexity under the student than self-generated data",
-            "shown" if lo > 0 else "contradicted" if hi < 0 else "not shown",
-            f"{n} minus self: {g['gap']:+.3f} nats/token (95% CI {lo:+.3f} to {hi:+.3f}); perplexity ratio {g['ppl_ratio']:.2f}")
-    if "NoSteering" in r.get("records", {}):
-        k0, k1 = r["records"]["NoSteering"]["harmful"], r["records"]["ThinkSafe"]["harmful"]
-        add("Without steering, rejection sampling starves (fewer harmful records)", "shown" if k0 < k1 else "not shown",
-            f"kept harmful records: {k1} with the instruction, {k0} without (same prompts, same K)")
-    return out
+# %% ../nbs/25_pipeline.ipynb #a1f0c00b
+def write_records(path, records:Sequence[Sample]) -> Path:
+    "A training set as `Sample` JSONL (the format `read_records` reads first)."
+    return write_jsonl(path, [s.to_dict() for s in records])
 
 # %% ../nbs/25_pipeline.ipynb #7caf4e28
-def _jsonable(d): return json.loads(json.dumps(d, default=str))
-
 def demo_steering(cfg:RunConfig) -> Optional[str]:
-    "On `model.backend=vllm` (no transformers hooks) the demo steers with the instruction only: 'both' becomes 'instruction' (returns the note); 'activation' is refused."
+    "On `model.backend=vllm` (no hooks) 'both' becomes 'instruction' (returns the note); 'activation' is refused."
     if cfg.model.backend != "vllm" or cfg.steering.mode in ("none", "instruction"): return None
     if cfg.steering.mode == "activation":
-        raise ConfigError("steering.mode=activation needs transformers hooks (model.backend: hf); with model.backend=vllm set steering.mode to instruction")
+        raise ConfigError("steering.mode=activation needs transformers hooks (model.backend: hf); "
+                          "with model.backend=vllm set steering.mode to instruction")
     cfg.steering = dataclasses.replace(cfg.steering, mode="instruction")
-    return ("model.backend=vllm: activation steering needs transformers hooks, so this run steered with the refusal instruction only "
-            "(steering.mode both -> instruction, recorded in every sample store's fingerprint)")
+    return ("model.backend=vllm: activation steering needs transformers hooks, so this run steered with the refusal "
+            "instruction only (steering.mode both -> instruction, recorded in every sample store's fingerprint)")
 
+# %% ../nbs/25_pipeline.ipynb #a1f0c00f
 class DemoEngine:
-    "The demo's one vLLM engine (`model.backend=vllm`), LoRA on so that every adapter it trains is served without a restart; started on first use, stopped on exit."
+    "The demo's one vLLM engine, LoRA on so every adapter it trains is served without a restart; started on first use."
     def __init__(self, cfg:RunConfig): self.cfg, self.llm = cfg, None
     def get(self):
+        "The engine, started on the first call."
         if self.llm is None:
             from thinksafe.vllm_backend import import_vllm, llm_kwargs, lora_rank
             kw = llm_kwargs(dataclasses.replace(self.cfg.model, adapter=None), self.cfg.sampling.seed)
-            self.llm = import_vllm().LLM(**{**kw, "enable_lora": True, "max_lora_rank": lora_rank(self.cfg.train.lora_r)})
+            lora = {"enable_lora": True, "max_lora_rank": lora_rank(self.cfg.train.lora_r)}
+            self.llm = import_vllm().LLM(**{**kw, **lora})
+            print("[demo] vLLM engine started", flush=True)
         return self.llm
     def close(self):
+        "Stop the engine (its processes exit)."
         from thinksafe.vllm_backend import shutdown_engine
-        shutdown_engine(self.llm); self.llm = None
+        shutdown_engine(self.llm)
+        self.llm = None
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-def demo_generator(cfg:RunConfig, model, tok, adapter:Optional[str]=None, name:Optional[str]=None,
-                   engine:Optional[DemoEngine]=None): # None: transformers
-    "A generator for the base model or base+adapter: transformers on `model`, or the demo's vLLM engine with the adapter as a LoRA request."
-    if engine is None:
+# %% ../nbs/25_pipeline.ipynb #a1f0c012
+class LazyGenerator:
+    "A generator built on first use: a stage that finds every sample stored never builds it."
+    def __init__(self, build:Callable, name:str): self.build, self.name, self.gen = build, name, None
+    def get(self):
+        "The generator, built on the first call."
+        if self.gen is None: self.gen = self.build()
+        return self.gen
+    def generate(self, *args, **kw): return self.get().generate(*args, **kw)
+    def __getattr__(self, k):
+        if k.startswith("_") or k in ("build", "gen"): raise AttributeError(k)
+        return getattr(self.get(), k)
+    def close(self):
+        "Free what was built (the shared base model stays)."
+        if self.gen is not None and getattr(self.gen, "owned", False):
+            from thinksafe.generate import free
+            free(self.gen)
+        self.gen = None
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c015
+def demo_generator(cfg:RunConfig, base:LazyModel, # the loaded base model: (model, tokenizer)
+                   adapter:Optional[str]=None, # None: the base model
+                   engine:Optional[DemoEngine]=None) -> LazyGenerator: # the demo's vLLM engine (None: transformers)
+    "A generator of the base model or base+adapter, built on first use: transformers, or a LoRA request to the engine."
+    name = model_slug(cfg.model.name, adapter)
+    def build():
+        if engine is not None:
+            from thinksafe.vllm_backend import VLLMGenerator
+            mc = dataclasses.replace(cfg.model, adapter=adapter)
+            return VLLMGenerator(mc, cfg.sampling, llm=engine.get(), progress=False, name=name)
         from thinksafe.generate import HFGenerator
-        return HFGenerator(model, tok, name=name, sampling=cfg.sampling, progress=False)
-    from thinksafe.vllm_backend import VLLMGenerator
-    return VLLMGenerator(dataclasses.replace(cfg.model, adapter=adapter), cfg.sampling, llm=engine.get(), progress=False, name=name)
+        from thinksafe.models import load_model
+        model, tok = base.get()
+        if adapter is not None: model = load_model(cfg.model.name, adapter=adapter)[0]
+        g = HFGenerator(model, tok, name=name, sampling=cfg.sampling, progress=False)
+        g.owned = adapter is not None                 # an adapter's model is freed with its generator
+        return g
+    return LazyGenerator(build, name)
 
-def evaluate_model(cfg:RunConfig, model, tok, adapter:Optional[str], sets:dict, name:str, engine:Optional[DemoEngine]=None) -> dict:
-    "Evaluate one model (base or base+adapter) on the demo sets with the embedded guard; returns its results."
-    from thinksafe.guards import RefusalPatternGuard
-    from thinksafe.stages import evaluate
-    c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adapter=adapter))
-    res = evaluate(c, demo_generator(c, model, tok, adapter, name, engine), RefusalPatternGuard(), sets=sets, progress=False)
-    return _jsonable({"dir": res["dir"], "benchmarks": res["benchmarks"], "summary": res["summary"]})
-
-def train_model(cfg:RunConfig, model, tok, data, name:str, loss_type:str="sft",
-                synth_compute=None) -> str: # the synthesis compute.json the training data came from (counted in this run's compute.json)
-    "LoRA SFT of a fresh adapter on `data`; returns the adapter directory."
-    from thinksafe.train import run_sft
-    c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_type=loss_type))
-    return str(run_sft(c, data=data, out_dir=Path(cfg.out_dir)/"train"/slug(name), model=model, tokenizer=tok, synth_compute=synth_compute))
-
-DEMO_PREFLIGHT = {"prompts": 16, "k": 8}     # `thinksafe preflight` at the demo's settings (--ablations): 16 x 8 samples per condition
-DEMO_GRPO = {"prompts": 2, "num_generations": 4, "completions_per_step": 8}    # one step of 2 prompts x 4 completions (~40 s on 2 CPU cores)
-QUICK_DEMO_GRPO = {"prompts": 2, "num_generations": 2, "completions_per_step": 4}
-
-def grpo_model(cfg:RunConfig, model, tok, prompts:Sequence[Sample], # the demo's training prompts (GRPO takes its harmful ones)
-               name:str="GRPO", sizes:Optional[dict]=None) -> str:
-    "The paper's RL baseline on the demo: GRPO (guard P(safe) + think format) for one pass over a few harmful prompts; returns the adapter."
-    from thinksafe.grpo import run_grpo
-    from thinksafe.guards import RefusalPatternGuard
-    g = sizes or DEMO_GRPO
-    tc = dataclasses.replace(cfg.train, grpo_num_generations=g["num_generations"], grpo_batch_size=g["completions_per_step"],
-                             per_device_batch_size=g["completions_per_step"], effective_batch_size=g["completions_per_step"],
-                             grpo_max_completion_length=cfg.sampling.max_new_tokens,
-                             epochs=1, grpo_epochs=1, max_steps=-1, save_steps=1000)
-    harm = [s for s in prompts if s.harmful][:g["prompts"]]
-    return str(run_grpo(dataclasses.replace(cfg, train=tc), prompts=harm, out_dir=Path(cfg.out_dir)/"train"/slug(name),
-                        guard=RefusalPatternGuard(), model=model, tokenizer=tok))
-
-def compute_comparison(thinksafe, grpo, # their compute.json files
-                       thinksafe_prompts:int) -> dict: # prompts ThinkSafe's synthesis sampled
-    "ThinkSafe's and GRPO's compute side by side (`grpo.compute_ratio`), and the ratio per training prompt (GRPO's runs see few)."
-    from thinksafe.grpo import compute_ratio
-    a, b = (json.loads(Path(x).read_text()) for x in (thinksafe, grpo))
-    res = compute_ratio(a, b, show=False)
-    n = b["stages"]["training"].get("prompts") or 0
-    res["prompts"] = {"thinksafe": thinksafe_prompts, "grpo": n}
-    res["flops_ratio_per_prompt"] = (b["total"]["flops"] / n) / (a["total"]["flops"] / thinksafe_prompts) if n and thinksafe_prompts else None
+# %% ../nbs/25_pipeline.ipynb #a1f0c018
+def demo_step(times:dict, name:str, fn:Callable, *args, **kw):
+    "Run one step, print and record its seconds in `times`."
+    print(f"[demo] {name} ...")
+    t = time.time()
+    res = fn(*args, **kw)
+    times[name] = round(time.time() - t, 1)
+    print(f"[demo] {name}: {times[name]} s")
     return res
 
-def steering_pairs(out) -> dict:
-    "Sample 0 of every harmful prompt with and without the instruction (same seed): acceptance paired, and omega."
-    from thinksafe.stages import stored_samples, STEERED, PLAIN
-    from thinksafe.synthesize import is_candidate
-    pick = lambda name: {s.item_id: is_candidate(s) for s in stored_samples(out, name) if s.sample_idx == 0 and s.harmful}
-    t = paired(pick(PLAIN), pick(STEERED))
-    k0, k1 = round(t["before_pct"] * t["n"] / 100), round(t["after_pct"] * t["n"] / 100)
-    return {**t, "omega": odds_ratio(k1, t["n"], k0, t["n"])}
+# %% ../nbs/25_pipeline.ipynb #a1f0c01b
+def training_sets(run:Run, sets:dict, ablations:bool=False) -> dict:
+    "{method: records}: ThinkSafe's kept records, DirectRefusal's (with ablations: the teacher's, the unsteered)."
+    kept = read_records(run.records_path()) if run.records_path().stat().st_size else []
+    benign = [s for s in kept if not s.harmful]
+    direct = teacher_records(sets["control_harmful"], lambda p: DIRECT_REFUSAL, benign)
+    data = {"ThinkSafe": kept, "DirectRefusal": direct}
+    if not ablations: return data
+    from thinksafe.synthesize import select_stage
+    cfg = run.cfg
+    plain = dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, out="synth_unsteered.jsonl"))
+    sel = select_stage(plain, run.synth_dir(), source="plain")
+    unsteered = read_records(sel.records_path) if sel.records else []
+    data["PolicyTeacher"] = teacher_records(sets["control_harmful"], teacher_refusal, benign)
+    data["NoSteering"] = unsteered + benign
+    return data
 
-# %% ../nbs/25_pipeline.ipynb #2cb1eb0b
-def run_demo(out_dir="runs/demo", # where every result goes
-             fresh:bool=False, # start over (deletes out_dir)
-             quick:bool=False, # a small run (make test)
-             ablations:bool=False, # add ThinkSafe+KL, a policy-citing teacher, rejection sampling without steering
-             figures_dir="figures", # where the demo figures are copied
-             model:str="smollm2-135m",
-             config=None, overrides:Sequence[str]=()) -> dict:
-    "ThinkSafe end to end on the embedded model; returns the report's path and numbers."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from thinksafe.models import load_model
-    from thinksafe.guards import RefusalPatternGuard
-    from thinksafe.stages import synthesize, select_stage, synth_dir, PLAIN
-    t0, out = time.time(), Path(out_dir)
-    if fresh and out.exists():
-        if any(out.iterdir()) and not (out/"steps.jsonl").exists(): raise ThinkSafeError(f"--fresh would delete {out}, which is not a demo directory")
-        shutil.rmtree(out)
-    cfg = demo_config(out, quick)
-    if config is not None or overrides:
-        user = load_config(config, overrides)
-        for k, v in flat_config(user).items():
-            if v != flat_config(RunConfig()).get(k) and k not in ("out_dir", "name"): set_key(cfg, k, v)
-    cfg.model.name = model
-    note = demo_steering(cfg)
-    if cfg.model.backend == "vllm" and cfg.model.max_model_len is None: cfg.model.max_model_len = 2048   # short prompts: a small engine
-    sets = demo_prompts(quick)
-    set_seed(cfg.sampling.seed)
-    base, tok = load_model(model)
-    engine = DemoEngine(cfg) if cfg.model.backend == "vllm" else None
-    gen, guard = lambda: demo_generator(cfg, base, tok, name=model, engine=engine), RefusalPatternGuard()
-    if note: print(f"[demo] {note}")
-    with Steps(out, {"config": config_to_dict(cfg), "quick": quick}) as steps, engine or contextlib.nullcontext():
-        write_jsonl(out/"prompts_train.jsonl", [{"instruction": s.prompt, "label": s.label} for s in sets["synth"]])
-        cfg.synth.prompts = str(out/"prompts_train.jsonl")
-        if ablations:            # the pre-flight check first, as a researcher runs it: will synthesis find refusals on this model?
-            from thinksafe.preflight import run_preflight
-            pre = steps("preflight", lambda: _jsonable(run_preflight(cfg, n_prompts=DEMO_PREFLIGHT["prompts"], k=DEMO_PREFLIGHT["k"], generator=gen(), guard=guard, progress=False)))
-        syn = steps("synthesize", lambda: _jsonable(synthesize(cfg, gen(), guard, progress=False)))
-        kept = read_records(syn["synth"]) if Path(syn["synth"]).stat().st_size else []
-        benign = [s for s in kept if not s.harmful]
-        data = {"ThinkSafe": kept, "DirectRefusal": teacher_records(sets["control_harmful"], lambda p: DIRECT_REFUSAL, benign)}
-        if ablations:
-            data["PolicyTeacher"] = teacher_records(sets["control_harmful"], teacher_refusal, benign)
-            ns = steps("select without steering", lambda: _jsonable(select_stage(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, out="synth_unsteered.jsonl")),
-                                                                                    synth_dir(cfg), source="plain")))
-            data["NoSteering"] = (read_records(ns["synth"]) if Path(ns["synth"]).stat().st_size else []) + benign
-        paths = {m: str(write_jsonl(out/"data"/f"{slug(m)}.jsonl", [to_safechain(s) for s in recs])) for m, recs in data.items()}
-        if not any(s.harmful for s in kept): print(f"[demo] synthesis kept no harmful record: ThinkSafe trains on benign self-data only")
-        adapters = {m: steps(f"train {m}", train_model, cfg, base, tok, paths[m], m, synth_compute=syn["compute"] if m == "ThinkSafe" else None) for m in data}
-        if ablations: adapters["ThinkSafe+KL"] = steps("train ThinkSafe+KL", train_model, cfg, base, tok, paths["ThinkSafe"], "ThinkSafe+KL", "sft+kl", synth_compute=syn["compute"])
-        grpo = steps("train GRPO", grpo_model, cfg, base, tok, sets["synth"], "GRPO", QUICK_DEMO_GRPO if quick else DEMO_GRPO)
-        ev_sets = sets["eval"]
-        results = {"Initial": steps("evaluate Initial", evaluate_model, cfg, base, tok, None, ev_sets, model, engine)}
-        for m, ad in adapters.items():
-            am = load_model(model, adapter=ad)[0] if engine is None else None      # vLLM: the adapter as a LoRA request
-            results[m] = steps(f"evaluate {m}", evaluate_model, cfg, am, tok, ad, ev_sets, f"{model}+{slug(m)}", engine)
-            del am
-        rounds = run_rounds(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, rounds=3, round_data="latest")), base, tok, ev_sets, steps=steps,
-                            first=(synth_dir(cfg), adapters["ThinkSafe"]), engine=engine) if ablations else None
-        ppl = steps("perplexity", perplexity_step, cfg, base, tok, {"self": kept, "DirectRefusal": data["DirectRefusal"],
-                                                                     "teacher": teacher_records(sets["control_harmful"], teacher_refusal)})
-        seconds = steps.seconds()
-    outcomes = {m: {b: item_outcomes(r["dir"], b) for b in ev_sets} for m, r in results.items()}
-    pairs = {m: {b: paired(outcomes["Initial"][b], outcomes[m][b]) for b in ev_sets} for m in results if m != "Initial"}
-    if "DirectRefusal" in results: pairs["ThinkSafe vs DirectRefusal"] = {b: paired(outcomes["ThinkSafe"][b], outcomes["DirectRefusal"][b]) for b in ev_sets}
-    r = {"out": str(out), "model": model, "backend": cfg.model.backend, "steering_mode": cfg.steering.mode, "notes": [note] if note else [],
-         "quick": quick, "ablations": ablations, "synth": syn, "paired": pairs, "perplexity": ppl,
-         "steering": steering_pairs(synth_dir(cfg)), "results": {m: v["summary"] for m, v in results.items()},
-         "records": {m: {"harmful": sum(s.harmful for s in recs), "benign": sum(not s.harmful for s in recs)} for m, recs in data.items()},
-         "seconds": {**seconds, "this run (wall)": round(time.time() - t0, 1)}, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-         "cpu": cpu_name(), **run_info()}
+# %% ../nbs/25_pipeline.ipynb #a1f0c01c
+def train_demo(run:Run, data:dict, ablations:bool=False) -> dict:
+    "{method: adapter}: a fresh adapter per training set (ThinkSafe's: the kept records); ThinkSafe+KL with ablations."
+    out = {"ThinkSafe": run.train("ThinkSafe").adapter}
+    for m, recs in data.items():
+        if m != "ThinkSafe": out[m] = run.train(m, data=write_records(run.root/"data"/f"{slug(m)}.jsonl", recs)).adapter
     if ablations:
-        from thinksafe.preflight import check_against_synthesis
-        r["preflight"] = {"result": pre, "check": check_against_synthesis(pre, syn["stats"]), "seconds": seconds.get("preflight")}
-    r["compute"] = compute_comparison(Path(adapters["ThinkSafe"]).parent/"compute.json", Path(grpo).parent/"compute.json", len(sets["synth"]))
-    r["verdicts"] = verdicts(r)
-    figs = out/"figures"
-    if rounds:
-        r["rounds"] = [{k: v for k, v in row.items() if k != "outcomes"} for row in rounds]
-        ini = {b: 100 * sum(o.values()) / len(o) for b, o in outcomes["Initial"].items()}
-        plt.close(plot_rounds(rounds, ini, figs/"rounds"))
-    points = {m: _point(outcomes[m]) for m in results}
-    plt.close(plot_demo_pareto(points, figs/"pareto")); r["points"] = points
-    from thinksafe.synthesize import plot_acceptance
-    plt.close(plot_acceptance(syn["stats_dict"], figs/"acceptance"))
-    for f in ("pareto", "acceptance") + (("rounds",) if rounds else ()):
-        for ext in (".png", ".pdf"): shutil.copy(figs/(f + ext), Path(figures_dir)/f"demo_{f}{ext}") if Path(figures_dir).is_dir() else None
-    r["report"] = str(write_report(out, r))
-    write_json(out/"demo.json", r)
-    print(Path(r["report"]).read_text())
-    return {"report": r["report"], "wall_s": r["seconds"]["this run (wall)"], "verdicts": r["verdicts"]}
+        kl = Run(dataclasses.replace(run.cfg, train=dataclasses.replace(run.cfg.train, loss_type="sft+kl")), run.root)
+        out["ThinkSafe+KL"] = kl.train("ThinkSafe+KL").adapter
+    return out
 
-def _point(o:dict) -> dict:
-    "A method's Pareto point: harmful % and arithmetic pass@1 % with Wilson intervals."
-    h, a = list(o["heldout-harmful"].values()), list(o["arithmetic"].values())
-    return {"harm": 100 * sum(h) / len(h), "harm_ci": [100 * x for x in wilson(sum(h), len(h))],
-            "reason": 100 * sum(a) / len(a), "reason_ci": [100 * x for x in wilson(sum(a), len(a))]}
+# %% ../nbs/25_pipeline.ipynb #a1f0c01d
+DEMO_GRPO = {"prompts": 2, "num_generations": 4, "completions_per_step": 8}    # one step (~40 s on 2 CPU cores)
+QUICK_DEMO_GRPO = {"prompts": 2, "num_generations": 2, "completions_per_step": 4}
 
+def grpo_demo(run:Run, prompts:Sequence[Sample], # the demo's training prompts (GRPO takes its harmful ones)
+              sizes:dict, guard) -> Path:
+    "The paper's RL baseline for one step on a few harmful prompts (checkpointed, so a rerun resumes past it)."
+    n = sizes["completions_per_step"]
+    tc = dataclasses.replace(run.cfg.train, grpo_num_generations=sizes["num_generations"], grpo_batch_size=n,
+                             per_device_batch_size=n, effective_batch_size=n,
+                             grpo_max_completion_length=run.cfg.sampling.max_new_tokens, epochs=1, grpo_epochs=1,
+                             max_steps=-1, save_steps=1)
+    harm = [s for s in prompts if s.harmful][:sizes["prompts"]]
+    return Run(dataclasses.replace(run.cfg, train=tc), run.root).grpo(harm, guard=guard, method="GRPO").adapter
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c01e
+def evaluate_demo(run:Run, base:LazyModel, adapters:dict, sets:dict, guard, engine=None) -> dict:
+    "{model: evaluation directory}: the initial model and every adapter but GRPO's, on the same items and seeds."
+    dirs = {}
+    for m, ad in {"Initial": None, **adapters}.items():
+        gen = demo_generator(run.cfg, base, ad and str(ad), engine)
+        try: dirs[m] = run.evaluate(gen, guard, sets=sets, adapter=ad and str(ad), progress=False).dir
+        finally: gen.close()
+    return dirs
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c01f
+def demo_perplexity(run:Run, base:LazyModel, datasets:dict) -> Path:
+    "Training-set perplexity under the frozen student, harmful records only; the first set is the self-generated one."
+    files = {}
+    for n, recs in datasets.items():
+        harm = [s for s in recs if s.harmful] or list(recs)
+        name = n if any(s.harmful for s in recs) else f"{n} (benign only)"
+        if harm: files[name] = str(write_records(run.perplexity_dir()/f"{slug(n)}.jsonl", harm))
+    res = run.perplexity(list(files.values()), model=base.get(), labels=list(files),
+                         max_length=run.cfg.train.max_length, progress=False)
+    return res.dir
+
+# %% ../nbs/25_pipeline.ipynb #98d42a0c
+def demo_rounds(run:Run, base:LazyModel, sets:dict, guard, engine=None, rounds:int=3) -> list[dict]:
+    "Three rounds of ThinkSafe, each evaluated on the demo's sets; one row per round (as `Run.rounds` gives them)."
+    from thinksafe.report import item_outcomes
+    from thinksafe.stats import rate
+    cfg = dataclasses.replace(run.cfg, synth=dataclasses.replace(run.cfg.synth, round_data="latest"))
+    rr = Run(cfg, run.root)
+    def evaluated(r, adapter):
+        er = rr if r == 0 else Run(cfg, run.root/"rounds"/f"round-{r}")
+        gen = demo_generator(cfg, base, adapter, engine)
+        try: out = er.evaluate(gen, guard, sets=sets, adapter=adapter, progress=False).dir
+        finally: gen.close()
+        kinds = {b: next(iter(ss)).kind for b, ss in sets.items()}
+        return {"rates": {b: {**rate(item_outcomes(out, b)), "kind": kinds[b]} for b in sets}, "eval_dir": str(out)}
+    gens = lambda adapter: demo_generator(cfg, base, adapter, engine)
+    return rr.rounds(rounds=rounds, generator_for=gens, guard=guard, method="ThinkSafe", progress=False,
+                     evaluate=evaluated)
+
+# %% ../nbs/25_pipeline.ipynb #e6862014
+DEMO_LABELS = {"heldout-harmful": "held-out harmful", "lookalike": "look-alikes", "arithmetic": "arithmetic"}
+
+def demo_claims(names:Sequence[str]) -> list:
+    "The demo's claims: the positive control lowers harm; ThinkSafe lowers it, keeps reasoning and over-refusal."
+    from thinksafe.report import Claim
+    out = [Claim("lowers", "Initial", "DirectRefusal",
+                 "Positive control: training on explicit refusals lowers the harmful rate")]
+    out += [Claim(k, "Initial", "ThinkSafe") for k in ("lowers", "keeps", "overrefusal")]
+    out.append(Claim("more_reasoning", "ThinkSafe", "DirectRefusal",
+                     "ThinkSafe keeps more reasoning than teacher-written refusals (DirectRefusal)"))
+    return [c for c in out if c.first in names and c.second in names]
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c022
 def cpu_name() -> str:
     "The CPU model and whether it has AVX512-BF16/AMX (bf16 matmuls are fast only then)."
     try: info = Path("/proc/cpuinfo").read_text()
@@ -407,169 +302,186 @@ def cpu_name() -> str:
     name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown CPU")
     flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
     fast = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}, {os.cpu_count()} cores, " + (", ".join(fast) if fast else "AVX-512 without BF16/AMX" if "avx512f" in flags else "AVX2 only (no AVX512-BF16/AMX)" if "avx2" in flags else "no AVX2")
+    slow = ("AVX-512 without BF16/AMX" if "avx512f" in flags else
+            "AVX2 only (no AVX512-BF16/AMX)" if "avx2" in flags else "no AVX2")
+    return f"{name}, {os.cpu_count()} cores, " + (", ".join(fast) if fast else slow)
 
-def perplexity_step(cfg:RunConfig, model, tok, datasets:dict) -> dict:
-    "Training-set perplexity under the frozen student, harmful records only, the first dataset being the self-generated one."
-    from thinksafe.divergence import run_perplexity
-    files = {}
-    for n, recs in datasets.items():
-        harm = [s for s in recs if s.harmful] or list(recs)
-        if harm: files[n if any(s.harmful for s in recs) else f"{n} (benign only)"] = str(write_jsonl(Path(cfg.out_dir)/"perplexity"/f"{slug(n)}.jsonl", [to_safechain(s) for s in harm]))
-    names = list(files)
-    res = run_perplexity((model, tok), [files[n] for n in names], Path(cfg.out_dir)/"perplexity", labels=names, max_length=cfg.train.max_length, progress=False)
-    return _jsonable({"datasets": {n: res["datasets"][n]["all"] for n in names}, "gaps_vs_reference": res["gaps_vs_reference"], "figure": res["paths"]["figure"]})
+# %% ../nbs/25_pipeline.ipynb #a1f0c025
+def demo_intro(r:dict) -> list[str]:
+    "The report's opening lines: model, guard, machine, time, memory, code, how to reproduce, notes."
+    gen = (f"Generation: vLLM (`model.backend=vllm`), one engine serving every adapter as a LoRA request; "
+           f"steering.mode {r['steering_mode']}.\n") if r["backend"] == "vllm" else None
+    return [f"Model: `{r['model']}` (SmolLM2-135M-Instruct, embedded). Guard: the embedded refusal-phrase judge, a "
+            "stand-in for Llama-Guard-3 and no safety classifier: read 'harmful %' as 'did not refuse, or complied "
+            "after a refusal phrase'.\n",
+            f"Machine: {r['cpu']}. Wall time {r['seconds']['this run (wall)']:.0f} s, peak memory "
+            f"{r['peak_rss_mb']:.0f} MB. Code: thinksafe {r['thinksafe_version']}, commit {r['git_commit']}. "
+            f"Reproduce: `make demo` (`thinksafe demo{' --ablations' if r['ablations'] else ''}`).\n",
+            *([gen] if gen else []), *(f"Note: {n}.\n" for n in r["notes"])]
 
-# %% ../nbs/25_pipeline.ipynb #98d42a0c
-def run_rounds(cfg:RunConfig, base, tok, # the base model, loaded once (each round's adapter is applied to a fresh copy)
-               eval_sets:Optional[dict]=None, # {name: items} evaluated after each round
-               rounds:Optional[int]=None, data:Optional[str]=None, # default synth.rounds, synth.round_data
-               guard=None, steps:Optional[Steps]=None,
-               first:Optional[tuple]=None, # (synthesis dir, adapter) of a finished single-round run: round 1 reuses them
-               engine:Optional[DemoEngine]=None) -> list[dict]: # the demo's vLLM engine (None: transformers)
+# %% ../nbs/25_pipeline.ipynb #a1f0c026
+def preflight_section(pre:dict, check:dict, seconds) -> str:
+    "The preflight at the demo's settings and how its prediction fared against the synthesis that followed."
+    from thinksafe.preflight import format_preflight
+    lo, hi = check["prediction_interval"]
+    return (f"`thinksafe preflight` at the demo's settings ({pre['prompts']} harmful prompts x {pre['k']} samples "
+            f"with and without steering, {seconds} s), before synthesis:\n\n```\n{format_preflight(pre)}\n```\n\n"
+            f"Checked against the synthesis that followed ({check['prompts']} harmful prompts, K = {check['K']}, "
+            f"rule `{check['rule']}`): predicted {check['predicted']:.1f} harmful records (95% prediction interval "
+            f"[{lo:.1f}, {hi:.1f}]), kept {check['kept']}: **{'inside' if check['inside'] else 'outside'}** "
+            "the interval.\n")
 
-    "Iterative ThinkSafe: R rounds of synthesize (from the last adapter) -> train (fresh, from the base) -> evaluate; returns one row per round."
-    from thinksafe.models import load_model
-    from thinksafe.guards import RefusalPatternGuard
-    from thinksafe.stages import synthesize
-    R, mode = rounds or cfg.synth.rounds, data or cfg.synth.round_data
-    run = steps or (lambda name, fn, *a, **k: fn(*a, **k))
-    root, adapter, union, rows = Path(cfg.out_dir)/"rounds", None, [], []
-    guard = guard or RefusalPatternGuard()
-    for r in range(R):
-        cr = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adapter=adapter))
-        m = base if adapter is None or engine is not None else load_model(cfg.model.name, adapter=adapter)[0]
-        gen = demo_generator(cfg, m, tok, adapter, model_slug(cfg.model.name, adapter), engine)
-        sdir = Path(first[0]) if first and r == 0 else root/f"round-{r}"/"synth"
-        syn = run(f"round {r} synthesize", lambda: _jsonable(synthesize(cr, gen, guard, out=sdir, progress=False)))
-        kept = read_records(syn["synth"]) if Path(syn["synth"]).stat().st_size else []
-        union += kept
-        recs = union if mode == "union" else kept
-        path = str(write_jsonl(root/f"round-{r}"/"train.jsonl", [to_safechain(s) for s in recs]))
-        adapter = first[1] if first and r == 0 else run(f"round {r} train", train_model, dataclasses.replace(cfg, out_dir=str(root/f"round-{r}")), base, tok, path, f"round-{r}",
-                                                        synth_compute=syn["compute"])
-        cj = Path(adapter).parent/"compute.json"      # this round's sampling, judging and training
-        row = {"round": r, "records": len(recs), "new_records": len(kept), "harmful_records": sum(s.harmful for s in recs),
-               "alpha": {c: v["harmful"].get("alpha_pooled") for c, v in syn["stats_dict"]["conditions"].items()},
-               "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in syn["stats_dict"]["conditions"].items()},
-               "compute": json.loads(cj.read_text()) if cj.exists() else None, "adapter": adapter}
-        if eval_sets:
-            am = load_model(cfg.model.name, adapter=adapter)[0] if engine is None else None
-            ev = run(f"round {r} evaluate", evaluate_model, cfg if first and r == 0 else dataclasses.replace(cfg, out_dir=str(root)), am, tok, adapter,
-                     eval_sets, f"round-{r}", engine)
-            row["outcomes"] = {b: item_outcomes(ev["dir"], b) for b in eval_sets}
-            row["rates"] = {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]} for b, o in row["outcomes"].items()}
-        if m is not base: del m
-        rows.append(row)
-    return rows
-
-def plot_rounds(rows:list[dict], initial:Optional[dict]=None, path=None):
-    "Metrics per round (harmful, over-refusal, arithmetic, acceptance with the instruction) with 95% error bars."
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3))
-    xs = [r["round"] + 1 for r in rows]
-    for ax, (b, title) in zip(axes, [("heldout-harmful", "harmful %"), ("lookalike", "over-refusal %"), ("arithmetic", "arithmetic pass@1 %")]):
-        ys = [r["rates"][b]["pct"] for r in rows]; lo = [y - r["rates"][b]["ci"][0] for y, r in zip(ys, rows)]; hi = [r["rates"][b]["ci"][1] - y for y, r in zip(ys, rows)]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3)
-        if initial: ax.axhline(initial[b], color="grey", ls="--", lw=1, label="Initial"); ax.legend(fontsize=7)
-        ax.set_title(title, fontsize=9); ax.set_xlabel("round"); ax.set_xticks(xs); ax.set_ylim(-5, 105)
-    ys = [100 * (r["alpha"].get("steered") or 0) for r in rows]
-    ci = [r["alpha_ci"].get("steered") or [0, 0] for r in rows]
-    axes[3].errorbar(xs, ys, yerr=[[y - 100 * c[0] for y, c in zip(ys, ci)], [100 * c[1] - y for y, c in zip(ys, ci)]], marker="o", capsize=3, label="with instruction")
-    if all(r["alpha"].get("unsteered") is not None for r in rows):
-        axes[3].plot(xs, [100 * r["alpha"]["unsteered"] for r in rows], marker="s", label="without"); axes[3].legend(fontsize=7)
-    axes[3].set_title("acceptance on harmful prompts %", fontsize=9); axes[3].set_xlabel("round"); axes[3].set_xticks(xs)
-    fig.tight_layout()
-    if path is not None: save_figure(fig, path)
-    return fig
-
-# %% ../nbs/25_pipeline.ipynb #e6862014
-def _ci(v, ci): return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
-
-def write_report(out, r:dict) -> Path:
-    "Write `report.md`: the claims with their status, every number with its interval, the commands, the figures."
-    out, L = Path(out), []
-    a = L.append
-    a("# ThinkSafe demo report\n")
-    a(f"Model: `{r['model']}` (SmolLM2-135M-Instruct, embedded). Guard: the embedded refusal-phrase judge, a stand-in for Llama-Guard-3 "
-      "and no safety classifier: read 'harmful %' as 'did not refuse, or complied after a refusal phrase'.\n")
-    a(f"Machine: {r['cpu']}. Wall time {r['seconds']['this run (wall)']:.0f} s, peak memory {r['peak_rss_mb']:.0f} MB. "
-      f"Code: thinksafe {r['thinksafe_version']}, commit {r['git_commit']}. Reproduce: `make demo` (`thinksafe demo{' --ablations' if r['ablations'] else ''}`).\n")
-    if r.get("backend") == "vllm": a(f"Generation: vLLM (`model.backend=vllm`), one engine serving every adapter as a LoRA request; steering.mode {r['steering_mode']}.\n")
-    for n in r.get("notes", []): a(f"Note: {n}.\n")
-    a("## The paper's claims on this run\n")
-    a("| claim | status | numbers |\n|---|---|---|")
-    for v in r["verdicts"]: a(f"| {v['claim']} | **{v['status']}** | {v['numbers']} |")
-    a("\nStatus: **shown** = the paper's direction with p < 0.05 on a paired test (McNemar, same items and seeds) or a 95% interval "
-      f"excluding zero (for 'keeps' and 'does not raise': the interval of the paired change excludes {MARGIN:.0f} points for the worse); "
-      "**contradicted** = the opposite direction, as significant; **not shown** = the data cannot tell.\n")
-    a("## Safety vs reasoning, every model on the same items\n")
-    a("| model | harmful % (held-out harmful) | over-refusal % (look-alikes) | arithmetic pass@1 % |\n|---|---|---|---|")
-    ini = r["paired"].get("ThinkSafe", next(iter(r["paired"].values())))
-    rows = {"Initial": {b: (t["before_pct"], t["before_ci"]) for b, t in ini.items()}}
-    for m, ts in r["paired"].items():
-        if " vs " not in m: rows[m] = {b: (t["after_pct"], t["after_ci"]) for b, t in ts.items()}
-    for m, v in rows.items(): a(f"| {m} | {_ci(*v['heldout-harmful'])} | {_ci(*v['lookalike'])} | {_ci(*v['arithmetic'])} |")
-    n = {b: t["n"] for b, t in ini.items()}
-    a(f"\n95% Wilson intervals in brackets; {n['heldout-harmful']} held-out harmful prompts, {n['lookalike']} look-alikes, {n['arithmetic']} arithmetic items.\n")
-    a("Paired tests (McNemar, exact; outcome = harmful, refusal, or correct):\n")
-    a("| comparison | benchmark | first % | second % | items only the first has / only the second | p |\n|---|---|---|---|---|---|")
-    for m, ts in r["paired"].items():
-        for b, t in ts.items(): a(f"| {m if ' vs ' in m else 'Initial vs ' + m} | {b} | {t['before_pct']:.1f} | {t['after_pct']:.1f} | {t['before_only']} / {t['after_only']} | {t['p']:.3g} |")
-    a("\n![pareto](figures/pareto.png)\n")
-    syn = r["synth"]["stats_dict"]
-    a("## Self-generation and refusal steering\n")
-    a("| condition | harmful prompts | samples | acceptance (pooled) [95% CI] | prompts with an accepted sample |\n|---|---|---|---|---|")
-    for c, v in syn["conditions"].items():
-        h = v["harmful"]
-        if h.get("prompts"): a(f"| {c} | {h['prompts']} | {h['samples']} | {h['alpha_pooled']:.3f} [{h['alpha_pooled_ci'][0]:.3f}, {h['alpha_pooled_ci'][1]:.3f}] | {h['prompts_with_candidate']} |")
-    st = r["steering"]
-    a(f"\nPaired on sample 0 of each harmful prompt (same seed with and without the instruction): {st['before_pct']:.1f}% -> {st['after_pct']:.1f}%, "
-      f"McNemar p = {st['p']:.3g}; tilt omega = odds(alpha_I) / odds(alpha) = {st['omega']:.2f} (smoothed). "
-      f"K = {syn['k']} {'adaptive (stop at the first accepted sample)' if syn['adaptive'] else ''}, rule `{syn['accept']}`.\n")
-    a("| training set | harmful records | benign records |\n|---|---|---|")
-    for m, v in r["records"].items(): a(f"| {m} | {v['harmful']} | {v.get('benign', '')} |")
-    a("\n![acceptance](figures/acceptance.png)\n")
-    a("## Training data under the frozen student (the excess-KL proxy)\n")
-    a("| training set (harmful records) | records | tokens | perplexity [95% CI] |\n|---|---|---|---|")
-    for nm, s in r["perplexity"]["datasets"].items(): a(f"| {nm} | {s['n_records']} | {s['n_tokens']} | {s['ppl']:.2f} [{s['ppl_ci'][0]:.2f}, {s['ppl_ci'][1]:.2f}] |")
+# %% ../nbs/25_pipeline.ipynb #a1f0c027
+def demo_sections(r:dict) -> list[tuple]:
+    "The demo's own sections, each after a section of the report: the preflight, its settings, its times."
+    out = []
     if r.get("preflight"):
-        from thinksafe.preflight import format_preflight
-        pf, ck = r["preflight"]["result"], r["preflight"]["check"]
-        a("\n## Pre-flight: will ThinkSafe work on this model?\n")
-        a(f"`thinksafe preflight` at the demo's settings ({pf['prompts']} harmful prompts x {pf['k']} samples with and without steering, "
-          f"{r['preflight']['seconds']} s), before synthesis:\n")
-        a("```\n" + format_preflight(pf) + "\n```\n")
-        a(f"Checked against the synthesis that followed ({ck['prompts']} harmful prompts, K = {ck['K']}, rule `{ck['rule']}`): predicted "
-          f"{ck['predicted']:.1f} harmful records (95% prediction interval [{ck['prediction_interval'][0]:.1f}, {ck['prediction_interval'][1]:.1f}]), "
-          f"kept {ck['kept']}: **{'inside' if ck['inside'] else 'outside'}** the interval.\n")
-    c = r.get("compute")
-    if c:
-        a("\n## Compute: ThinkSafe vs GRPO, counted the same way\n")
-        a("| stage | ThinkSafe TFLOPs | GRPO TFLOPs | ThinkSafe wall s | GRPO wall s |\n|---|---|---|---|---|")
-        for st, v in c["stages"].items(): a(f"| {st} | {v['thinksafe_flops'] / 1e12:.3g} | {v['grpo_flops'] / 1e12:.3g} | {v['thinksafe_wall_s']:.1f} | {v['grpo_wall_s']:.1f} |")
-        a(f"| total | {c['thinksafe']['flops'] / 1e12:.3g} | {c['grpo']['flops'] / 1e12:.3g} | {c['thinksafe']['wall_s']:.1f} | {c['grpo']['wall_s']:.1f} |")
-        per = c.get("flops_ratio_per_prompt")
-        a(f"\nMeasured on this run: GRPO / ThinkSafe = **{c['flops_ratio']:.2f}x FLOPs, {c['wall_ratio']:.2f}x wall time**. ThinkSafe: sampling "
-          f"{c['prompts']['thinksafe']} training prompts (the unsteered comparison samples included), judging, LoRA SFT; GRPO: one pass over "
-          f"{c['prompts']['grpo']} harmful prompts (generation, guard reward, LoRA update with the reference model's forward)"
-          + (f"; per training prompt, GRPO costs {per:.2f}x ThinkSafe's FLOPs." if per else ".")
-          + " FLOPs: 2N per generated or judged token, 4N per LoRA-trained token, 2N per frozen forward (`compute.json` of each run). "
-          "The embedded guard is a phrase matcher (0 FLOPs); with Llama-Guard each judged token costs 2N of the guard. "
-          "The paper's ~1/8 compares runs of equal quality; this GRPO run is far too short to reach any quality, so only the cost per prompt is comparable here.\n")
-    if r.get("rounds"):
-        a("## Iterative ThinkSafe: three on-policy rounds\n")
-        a("| round | records (new) | acceptance with instruction [95% CI] | without [95% CI] | harmful % | over-refusal % | arithmetic % | tokens sampled | TFLOPs (sample + judge + train) |\n|---|---|---|---|---|---|---|---|---|")
-        for row in r["rounds"]:
-            rt, comp = row["rates"], row.get("compute") or {}
-            acc = lambda c: "-" if row["alpha"].get(c) is None else _ci(100 * row["alpha"][c], [100 * x for x in row["alpha_ci"][c]])
-            a(f"| {row['round'] + 1} | {row['records']} ({row['new_records']}) | {acc('steered')} | {acc('unsteered')} | "
-              f"{_ci(rt['heldout-harmful']['pct'], rt['heldout-harmful']['ci'])} | {_ci(rt['lookalike']['pct'], rt['lookalike']['ci'])} | "
-              f"{_ci(rt['arithmetic']['pct'], rt['arithmetic']['ci'])} | {comp.get('stages', {}).get('generation', {}).get('tokens', 0)} | "
-              f"{comp.get('total', {}).get('flops', 0) / 1e12:.3g} |")
-        a("\nRound 1 is the single-round ThinkSafe of the table above (its samples, adapter and evaluation are reused). ![rounds](figures/rounds.png) (also `figures/demo_rounds.png`)\n")
-    a("\n## Settings scaled for the demo\n")
-    for k, (v, why) in DEMO_SCALE.items(): a(f"- `{k}` = {v}" + (f": {why}" if why else ""))
-    a("\n## Time\n")
-    for k, v in r["seconds"].items(): a(f"- {k}: {v} s")
-    return atomic_write_text(out/"report.md", "\n".join(L) + "\n")
+        p = r["preflight"]
+        body = preflight_section(p["result"], p["check"], p["seconds"])
+        out.append(("perplexity", "Pre-flight: will ThinkSafe work on this model?", body))
+    settings = "\n".join(f"- `{k}` = {v}" + (f": {why}" if why else "") for k, (v, why) in DEMO_SCALE.items())
+    out += [("rounds", "Settings scaled for the demo", settings),
+            ("rounds", "Time", "\n".join(f"- {k}: {v} s" for k, v in r["seconds"].items()))]
+    return out
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c02a
+def demo_report(run:Run, dirs:dict, # {model: evaluation directory}
+                r:dict, # the demo's numbers: records, notes, seconds, machine, preflight, rounds
+                grpo_prompts:int) -> "Report":
+    "`thinksafe report` on the demo's evaluations, with the demo's claims, compute pair, records and sections."
+    from thinksafe.report import build_report, compute_comparison, write_report
+    compute = compute_comparison({"ThinkSafe": run.train_dir("ThinkSafe"), "GRPO": run.train_dir("GRPO")},
+                                 prompts={"ThinkSafe": r["prompts"], "GRPO": grpo_prompts})
+    ctx = {"compute": compute, **({"rounds": r["rounds"]} if r.get("rounds") else {})}
+    named = [f"{m}={d}" for m, d in dirs.items()]
+    rep = build_report(named, run.report_dir(), "Initial", claims=demo_claims(list(dirs)), labels=DEMO_LABELS,
+                       records=r["records"], **ctx)
+    write_report(rep, "# ThinkSafe demo report", demo_intro(r), demo_sections(r))
+    return rep
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c02e
+def demo_run(out_dir="runs/demo", quick:bool=False, model:str="smollm2-135m",
+             user:Optional[RunConfig]=None) -> tuple[Run, Optional[str]]:
+    "The demo's `Run` (the user's settings over the demo's) and the note when vLLM changed its steering."
+    cfg = user_settings(demo_config(out_dir, quick), user)
+    cfg.model.name = model
+    note = demo_steering(cfg)
+    if cfg.model.backend == "vllm" and cfg.model.max_model_len is None: cfg.model.max_model_len = 2048  # short prompts
+    cfg.synth.prompts = str(Path(out_dir)/"prompts_train.jsonl")
+    return Run(cfg), note
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c031
+def start_fresh(out:Path):
+    "Delete a demo directory (one the demo wrote: its prompt file is there) to start over."
+    if not out.exists(): return
+    if any(out.iterdir()) and not (out/"prompts_train.jsonl").exists():
+        raise ThinkSafeError(f"--fresh would delete {out}, which is not a demo directory")
+    shutil.rmtree(out)
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c034
+DEMO_PREFLIGHT = {"prompts": 16, "k": 8}     # `thinksafe preflight` at the demo's settings (--ablations)
+
+@dataclass
+class Demo:
+    "What `run_demo` wrote: the report, the wall time, and the claims' statuses."
+    report: Path                 # report.md
+    json: Path                   # demo.json: the demo's numbers
+    wall_s: float
+    shown: int                   # claims shown
+    not_shown: int
+    contradicted: int
+    claims: list = field(default_factory=list, repr=False)
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c035
+def copy_figures(figures:dict, figures_dir):
+    "The report's figures as `figures_dir/demo_<name>.png` (and .pdf), when that directory exists."
+    if not Path(figures_dir).is_dir(): return
+    for name, png in figures.items():
+        for ext in (".png", ".pdf"):
+            f = Path(png).with_suffix(ext)
+            if f.exists(): shutil.copy(f, Path(figures_dir)/f"demo_{name}{ext}")
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c036
+def demo_steps(run:Run, base:LazyModel, sets:dict, ablations:bool, quick:bool, engine, times:dict) -> dict:
+    "The demo's steps in the paper's order, each a `Run` method; the numbers the report reads besides the evaluations."
+    from thinksafe.guards import RefusalPatternGuard
+    from thinksafe.preflight import check_against_synthesis
+    guard, r = RefusalPatternGuard(), {}
+    def gen(): return demo_generator(run.cfg, base, None, engine)
+    if ablations:            # the preflight first, as a researcher runs it: will synthesis find refusals on this model?
+        r["preflight"] = demo_step(times, "preflight", run.preflight, DEMO_PREFLIGHT["prompts"], DEMO_PREFLIGHT["k"],
+                                   generator=gen(), guard=guard, progress=False).result
+    syn = demo_step(times, "synthesize", run.synthesize, generator=gen(), guard=guard, progress=False)
+    data = training_sets(run, sets, ablations)
+    if not any(s.harmful for s in data["ThinkSafe"]): print("[demo] synthesis kept no harmful record")
+    adapters = demo_step(times, "train", train_demo, run, data, ablations)
+    demo_step(times, "train GRPO", grpo_demo, run, sets["synth"], QUICK_DEMO_GRPO if quick else DEMO_GRPO, guard)
+    r["dirs"] = demo_step(times, "evaluate", evaluate_demo, run, base, adapters, sets["eval"], guard, engine)
+    if ablations: r["rounds"] = demo_step(times, "rounds", demo_rounds, run, base, sets["eval"], guard, engine)
+    teacher = teacher_records(sets["control_harmful"], teacher_refusal)
+    ppl = {"self": data["ThinkSafe"], "DirectRefusal": data["DirectRefusal"], "teacher": teacher}
+    demo_step(times, "perplexity", demo_perplexity, run, base, ppl)
+    if ablations: r["preflight"] = {"result": r["preflight"], "seconds": times["preflight"],
+                                    "check": check_against_synthesis(r["preflight"], syn.stats_path)}
+    r["records"] = {m: {"harmful": sum(s.harmful for s in v), "benign": sum(not s.harmful for s in v)}
+                    for m, v in data.items()}
+    return r
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c040
+def demo_numbers(r:dict, run:Run, note:Optional[str], model:str, quick:bool, ablations:bool, n_prompts:int,
+                 times:dict) -> dict:
+    "The numbers the report and demo.json read besides the evaluations: settings, machine, code, times."
+    return {**r, "out": str(run.root), "model": model, "backend": run.cfg.model.backend, "quick": quick,
+            "steering_mode": run.cfg.steering.mode, "notes": [note] if note else [], "ablations": ablations,
+            "prompts": n_prompts, "seconds": times, "cpu": cpu_name(),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **run_info()}
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c041
+def finish_demo(run:Run, r:dict, grpo_prompts:int, figures_dir) -> Demo:
+    "Write the report (and demo.json), copy its figures, print it; what was written."
+    rep = demo_report(run, r.pop("dirs"), r, grpo_prompts)
+    copy_figures(rep.figures, figures_dir)
+    md = Path(rep.out)/"report.md"
+    js = write_json(run.root/"demo.json", {**r, "report": str(md), "claims": rep.claims, "compute": rep.compute})
+    print(md.read_text())
+    st = [c["status"] for c in rep.claims]
+    return Demo(md, Path(js), r["seconds"]["this run (wall)"], st.count("shown"), st.count("not shown"),
+                st.count("contradicted"), rep.claims)
+
+# %% ../nbs/25_pipeline.ipynb #2cb1eb0b
+def run_demo(out_dir="runs/demo", # where every result goes
+             fresh:bool=False, # start over (deletes out_dir)
+             quick:bool=False, # a small run (make test)
+             ablations:bool=False, # add the preflight, ThinkSafe+KL, a policy-citing teacher, no steering, rounds
+             figures_dir="figures", # where the report's figures are copied (as demo_<name>.png)
+             model:str="smollm2-135m",
+             user:Optional[RunConfig]=None) -> Demo: # the user's settings (`--config`, `--set`) over the demo's
+    "ThinkSafe end to end on the embedded model: synthesize, train, GRPO, evaluate, perplexity, and the report."
+    import matplotlib
+    matplotlib.use("Agg")
+    from thinksafe.models import load_model
+    t0, times = time.time(), {}
+    if fresh: start_fresh(Path(out_dir))
+    run, note = demo_run(out_dir, quick, model, user)
+    if note: print(f"[demo] {note}")
+    sets = demo_prompts(quick)
+    write_jsonl(run.cfg.synth.prompts, [{"instruction": s.prompt, "label": s.label} for s in sets["synth"]])
+    set_seed(run.cfg.sampling.seed)
+    base = LazyModel(None, lambda: load_model(model))
+    engine = DemoEngine(run.cfg) if run.cfg.model.backend == "vllm" else None
+    with engine or contextlib.nullcontext():
+        r = demo_steps(run, base, sets, ablations, quick, engine, times)
+    times["this run (wall)"] = round(time.time() - t0, 1)
+    r = demo_numbers(r, run, note, model, quick, ablations, len(sets["synth"]), times)
+    return finish_demo(run, r, (QUICK_DEMO_GRPO if quick else DEMO_GRPO)["prompts"], figures_dir)
+
+# %% ../nbs/25_pipeline.ipynb #a1f0c038
+@command("demo", writes="runs/demo (or --out-dir): report/report.md, demo.json, every stage's stores; resumes",
+         flags=("out_dir",))
+def demo(run:Run,
+         fresh:bool=False, # start over: delete the demo's directory first
+         quick:bool=False, # a small demo (the one `make test` runs)
+         ablations:bool=False): # add the paper's comparisons and ablations (up to 30 minutes)
+    "The whole paper end to end on the embedded model (CPU, minutes)."
+    out = run.root if str(run.cfg.out_dir) != RunConfig().out_dir else Path("runs/demo")
+    return run_demo(out, fresh, quick, ablations, user=run.cfg)
