@@ -233,10 +233,8 @@ def cross_entropy_gap(reference:list[dict], # rows of the self-generated data
     "Per-token NLL of `other` minus that of `reference`, with a bootstrap interval and P(gap <= 0)."
     def arr(rows): return np.array([r["nll_sum"] for r in rows]), np.array([r["n_tokens"] for r in rows], dtype=float)
     (s0, t0), (s1, t1) = arr(reference), arr(other)
-    rng = np.random.default_rng(seed)
     def ce(s, t, i): return s[i].sum() / max(t[i].sum(), 1)
-    boot = np.array([ce(s1, t1, rng.integers(0, len(s1), len(s1))) - ce(s0, t0, rng.integers(0, len(s0), len(s0)))
-                     for _ in range(n_boot)])
+    boot = bootstrap(lambda i1, i0: ce(s1, t1, i1) - ce(s0, t0, i0), (len(s1), len(s0)), n_boot, seed)
     gap = s1.sum() / t1.sum() - s0.sum() / t0.sum()
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return {"gap": float(gap), "gap_ci": [float(lo), float(hi)], "p_gap_le_0": float((boot <= 0).mean()),

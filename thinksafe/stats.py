@@ -30,12 +30,13 @@ def rate(outcomes:dict) -> dict:
     return {"pct": 100 * k / n if n else None, "ci": [100 * x for x in wilson(k, n)], "n": n}
 
 # %% ../nbs/01_stats.ipynb #81511fac
-def bootstrap(stat:Callable, # index array -> number (e.g. `lambda i: x[i].mean()`)
-              n:int, # number of records
+def bootstrap(stat:Callable, # index array(s) -> number (e.g. `lambda i: x[i].mean()`)
+              n, # number of records, or a tuple of sizes: one index array per sample, drawn in that order
               n_boot:int=1000, seed:int=0) -> np.ndarray:
-    "`stat(idx)` on `n_boot` resamples (with replacement) of record indices."
+    "`stat(idx)` on `n_boot` resamples (with replacement) of record indices (`stat(*idxs)` for several samples)."
     rng = np.random.default_rng(seed)
-    return np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
+    if isinstance(n, (int, np.integer)): return np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
+    return np.array([stat(*[rng.integers(0, k, k) for k in n]) for _ in range(n_boot)])
 
 # %% ../nbs/01_stats.ipynb #b3b1ec74
 def bootstrap_ci(values:Sequence[float], # one value per record or item
