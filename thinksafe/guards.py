@@ -702,7 +702,7 @@ def guard_fingerprint(gc:GuardConfig, guard) -> dict:
 
 def _samples_digest(out, name:str) -> Optional[str]:
     "A digest of the fingerprint of the samples a judgment store judges (judgments of other samples are refused)."
-    fp = Path(out)/f"{name}.fingerprint.json"
+    fp = Store(out, name).fingerprint_path
     if not fp.exists(): return None
     d = {k: v for k, v in json.loads(fp.read_text(encoding="utf-8")).items() if k != "written_by"}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -179,6 +179,11 @@ class Store:
         "The file this process appends to."
         return self.dir/(f"{self.name}.jsonl" if self.shard is None else f"{self.name}.shard-{self.shard[0]}-of-{self.shard[1]}.jsonl")
 
+    @property
+    def fingerprint_path(self) -> Path:
+        "The file holding the store's fingerprint."
+        return self.dir/f"{self.name}.fingerprint.json"
+
     def files(self) -> list[Path]:
         "Every file of this store (all shards)."
         main = [self.dir/f"{self.name}.jsonl"] if (self.dir/f"{self.name}.jsonl").exists() else []
@@ -255,7 +260,7 @@ def __exit__(self:Store, *exc):
 def check_fingerprint(self:Store):
     "Record the fingerprint, or raise `ConfigError` naming every setting or input that differs from the stored one (`fresh`: start over)."
     if self.fingerprint is None: return
-    fp = self.dir/f"{self.name}.fingerprint.json"
+    fp = self.fingerprint_path
     if fp.exists():
         old = json.loads(fp.read_text(encoding="utf-8"))
         diff = fingerprint_diff(old, self.fingerprint)
