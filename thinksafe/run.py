@@ -43,8 +43,10 @@ def model_slug(self:Run, adapter=...) -> str:
 
 @patch
 def synth_dir(self:Run, round:int=0) -> Path:
-    "Where synthesis writes: `synth/<model>[+<adapter>]`, or `rounds/round-<r>/synth` for round r >= 1."
-    return self.root/"synth"/self.model_slug() if round == 0 else self.root/"rounds"/f"round-{round}"/"synth"
+    "Where synthesis writes: `synth/<writer>[+<adapter>]` (the writer: synth.model, else the student), or round r's."
+    if round: return self.root/"rounds"/f"round-{round}"/"synth"
+    if self.cfg.synth.model: return self.root/"synth"/model_slug(self.cfg.synth.model)
+    return self.root/"synth"/self.model_slug()
 
 @patch
 def records_path(self:Run, round:int=0) -> Path:
