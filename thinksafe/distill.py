@@ -25,32 +25,13 @@ from .models import *
 from .run import *
 from .steering import steer_text
 from .train import lora_config, grad_accum, training_entry, loss_curves, plot_curves, check_training_inputs
-try: from thinksafe.train import base_params
-except ImportError: from thinksafe.train import n_params as base_params     # its name before issue 20
+from .train import base_params
 
 # %% auto #0
-__all__ = ['DISTILL_DEFAULTS', 'TEACHER_TEMPLATE', 'setting', 'distill_prompts', 'safety_context', 'self_distill_dataset',
-           'opd_dataset', 'StageMeter', 'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args',
-           'opd_config', 'self_distill_config', 'divergence', 'completion_logits', 'load_student', 'load_teacher',
-           'distill_fingerprint', 'DistillResult', 'train_on_policy', 'opd_command', 'self_distill_command']
-
-# %% ../nbs/14_distill.ipynb #76f9b113
-DISTILL_DEFAULTS = {
-    "opd_teacher": None,                  # OPD's teacher model (the paper: Qwen/Qwen3-8B); --teacher overrides it
-    "opd_beta": 1.0,                      # OPD divergence: 0 forward KL, 1 reverse KL, between: generalised JSD
-    "self_distill_alpha": 1.0,            # self-distillation divergence, the same scale
-    "self_distill_mode": "full_logits",   # SDFT's 'full_logits', 'topk_logits' (its default) or 'sampled_token'
-    "self_distill_context": "harmful",    # where the teacher reads steering.instruction: 'harmful' prompts or 'all'
-    "distill_max_completion_length": 256, # tokens each on-policy completion may have (the reference samples 16384)
-    "distill_temperature": 1.0,           # sampling and loss temperature (1: the student's own distribution)
-    "distill_epochs": 1.0,                # passes over the prompts
-    "distill_generation": "hf",           # 'hf', 'vllm-colocate' or 'vllm-server' (TRL's vLLM generation)
-}
-
-def setting(tc:TrainConfig, key:str):
-    "A distillation setting of `tc`, its default where `TrainConfig` has no such key."
-    if key not in DISTILL_DEFAULTS: raise ConfigError(f"unknown distillation setting train.{key}")
-    return getattr(tc, key, DISTILL_DEFAULTS[key])
+__all__ = ['TEACHER_TEMPLATE', 'distill_prompts', 'safety_context', 'self_distill_dataset', 'opd_dataset', 'StageMeter',
+           'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args', 'opd_config', 'self_distill_config',
+           'divergence', 'completion_logits', 'load_student', 'load_teacher', 'distill_fingerprint', 'DistillResult',
+           'train_on_policy', 'opd_command', 'self_distill_command']
 
 # %% ../nbs/14_distill.ipynb #dd272948
 def distill_prompts(run:Run, prompts=None) -> list[Sample]:
@@ -191,26 +172,26 @@ def common_args(tc:TrainConfig, out, device:str="cpu", world:Optional[int]=None,
     return dict(output_dir=str(Path(out)/"checkpoints"), learning_rate=tc.learning_rate,
                 per_device_train_batch_size=tc.per_device_batch_size,
                 gradient_accumulation_steps=grad_accum(tc, world),
-                num_train_epochs=setting(tc, "distill_epochs"), max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio,
+                num_train_epochs=tc.distill_epochs, max_steps=tc.max_steps, warmup_steps=tc.warmup_ratio,
                 lr_scheduler_type=tc.lr_scheduler, max_grad_norm=tc.max_grad_norm,
                 gradient_checkpointing=tc.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=device == "cpu",
                 save_steps=tc.save_steps, save_total_limit=2, logging_steps=tc.logging_steps, seed=tc.seed,
                 report_to=tc.report_to, disable_dropout=True, disable_tqdm=False,
-                max_completion_length=setting(tc, "distill_max_completion_length"),
-                temperature=setting(tc, "distill_temperature"),
-                **_generation_args(setting(tc, "distill_generation"), mc or ModelConfig()))
+                max_completion_length=tc.distill_max_completion_length,
+                temperature=tc.distill_temperature,
+                **_generation_args(tc.distill_generation, mc or ModelConfig()))
 
 # %% ../nbs/14_distill.ipynb #13c42cbe
 def opd_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=None) -> DistillationConfig:
     "TRL's `DistillationConfig` of a run."
-    return DistillationConfig(**common_args(tc, out, device, world, mc), beta=setting(tc, "opd_beta"))
+    return DistillationConfig(**common_args(tc, out, device, world, mc), beta=tc.opd_beta)
 
 def self_distill_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=None) -> SDFTConfig:
     "TRL's `SDFTConfig` of a run: the base student as teacher, one completion per prompt."
     return SDFTConfig(**common_args(tc, out, device, world, mc), teacher_model_kind="base", num_generations=1,
                       teacher_prompt_template=TEACHER_TEMPLATE, max_prompt_length=None,
-                      distillation_mode=setting(tc, "self_distill_mode"),
-                      distillation_alpha=setting(tc, "self_distill_alpha"))
+                      distillation_mode=tc.self_distill_mode,
+                      distillation_alpha=tc.self_distill_alpha)
 
 # %% ../nbs/14_distill.ipynb #8cb2b389
 def divergence(student_logits, teacher_logits, beta:float=1.0) -> torch.Tensor:
@@ -259,11 +240,11 @@ def distill_fingerprint(cfg:RunConfig, method:str, prompts:list[Sample], teacher
     "What an on-policy adapter depends on: student and teacher files, the prompts and the train settings."
     skip = ("save_steps", "logging_steps", "data", "merge", "max_steps", "epochs", "distill_epochs")
     files = lambda name: path_digest(resolve_model(name)[0]) if name else None
-    keys = sorted({*config_to_dict(cfg)["train"], *DISTILL_DEFAULTS} - set(skip))
+    keys = sorted(set(config_to_dict(cfg)["train"]) - set(skip))
     ps = hashlib.sha256(json.dumps([(s.prompt, s.label) for s in prompts]).encode()).hexdigest()[:16]
     return {"method": method, "model": cfg.model.name, "model_files": files(cfg.model.name), "teacher": teacher,
             "teacher_files": files(teacher), "prompts": ps, "instruction": cfg.steering.instruction,
-            "train": {k: setting(cfg.train, k) if k in DISTILL_DEFAULTS else getattr(cfg.train, k) for k in keys}}
+            "train": {k: getattr(cfg.train, k) for k in keys}}
 
 # %% ../nbs/14_distill.ipynb #0c6d6939
 @dataclass
@@ -317,7 +298,7 @@ def opd(self:Run, teacher:Optional[str]=None, # the teacher model (default train
         fresh:bool=False) -> DistillResult: # checkpoints made with other inputs are removed instead of refused
     "On-policy distillation of the run's student toward `teacher` (LoRA): adapter and compute in `train/opd/`."
     cfg, tc = self.cfg, self.cfg.train
-    teacher = teacher or setting(tc, "opd_teacher")
+    teacher = teacher or tc.opd_teacher
     if not teacher:
         raise ConfigError("opd needs a teacher: --teacher MODEL (the paper: Qwen/Qwen3-8B) or train.opd_teacher")
     out, ps = self.train_dir("opd"), distill_prompts(self, prompts)
@@ -342,14 +323,14 @@ def self_distill(self:Run, prompts=None, # Samples, strings or a labelled record
     out, ps = self.train_dir("self-distill"), distill_prompts(self, prompts)
     set_seed(tc.seed)
     model, tok = load_student(cfg, model, tokenizer)
-    fmt, on = think_format(tok, cfg.model.think_format), setting(tc, "self_distill_context")
+    fmt, on = think_format(tok, cfg.model.think_format), tc.self_distill_context
     check_training_inputs(out, distill_fingerprint(cfg, "self-distill", ps), fresh)
     data = self_distill_dataset(ps, cfg.steering.instruction, on)
     trainer = SelfDistillTrainer(model, args=self_distill_config(tc, out, str(model.device), mc=cfg.model),
                                  train_dataset=data, processing_class=tok, peft_config=lora_config(tc),
                                  think_format=fmt)
     return train_on_policy(trainer, out, "self-distill", base_params(model), model=cfg.model.name,
-                           prompts=len(ps), context_on=on, alpha=setting(tc, "self_distill_alpha"))
+                           prompts=len(ps), context_on=on, alpha=tc.self_distill_alpha)
 
 # %% ../nbs/14_distill.ipynb #3f6d59f0
 @command("opd", writes="train/opd/: adapter, curves, compute.json")
