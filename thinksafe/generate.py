@@ -24,11 +24,12 @@ from .models import think_format as _think_format
 
 # %% auto #0
 __all__ = ['OUTPUT_FIELDS', 'END_OF_TURN', 'DECODE_ATTENTION', 'THINK_CLOSING', 'as_samples', 'user_turn', 'sampling_record',
-           'with_prefix', 'Generator', 'row_uniforms', 'top_k_top_p', 'draw', 'next_tokens', 'stop_token_ids',
-           'cache_keyword', 'kv_cache', 'drop_rows', 'decode_attention', 'decoding_attention', 'can_pack',
-           'packed_linears', 'Row', 'HFGenerator', 'chat', 'make_generator', 'network_params', 'free', 'LazyModel',
-           'input_digests', 'generation_fingerprint', 'round_size', 'steering_direction', 'activation_hook',
-           'generate_stores', 'generate_stage', 'Generated', 'generate_run', 'chat_run']
+           'with_prefix', 'assistant_opening', 'rendered_prompt', 'full_response', 'Generator', 'row_uniforms',
+           'top_k_top_p', 'draw', 'next_tokens', 'stop_token_ids', 'cache_keyword', 'kv_cache', 'drop_rows',
+           'decode_attention', 'decoding_attention', 'can_pack', 'packed_linears', 'Row', 'HFGenerator', 'chat',
+           'make_generator', 'network_params', 'free', 'LazyModel', 'input_digests', 'generation_fingerprint',
+           'round_size', 'steering_direction', 'activation_hook', 'generate_stores', 'generate_stage', 'Generated',
+           'generate_run', 'chat_run']
 
 # %% ../nbs/08_generate.ipynb #b1c5b328
 def as_samples(prompts:Sequence[Union[Sample, str]]) -> list[Sample]:
@@ -51,6 +52,23 @@ def sampling_record(sc:SamplingConfig) -> dict:
 def with_prefix(prefix:str, text:str) -> str:
     "Put back the prefix the prompt opened (`<think>\\n`), unless the model wrote its own `<think>`."
     return text if not prefix or text.lstrip().startswith(THINK_OPEN) else prefix + text
+
+# %% ../nbs/08_generate.ipynb #9e54e437
+def assistant_opening(prefix:str, # the generation prefix the prompt opens (`<think>\n`, or '' for qwen3)
+                      prefill:str="") -> str: # the opening a prefilling attack forces ('' for none)
+    "The text the assistant turn opens with: `prefill` (after `prefix` unless it starts with it), else `prefix`."
+    if not prefill: return prefix
+    return prefill if prefill.startswith(prefix) else prefix + prefill
+
+# %% ../nbs/08_generate.ipynb #d9296c44
+def rendered_prompt(tok, s:Sample, fmt:str) -> str:
+    "The text a backend encodes for one sample: the chat prompt of its user turn, then the rest of its prefill."
+    prefix = generation_prefix(fmt)
+    return chat_prompt(tok, user_turn(s), fmt) + assistant_opening(prefix, s.prefill)[len(prefix):]
+
+def full_response(prefix:str, prefill:str, text:str) -> str:
+    "The recorded response: the forced opening, then the generated `text` (no prefill: `with_prefix`)."
+    return assistant_opening(prefix, prefill) + text if prefill else with_prefix(prefix, text)
 
 # %% ../nbs/08_generate.ipynb #a5413333
 OUTPUT_FIELDS = ("finish_reason", "new_tokens", "prompt_tokens", "skipped", "think_closed_by")
@@ -91,9 +109,10 @@ class Generator:
         "The output record: the input's fields, the response and how it was made; earlier judgments dropped."
         meta = {**s.meta, **{k: v for k, v in info.items() if k not in OUTPUT_FIELDS}}
         made = {k: info.get(k) for k in OUTPUT_FIELDS}
+        opening = assistant_opening(getattr(self, "prefix", ""), s.prefill) if s.prefill else ""
         out = dataclasses.replace(s, response=response, sample_idx=j, seed=sample_seed(seed, s.prompt_id, j),
                                   model=self.name, sampling=dict(rec), meta=meta, thinking="", answer="",
-                                  think_closed=False, judgments={}, **made)
+                                  think_closed=False, judgments={}, prefill=opening, **made)
         return out.parse()
 
     def _complete(self, samples:list[Sample], sc:SamplingConfig, desc:str,
@@ -352,8 +371,8 @@ class HFGenerator(Generator):
         return cls(model, tok, mc.think_format, name=name, sampling=sampling, max_model_len=mc.max_model_len, **kw)
 
     def prompt_text(self, s:Sample) -> str:
-        "The full prompt text for one sample's user turn."
-        return chat_prompt(self.tokenizer, user_turn(s), self.fmt)
+        "The full prompt text for one sample: its user turn's chat prompt, then its prefill (`rendered_prompt`)."
+        return rendered_prompt(self.tokenizer, s, self.fmt)
 
     def close(self):
         "Drop the model and tokenizer (their memory is freed once nobody else holds them)."
@@ -361,10 +380,12 @@ class HFGenerator(Generator):
 
 # %% ../nbs/08_generate.ipynb #9a8b7c6d
 @patch
-def _row(self:HFGenerator, sc:SamplingConfig, prompt_len:int, seed:int) -> Row:
+def _row(self:HFGenerator, sc:SamplingConfig, prompt_len:int, seed:int,
+         closed:bool=False) -> Row: # its prefill already closed the thinking: no budget forcing
     "A new row: its budget (what its prompt leaves of the context) and its uniforms."
     max_new = min(sc.max_new_tokens, self.context - prompt_len)
-    return Row(row_uniforms(seed, max_new + 1), max_new, max(1, int(max_new * self.think_fraction)), self.close_think)
+    think = max(1, int(max_new * self.think_fraction))
+    return Row(row_uniforms(seed, max_new + 1), max_new, think, self.close_think and not closed)
 
 @patch
 def _force(self:HFGenerator, x:Row) -> bool:
@@ -486,12 +507,13 @@ def _complete(self:HFGenerator, samples, sc, desc, indices=None):
         for b in range(0, len(jobs), sc.batch_size):
             batch = jobs[b:b + sc.batch_size]
             seeds = [sample_seed(sc.seed, samples[i].prompt_id, indices[a]) for i, a in batch]
-            rows = [self._row(sc, len(enc[i]), seed) for (i, _), seed in zip(batch, seeds)]
+            rows = [self._row(sc, len(enc[i]), seed, THINK_CLOSE in samples[i].prefill)
+                    for (i, _), seed in zip(batch, seeds)]
             for (i, a), x in zip(batch, self._decode([enc[i] for i, _ in batch], rows, sc)):
                 text = self.tokenizer.decode(x.new, skip_special_tokens=True)
-                done[i][a] = (with_prefix(self.prefix, text), {"finish_reason": x.reason, "new_tokens": len(x.new),
-                                                               "prompt_tokens": len(enc[i]),
-                                                               "think_closed_by": x.closed_by})
+                done[i][a] = (full_response(self.prefix, samples[i].prefill, text),
+                              {"finish_reason": x.reason, "new_tokens": len(x.new), "prompt_tokens": len(enc[i]),
+                               "think_closed_by": x.closed_by})
             bar.update(len(batch))
     bar.close()
     return done
@@ -565,9 +587,11 @@ def generation_fingerprint(cfg:RunConfig, steering:SteeringConfig, max_new_token
     st = "none" if steering.mode == "none" else {k: v for k, v in config_to_dict(steering).items()
                                                  if k != "n_direction_prompts"}
     sampling = {"temperature": sc.temperature, "top_p": sc.top_p, "top_k": sc.top_k, "seed": sc.seed}
-    return {"model": mc.name, "adapter": mc.adapter, "revision": mc.revision, "dtype": mc.dtype, "backend": mc.backend,
-            "think_format": mc.think_format, "sampling": sampling, "max_new_tokens": max_new_tokens, "steering": st,
-            "inputs": input_digests(cfg, steering, items)}
+    fp = {"model": mc.name, "adapter": mc.adapter, "revision": mc.revision, "dtype": mc.dtype, "backend": mc.backend,
+          "think_format": mc.think_format, "sampling": sampling, "max_new_tokens": max_new_tokens, "steering": st,
+          "inputs": input_digests(cfg, steering, items)}
+    prefills = sorted({p for s in items if (p := getattr(s, "prefill", ""))})
+    return {**fp, "prefill": prefills} if prefills else fp
 
 # %% ../nbs/08_generate.ipynb #29f46af0
 def round_size(cfg:RunConfig, pending:int) -> int:

@@ -14,7 +14,8 @@ from .store import *
 from .models import THINK_SYSTEM_PROMPT, chat_prompt, generation_prefix, resolve_model
 from .models import think_format as _think_format
 from fastcore.basics import patch
-from .generate import Generator, stop_token_ids, user_turn, with_prefix, THINK_CLOSING
+from .generate import Generator, stop_token_ids, user_turn, THINK_CLOSING
+from .generate import full_response, rendered_prompt
 
 # %% auto #0
 __all__ = ['CPU_KV_CACHE_GB', 'import_vllm', 'vllm_top_k', 'lora_rank', 'adapter_rank', 'lora_request', 'vllm_on_cpu',
@@ -133,6 +134,10 @@ class VLLMGenerator(Generator):
         if self.prefix: msgs.append({"role": "assistant", "content": self.prefix})
         return msgs
 
+    def prompt_ids(self, s:Sample) -> list[int]:
+        "The prompt's token ids as the transformers backend encodes them (`rendered_prompt`), prefill included."
+        return self.tokenizer(rendered_prompt(self.tokenizer, s, self.fmt), add_special_tokens=False)["input_ids"]
+
     def chat_kwargs(self) -> dict:
         "Template arguments of `LLM.chat` for this thinking format."
         kw = dict(add_generation_prompt=not self.prefix, continue_final_message=bool(self.prefix))
@@ -156,13 +161,30 @@ def _engine_params(llm) -> Optional[int]:
     from thinksafe.guards import model_params
     return model_params(llm, "vllm")
 
+# %% ../nbs/09_vllm_backend.ipynb #4e1f0a77
+@patch
+def _first_pass(self:VLLMGenerator, samples, jobs, ids, params) -> list:
+    "vLLM's outputs for `jobs` in order: plain turns in one `LLM.chat` call, prefilled turns as token ids in one more."
+    sent = {"chat": [k for k, (i, _) in enumerate(jobs) if not samples[i].prefill]}
+    sent["ids"] = [k for k, (i, _) in enumerate(jobs) if samples[i].prefill]
+    outs = [None] * len(jobs)
+    for how, ks in sent.items():
+        if not ks: continue
+        kw = dict(sampling_params=[params[k] for k in ks], use_tqdm=self.progress, lora_request=self.lora)
+        if how == "chat": got = self.llm.chat([self.messages(samples[jobs[k][0]]) for k in ks], **kw,
+                                              **self.chat_kwargs())
+        else: got = self.llm.generate([{"prompt_token_ids": ids[jobs[k][0]]} for k in ks], **kw)
+        if len(got) != len(ks): raise ThinkSafeError(f"vLLM returned {len(got)} outputs for {len(ks)} requests")
+        for k, ro in zip(ks, got): outs[k] = ro
+    return outs
+
 # %% ../nbs/09_vllm_backend.ipynb #3c9d0e12
 @patch
 def _complete(self:VLLMGenerator, samples, sc, desc, indices=None):
-    "One `LLM.chat` call: a request per (prompt, sample index) with its own seed; budget forcing in one more call."
+    "One `LLM.chat` call (prefilled turns: one `LLM.generate`): a request per sample with its own seed; then forcing."
     indices = list(range(sc.n)) if indices is None else indices
-    lens = [len(self.tokenizer(chat_prompt(self.tokenizer, user_turn(s), self.fmt),
-                               add_special_tokens=False)["input_ids"]) for s in samples]
+    ids = [self.prompt_ids(s) for s in samples]
+    lens = [len(x) for x in ids]
     done, jobs = [[None] * len(indices) for _ in samples], []
     for i, L in enumerate(lens):
         if self.context and L >= self.context:
@@ -172,32 +194,34 @@ def _complete(self:VLLMGenerator, samples, sc, desc, indices=None):
     if not jobs: return done
     seeds = [sample_seed(sc.seed, samples[i].prompt_id, indices[a]) for i, a in jobs]
     budgets = [min(sc.max_new_tokens, self.context - lens[i]) if self.context else sc.max_new_tokens for i, _ in jobs]
+    # a prefill that closed the thinking is never forced
+    closed = [THINK_CLOSE in samples[i].prefill for i, _ in jobs]
     # forcing: the think budget first
-    first = [max(1, int(b * self.think_fraction)) if self.close_think else b for b in budgets]
-    outs = self.llm.chat([self.messages(samples[i]) for i, _ in jobs],
-                         sampling_params=[self.sampling_params(sc, s, m) for s, m in zip(seeds, first)],
-                         use_tqdm=self.progress, lora_request=self.lora, **self.chat_kwargs())
-    if len(outs) != len(jobs): raise ThinkSafeError(f"vLLM returned {len(outs)} outputs for {len(jobs)} requests")
+    think = [max(1, int(b * self.think_fraction)) for b in budgets]
+    first = [t if self.close_think and not c else b for t, b, c in zip(think, budgets, closed)]
+    outs = self._first_pass(samples, jobs, ids, [self.sampling_params(sc, s, m) for s, m in zip(seeds, first)])
     if any(len(ro.outputs) != 1 for ro in outs):
         raise ThinkSafeError("vLLM returned several completions for a request with n=1")
     rows = [(list(ro.prompt_token_ids or []), list(ro.outputs[0].token_ids), ro.outputs[0].finish_reason,
              None) for ro in outs]
-    if self.close_think: rows = self._force(rows, budgets, seeds, sc)
+    if self.close_think: rows = self._force(rows, budgets, seeds, sc, closed)
     for (i, a), (p, new, reason, by) in zip(jobs, rows):
         # counted as the transformers backend counts
         if reason == "stop" and new and new[-1] in self.stops: new = new[:-1]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        done[i][a] = (with_prefix(self.prefix, text),
+        done[i][a] = (full_response(self.prefix, samples[i].prefill, text),
                       {"finish_reason": reason, "new_tokens": len(new), "prompt_tokens": len(p) or lens[i],
-                                                       "think_closed_by": by})
+                       "think_closed_by": by})
     return done
 
 # %% ../nbs/09_vllm_backend.ipynb #ac4e7ef2
 @patch
-def _force(self:VLLMGenerator, rows, budgets, seeds, sc):
+def _force(self:VLLMGenerator, rows, budgets, seeds, sc,
+           opened_closed=None): # per row: its prefill closed the thinking (never forced)
     "Budget forcing as in `HFGenerator`: a sample stopped, or at its think budget, without `</think>` is closed."
     conts = []
     for k, ((p, new, reason, _), b) in enumerate(zip(rows, budgets)):
+        if opened_closed and opened_closed[k]: continue
         closed = THINK_CLOSE in self.tokenizer.decode(new)
         if reason == "stop" and closed: continue                           # it closed its thinking and answered
         # the end of turn becomes the close
