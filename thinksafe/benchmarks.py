@@ -146,7 +146,7 @@ def _conv_gpqa(seed:int=0):
                        reference=letter, label="vanilla_benign", item_id=item)
     return conv
 
-# %% ../nbs/18_benchmarks.ipynb #498d3ac2
+# %% ../nbs/18_benchmarks.ipynb #4587206e
 def _flag(v) -> bool:
     "A boolean column as a CSV, JSONL or parquet file holds it."
     return str(v).strip().lower() in ("true", "1", "yes")
@@ -168,7 +168,7 @@ def _conv_wildguardtest(want:str):
                        category=_opt(r, "subcategory", src=src))
     return conv
 
-# %% ../nbs/18_benchmarks.ipynb #d332ca51
+# %% ../nbs/18_benchmarks.ipynb #cc135ce8
 def _conv_jbb(split:str):
     "JailbreakBench's behaviours of one split: 'harmful' (safety) or 'benign' (over-refusal)."
     def conv(rows, src):

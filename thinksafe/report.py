@@ -17,15 +17,16 @@ from .config import *
 from .run import *
 
 # %% auto #0
-__all__ = ['MARGIN', 'CLAIM_KINDS', 'STAGE_ORDER', 'RATE_TITLES', 'NUMBERS', 'SECTIONS', 'COMPARED', 'EvalOutcomes',
-           'first_samples', 'draw_of', 'bench_judge', 'read_evaluation', 'item_outcomes', 'evaluation_dirs',
-           'named_dirs', 'check_pairable', 'paired_test', 'paired_tests', 'Claim', 'default_claims', 'claim_row',
-           'check_claims', 'steering_pairs', 'steering_claim', 'perplexity_claims', 'records_claim',
-           'compute_comparison', 'run_of', 'train_computes', 'adapter_evaluations', 'round_row', 'round_rows',
-           'mean_rate', 'run_point', 'axis_labels', 'plot_runs_pareto', 'runs_frame', 'plot_paper_with_runs',
-           'plot_rounds', 'Report', 'build_report', 'md_claims', 'md_rates', 'md_synthesis', 'md_perplexity',
-           'md_compute', 'md_rounds', 'report_markdown', 'write_report', 'format_claims', 'report', 'compare_rows',
-           'format_compare', 'compare']
+__all__ = ['ATTACKS', 'MARGIN', 'CLAIM_KINDS', 'STAGE_ORDER', 'METHOD_NAMES', 'RATE_TITLES', 'NUMBERS', 'SECTIONS', 'COMPARED',
+           'EvalOutcomes', 'first_samples', 'draw_of', 'bench_judge', 'attack_of', 'read_evaluation', 'item_outcomes',
+           'evaluation_dirs', 'named_dirs', 'check_pairable', 'paired_test', 'paired_tests', 'attack_test',
+           'attack_tests', 'Claim', 'default_claims', 'claim_row', 'check_claims', 'steering_pairs', 'steering_claim',
+           'swap_set', 'perplexity_claims', 'records_claim', 'compute_comparison', 'run_of', 'train_computes',
+           'method_computes', 'synthesis_writers', 'adapter_evaluations', 'round_row', 'round_rows', 'mean_rate',
+           'run_point', 'axis_labels', 'plot_runs_pareto', 'runs_frame', 'plot_paper_with_runs', 'plot_rounds',
+           'Report', 'build_report', 'md_claims', 'md_attacks', 'rate_columns', 'md_rates', 'md_writers',
+           'md_synthesis', 'md_perplexity', 'md_compute', 'md_rounds', 'report_markdown', 'write_report',
+           'format_claims', 'report', 'compare_rows', 'format_compare', 'compare']
 
 # %% ../nbs/21_report.ipynb #834ca78a
 @dataclass
@@ -37,6 +38,7 @@ class EvalOutcomes:
     kinds: dict     # {benchmark: 'safety' | 'overrefusal' | 'reasoning'}
     outcomes: dict  # {benchmark: {item_id: True | False | None (not scored)}}
     draws: dict     # {benchmark: {item_id: (seed, sampling)}}: what makes sample 0 of two models a pair
+    attacks: dict = field(default_factory=dict)  # {attacked benchmark: {'attack': name, 'of': plain benchmark}}
 
 # %% ../nbs/21_report.ipynb #ca10ef98
 def first_samples(eval_dir, bench:str) -> list[Sample]:
@@ -60,6 +62,18 @@ def bench_judge(results:dict, bench:str, samples:Sequence[Sample], judge:Optiona
     if kind == "reasoning": return None
     return judged_by(samples, kind, judge or m.get("judge") or m.get("guard"))
 
+# %% ../nbs/21_report.ipynb #1206e943
+ATTACKS = ("prefill",)   # attack names recognised from a store's name alone (`<name>+prefill`) when metrics say nothing
+
+def attack_of(results:dict, # an evaluation's results.json
+              bench:str) -> Optional[dict]:
+    "{'attack', 'of'} of an attacked copy of a benchmark (results.json metrics, else a `<name>+<attack>` name)."
+    benches = results.get("benchmarks", {})
+    m = benches.get(bench, {})
+    if m.get("attack"): return {"attack": m["attack"], "of": m.get("of") or bench.rpartition("+")[0]}
+    name, sep, attack = bench.rpartition("+")
+    return {"attack": attack, "of": name} if sep and attack in ATTACKS and name in benches else None
+
 # %% ../nbs/21_report.ipynb #672b7cc2
 def read_evaluation(eval_dir, # a directory `thinksafe evaluate` wrote (with results.json)
                     name:Optional[str]=None, # default: the directory's name, the model slug `<model>[+<adapter>]`
@@ -77,7 +91,8 @@ def read_evaluation(eval_dir, # a directory `thinksafe evaluate` wrote (with res
         j = bench_judge(res, b, samples, judge)
         kinds[b], outcomes[b] = m.get("kind") or samples[0].kind, {s.item_id: outcome_of(s, j) for s in samples}
         draws[b] = {s.item_id: draw_of(s) for s in samples}
-    return EvalOutcomes(name or d.name, d, res, kinds, outcomes, draws)
+    attacks = {b: a for b in outcomes if (a := attack_of(res, b))}
+    return EvalOutcomes(name or d.name, d, res, kinds, outcomes, draws, attacks)
 
 def item_outcomes(eval_dir, bench:str, judge:Optional[str]=None) -> dict:
     "{item_id: outcome} of sample 0 of one benchmark: harmful (safety), refusal (over-refusal), correct (reasoning)."
@@ -124,7 +139,8 @@ def check_pairable(a:EvalOutcomes, b:EvalOutcomes, bench:str):
 def paired_test(a:EvalOutcomes, b:EvalOutcomes, bench:str) -> dict:
     "McNemar's test of `a` -> `b` on one benchmark (same items and draws), both rates with Wilson intervals."
     check_pairable(a, b, bench)
-    return {"benchmark": bench, "kind": a.kinds[bench], **mcnemar(a.outcomes[bench], b.outcomes[bench])}
+    attack = {"attack": a.attacks[bench]["attack"]} if bench in a.attacks else {}
+    return {"benchmark": bench, "kind": a.kinds[bench], **attack, **mcnemar(a.outcomes[bench], b.outcomes[bench])}
 
 # %% ../nbs/21_report.ipynb #40b05879
 def paired_tests(runs:dict, # {name: EvalOutcomes}
@@ -142,6 +158,24 @@ def paired_tests(runs:dict, # {name: EvalOutcomes}
         common = [x for x in runs[a].outcomes if x in runs[b].outcomes]
         if common: out[f"{a} vs {b}"] = {x: paired_test(runs[a], runs[b], x) for x in common}
     return out
+
+# %% ../nbs/21_report.ipynb #7f10a13d
+def attack_test(ev:EvalOutcomes, bench:str) -> Optional[dict]:
+    "Plain -> attacked harmful rate of one model on the same items (McNemar); None when the plain one is missing."
+    a = ev.attacks[bench]
+    plain, hit = ev.outcomes.get(a["of"]), ev.outcomes[bench]
+    if plain is None: return None
+    if set(plain) != set(hit):
+        raise ThinkSafeError(f"{ev.name} ({ev.dir}): {bench} and {a['of']} have different items "
+                             f"({len(set(plain) - set(hit))} only plain, {len(set(hit) - set(plain))} only attacked): "
+                             "the attacked copy must hold the plain benchmark's items")
+    return {"benchmark": a["of"], "attacked": bench, "attack": a["attack"], "kind": ev.kinds[bench],
+            **mcnemar(plain, hit)}
+
+def attack_tests(runs:dict) -> dict: # {name: EvalOutcomes}
+    "{model: {attacked benchmark: attack_test}} of every model evaluated under an attack."
+    out = {n: {b: t for b in e.attacks if (t := attack_test(e, b))} for n, e in runs.items()}
+    return {n: ts for n, ts in out.items() if ts}
 
 # %% ../nbs/21_report.ipynb #022d6a6e
 MARGIN = 10.0   # percentage points: "keeps" / "does not raise" needs the interval of the change inside this margin
@@ -204,7 +238,7 @@ def check_claims(claims:Sequence[Claim], pairs:dict, # paired_tests(...)
     rows = []
     for c in claims:
         ts = pairs.get(f"{c.first} vs {c.second}", {})
-        benches = [b for b, t in ts.items() if t["kind"] == CLAIM_KINDS.get(c.kind, c.kind)]
+        benches = [b for b, t in ts.items() if t["kind"] == CLAIM_KINDS.get(c.kind, c.kind) and not t.get("attack")]
         rows += [claim_row(c, ts[b], (labels or {}).get(b, b), len(benches) > 1) for b in benches]
     return rows
 
@@ -228,12 +262,22 @@ def steering_claim(st:dict) -> dict:
                        + f"; omega = {st['omega']:.2f}"}
 
 # %% ../nbs/21_report.ipynb #d0952063
-def perplexity_claims(ppl:dict) -> list[dict]:
-    "Teacher data has higher perplexity under the student than self-generated data, per teacher set in perplexity.json."
-    out = []
+def swap_set(ppl:dict, writers:Optional[dict]=None) -> Optional[str]:
+    "The perplexity set that is the run's own synthesis written by another model than the student (a teacher swap)."
+    if not (writers and writers.get("swapped")): return None
+    mine = Path(writers["records"]).resolve()
+    return next((n for n, f in ppl.get("data", {}).items() if Path(f).resolve() == mine), None)
+
+def perplexity_claims(ppl:dict, writers:Optional[dict]=None) -> list[dict]: # synthesis_writers(...)
+    "Teacher data has higher perplexity under the student than self-generated data, per set in perplexity.json."
+    out, swap = [], swap_set(ppl, writers)
+    who = f"written by {', '.join((writers or {}).get('writers', []))}"
+    ref = (f"{swap} ({who}, not self-generated)" if swap and swap == ppl.get("reference")
+           else "self-generated data")
     for n, g in ppl.get("gaps_vs_reference", {}).items():
         lo, hi = g["gap_ci"]
-        out.append({"claim": f"Teacher data ({n}) has higher perplexity under the student than self-generated data",
+        what = f"Teacher-swap data ({n}, {who})" if n == swap else f"Teacher data ({n})"
+        out.append({"claim": f"{what} has higher perplexity under the student than {ref}",
                     "status": "shown" if lo > 0 else "contradicted" if hi < 0 else "not shown",
                     "numbers": f"{n} minus self: {g['gap']:+.3f} nats/token (95% CI {lo:+.3f} to {hi:+.3f}); "
                                f"perplexity ratio {g['ppl_ratio']:.2f}"})
@@ -248,7 +292,7 @@ def records_claim(records:dict, steered:str="ThinkSafe", plain:str="NoSteering")
             "numbers": f"kept harmful records: {k1} with the instruction, {k0} without (same prompts, same K)"}
 
 # %% ../nbs/21_report.ipynb #f0cadc9a
-STAGE_ORDER = ("generation", "guard", "training")   # the stages in the order a ThinkSafe run spends them
+STAGE_ORDER = ("generation", "guard", "teacher", "training")   # in the order a run spends them (teacher: OPD, SDFT)
 
 def _div(x, y): return x / y if y else float("inf")
 
@@ -287,6 +331,25 @@ def train_computes(run:Run, round:int=0) -> dict:
     "{method: compute document} of every training of a run's round (each `Run.train_dir(method, round)`)."
     dirs = sorted(run.train_dir("-", round).parent.glob("*"))
     return {d.name: read_compute(d) for d in dirs if compute_path(d).exists()}
+
+# %% ../nbs/21_report.ipynb #564c467b
+METHOD_NAMES = {"sft": "ThinkSafe", "sft+kl": "ThinkSafe+KL", "grpo": "GRPO", "opd": "OPD",
+                "self-distill": "self-distillation"}
+
+def method_computes(run:Run, round:int=0) -> dict:
+    "{method as the report names it: compute document} of a round's trainings (`train_computes`)."
+    return {METHOD_NAMES.get(m, m): d for m, d in train_computes(run, round).items()}
+
+# %% ../nbs/21_report.ipynb #128c82ea
+def synthesis_writers(run:Run) -> Optional[dict]:
+    "The models that wrote a run's kept synthesis records, and whether one is not the student (a teacher swap)."
+    p = run.records_path()
+    if not p.exists(): return None
+    models = sorted({s.model for s in read_records(p) if s.model})
+    student = run.cfg.model.name
+    if not models: return None
+    swapped = any(m.split("+")[0] != student for m in models)
+    return {"student": student, "writers": models, "swapped": swapped, "records": str(p)}
 
 # %% ../nbs/21_report.ipynb #16a68ed4
 def adapter_evaluations(run:Run) -> dict:
@@ -334,7 +397,7 @@ def mean_rate(maps:Sequence[dict], # {item: outcome} per benchmark
 
 def run_point(ev:EvalOutcomes) -> dict:
     "A run's Pareto point: harmful % (safety benchmarks) and pass@1 % (reasoning benchmarks) with 95% intervals."
-    safety = [b for b, k in ev.kinds.items() if k == "safety" and b != "xstest-contrast"]
+    safety = [b for b, k in ev.kinds.items() if k == "safety" and b != "xstest-contrast" and b not in ev.attacks]
     reasoning = [b for b, k in ev.kinds.items() if k == "reasoning"]
     harm, harm_ci = mean_rate([ev.outcomes[b] for b in safety])
     reason, reason_ci = mean_rate([ev.outcomes[b] for b in reasoning])
@@ -478,6 +541,8 @@ class Report:
     perplexity: Optional[dict] = None # perplexity.json
     compute: Optional[dict] = None    # compute_comparison
     rounds: Optional[list] = None     # round_rows
+    attacks: dict = field(default_factory=dict)      # attack_tests: {model: {attacked benchmark: plain vs attacked}}
+    writers: Optional[dict] = None    # synthesis_writers: who wrote the synthesis records (a teacher swap)
 
 # %% ../nbs/21_report.ipynb #6c110776
 def _context(run:Run) -> dict:
@@ -485,9 +550,9 @@ def _context(run:Run) -> dict:
     sd = run.synth_dir()
     synth = json.loads((sd/SYNTH_STATS).read_text()) if (sd/SYNTH_STATS).exists() else None
     ppl = json.loads(p.read_text()) if (p := run.perplexity_dir()/"perplexity.json").exists() else None
-    computes = train_computes(run)
+    computes = method_computes(run)
     prompts = {m: synth.get("prompts") for m, d in computes.items() if synth and "generation" in d["stages"]}
-    return {"synth": synth, "steering": steering_pairs(sd), "perplexity": ppl,
+    return {"synth": synth, "steering": steering_pairs(sd), "perplexity": ppl, "writers": synthesis_writers(run),
             "compute": compute_comparison(computes, prompts=prompts), "rounds": round_rows(run) or None}
 
 # %% ../nbs/21_report.ipynb #dab1f991
@@ -520,15 +585,17 @@ def build_report(dirs:Sequence, # evaluation or run directories, `NAME=DIR` allo
     run = run_of(next(iter(evals.values())))
     ctx = {**_context(run), **context}
     rows = ([steering_claim(ctx["steering"])] if ctx.get("steering") else []) + check_claims(claims, pairs, labels)
-    rows += perplexity_claims(ctx.get("perplexity") or {}) + [r for r in [records_claim(records or {})] if r]
+    rows += perplexity_claims(ctx.get("perplexity") or {}, ctx.get("writers"))
+    rows += [r for r in [records_claim(records or {})] if r]
     out = Path(out) if out is not None else run.report_dir()
     points = {n: run_point(e) for n, e in runs.items()}
-    summary = {n: {"dir": str(e.dir), "kinds": e.kinds, "rates": {b: rate(o) for b, o in e.outcomes.items()}}
-               for n, e in runs.items()}
+    summary = {n: {"dir": str(e.dir), "kinds": e.kinds, "rates": {b: rate(o) for b, o in e.outcomes.items()},
+                   "attacks": e.attacks} for n, e in runs.items()}
     kinds = {b: k for e in runs.values() for b, k in e.kinds.items()}
     figs = _draw(out, points, ctx, labels or {}, kinds)
     return Report(str(out), base, summary, pairs, rows, points, figs, labels or {}, ctx.get("synth"),
-                  ctx.get("steering"), records, ctx.get("perplexity"), ctx.get("compute"), ctx.get("rounds"))
+                  ctx.get("steering"), records, ctx.get("perplexity"), ctx.get("compute"), ctx.get("rounds"),
+                  attack_tests(runs), ctx.get("writers"))
 
 # %% ../nbs/21_report.ipynb #651a07cd
 def _ci(v, ci): return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
@@ -544,38 +611,71 @@ def md_claims(rep:Report) -> list[str]:
              "**not shown** = the data cannot tell.\n")
     return L
 
+# %% ../nbs/21_report.ipynb #7805f1f9
+def md_attacks(rep:Report) -> list[str]:
+    "Per model, each attacked benchmark's harmful rate against the plain one on the same items (McNemar)."
+    if not rep.attacks: return []
+    L = ["\nAttacks, per model (McNemar, exact, on the same items: plain -> attacked; outcome = harmful):\n",
+         "| model | benchmark | attack | plain harmful % | attacked harmful % | items only plain / only attacked | p |"
+         "\n|---|---|---|---|---|---|---|"]
+    for m, ts in rep.attacks.items():
+        L += [f"| {m} | {rep.labels.get(t['benchmark'], t['benchmark'])} | {t['attack']} | "
+              f"{_ci(t['before_pct'], t['before_ci'])} | {_ci(t['after_pct'], t['after_ci'])} | "
+              f"{t['before_only']} / {t['after_only']} | {t['p']:.3g} |" for t in ts.values()]
+    return L
+
 # %% ../nbs/21_report.ipynb #42571d9a
-def _column(kind:str, label:str) -> str:
-    return {"safety": f"harmful % ({label})", "overrefusal": f"over-refusal % ({label})"}.get(kind, f"{label} pass@1 %")
+def _column(kind:str, label:str, attack:Optional[str]=None) -> str:
+    if attack: return f"harmful % under {attack} ({label})"
+    named = {"safety": f"harmful % ({label})", "overrefusal": f"over-refusal % ({label})"}
+    return named.get(kind, f"{label} pass@1 %")
+
+def rate_columns(rep:Report) -> tuple[list, dict]:
+    "The rates table's benchmarks, each attacked copy right after its plain benchmark, and {attacked: its attack}."
+    benches = list(dict.fromkeys(b for r in rep.runs.values() for b in r["rates"]))
+    att = {b: a for r in rep.runs.values() for b, a in r.get("attacks", {}).items()}
+    after = lambda b: [x for x in benches if att.get(x, {}).get("of") == b]
+    order = [x for b in benches if b not in att for x in [b, *after(b)]]
+    return order + [b for b in benches if b not in order], att
 
 def md_rates(rep:Report) -> list[str]:
-    "Every model's rate on every benchmark with its Wilson interval, then every paired test."
-    benches = list(dict.fromkeys(b for r in rep.runs.values() for b in r["rates"]))
+    "Every model's rate on every benchmark with its Wilson interval (attacked beside plain), then every paired test."
+    benches, att = rate_columns(rep)
     kinds = {b: k for r in rep.runs.values() for b, k in r["kinds"].items()}
-    lab = lambda b: rep.labels.get(b, b)
+    lab = lambda b: rep.labels.get(att[b]["of"], att[b]["of"]) if b in att else rep.labels.get(b, b)
+    head = [_column(kinds[b], lab(b), att.get(b, {}).get("attack")) for b in benches]
     L = ["## Safety vs reasoning, every model on the same items\n",
-         "| model | " + " | ".join(_column(kinds[b], lab(b)) for b in benches) + " |\n|---|" + "---|" * len(benches)]
+         "| model | " + " | ".join(head) + " |\n|---|" + "---|" * len(benches)]
     for m, r in rep.runs.items():
         cell = lambda b: _ci(r["rates"][b]["pct"], r["rates"][b]["ci"]) if r["rates"].get(b, {}).get("n") else "-"
         L.append(f"| {m} | " + " | ".join(cell(b) for b in benches) + " |")
     n = {b: next(r["rates"][b]["n"] for r in rep.runs.values() if b in r["rates"]) for b in benches}
     L.append("\n95% Wilson intervals in brackets; sample 0 of each item; items: "
-             + ", ".join(f"{n[b]} {lab(b)}" for b in benches) + ".\n")
+             + ", ".join(f"{n[b]} {lab(b)}" for b in benches if b not in att) + ".\n")
     L += ["Paired tests (McNemar, exact; outcome = harmful, refusal, or correct):\n",
           "| comparison | benchmark | first % | second % | items only the first has / only the second | p |\n"
           "|---|---|---|---|---|---|"]
     for c, ts in rep.pairs.items():
         L += [f"| {c} | {b} | {t['before_pct']:.1f} | {t['after_pct']:.1f} | {t['before_only']} / {t['after_only']} "
               f"| {t['p']:.3g} |" for b, t in ts.items()]
+    L += md_attacks(rep)
     L += ["\n![pareto](figures/pareto.png)\n", "The paper's Pareto figure (Qwen3, its published table and frontier) "
           "with these runs beside its methods:\n", "![paper](figures/pareto_qwen3.png)\n"]
     return L
 
+# %% ../nbs/21_report.ipynb #87d2da0d
+def md_writers(rep:Report) -> list[str]:
+    "A line saying the synthesis was written by another model than the student (teacher swap), when it was."
+    w = rep.writers
+    if not (w and w.get("swapped")): return []
+    return [f"**Teacher swap**: the synthesis records were written by {', '.join(w['writers'])}, not by the student "
+            f"{w['student']} (`synth.model`): the data is not self-generated.\n"]
+
 # %% ../nbs/21_report.ipynb #70ddd60e
 def md_synthesis(rep:Report) -> list[str]:
     "Acceptance per synthesis condition, the paired steering test, and the training sets' record counts."
-    if not rep.synth: return []
-    syn, L = rep.synth, ["## Self-generation and refusal steering\n"]
+    if not rep.synth: return md_writers(rep) and ["## Self-generation and refusal steering\n", *md_writers(rep)]
+    syn, L = rep.synth, ["## Self-generation and refusal steering\n", *md_writers(rep)]
     L.append("| condition | harmful prompts | samples | acceptance (pooled) [95% CI] "
              "| prompts with an accepted sample |\n|---|---|---|---|---|")
     for c, v in syn.get("conditions", {}).items():
@@ -690,6 +790,11 @@ def format_claims(rep:Report) -> str:
         L += [f"  {c}  {b}: {t['before_pct']:.1f}% -> {t['after_pct']:.1f}% (change {t['change']:+.1f} points "
               f"[{t['change_ci'][0]:+.1f}, {t['change_ci'][1]:+.1f}]) on {t['n']} items, McNemar p = {t['p']:.3g}"
               for b, t in ts.items()]
+    L += [f"  {m}  {t['benchmark']} under {t['attack']}: {t['before_pct']:.1f}% -> {t['after_pct']:.1f}% harmful "
+          f"on {t['n']} items, McNemar p = {t['p']:.3g}" for m, ts in rep.attacks.items() for t in ts.values()]
+    c = rep.compute or {}
+    L += [f"compute: {m} / {c['reference']} = {r['flops']:.2f}x FLOPs, {r['wall']:.2f}x wall time"
+          for m, r in c.get("ratios", {}).items()]
     return "\n".join(L)
 
 @command("report", writes="report.md, report.json and figures/ in --out (default: report/ beside the first run)")
