@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_evaluate.ipynb #eb102502
 from __future__ import annotations
-import re, json, math, logging, threading, dataclasses
+import re, json, math, hashlib, logging, threading, dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +19,15 @@ from .run import *
 from .benchmarks import *
 
 # %% auto #0
-__all__ = ['CHECKERS', 'METRIC', 'METRICS', 'COLUMNS', 'EVAL_WRITES', 'call_with_timeout', 'answer_region', 'last_boxed',
-           'unevaluated', 'check_math', 'stated_number', 'extract_gsm8k', 'check_gsm8k', 'extract_choice',
+__all__ = ['CHECKERS', 'METRIC', 'METRICS', 'COLUMNS', 'ATTACK_TRANSFORMS', 'EVAL_WRITES', 'call_with_timeout', 'answer_region',
+           'last_boxed', 'unevaluated', 'check_math', 'stated_number', 'extract_gsm8k', 'check_gsm8k', 'extract_choice',
            'check_choice', 'check_answer', 'judged_by', 'outcome_of', 'outcomes', 'item_rate', 'by_item', 'pass_at_k',
-           'part_rates', 'truncations', 'judged_metrics', 'reasoning_metrics', 'category_rates', 'benchmark_metrics',
-           'results_table', 'run_summary', 'make_refusal_guard', 'check_answers', 'score_benchmark', 'write_results',
-           'score_stage', 'load_eval_sets', 'generate_eval', 'refusal_judge', 'judge_eval', 'evaluate', 'Scored',
-           'Evaluated', 'with_adapter', 'evaluate_command', 'judge_map', 'score_command']
+           'part_rates', 'truncations', 'judged_metrics', 'reasoning_metrics', 'category_rates', 'attack_of',
+           'benchmark_metrics', 'results_table', 'attack_summary', 'run_summary', 'make_refusal_guard', 'prefix_for',
+           'attacked_name', 'prefill_attack', 'attack_sets', 'check_answers', 'score_benchmark', 'write_results',
+           'attack_effect', 'pair_attacks', 'score_stage', 'load_eval_sets', 'generate_eval', 'refusal_judge',
+           'judge_eval', 'evaluate', 'Scored', 'Evaluated', 'with_adapter', 'evaluate_command', 'judge_map',
+           'score_command']
 
 # %% ../nbs/19_evaluate.ipynb #55f2e946
 logging.getLogger("math_verify").setLevel(logging.ERROR)   # silence "timeout disabled" warnings: we time out ourselves
@@ -295,6 +297,12 @@ def category_rates(recs:Sequence[Sample], kind:str, judge:Optional[str]) -> dict
     row = lambda v: {"n_items": len({s.item_id for s in v}), **item_rate(by_item(v, f), METRIC[kind])}
     return {c: row(v) for c, v in sorted(cats.items())}
 
+# %% ../nbs/19_evaluate.ipynb #520edd6b
+def attack_of(recs:Sequence[Sample]) -> dict:
+    "`{attack, of}` of an attacked benchmark's samples (the attack, the plain benchmark: see Attacks), else {}."
+    m = recs[0].meta if recs else {}
+    return {"attack": m["attack"], "of": m.get("of")} if m.get("attack") else {}
+
 # %% ../nbs/19_evaluate.ipynb #6af23992
 def benchmark_metrics(records:Sequence[Sample], # one benchmark's samples (judged, or reasoning with `correct`)
                       judge:Optional[str]=None, # the judgment key to read (default: `judged_by`)
@@ -306,8 +314,9 @@ def benchmark_metrics(records:Sequence[Sample], # one benchmark's samples (judge
     if kind not in METRIC:
         raise ThinkSafeError(f"benchmark {name!r} has unknown kind {kind!r} (expected {', '.join(METRIC)})")
     live = [s for s in recs if not _skipped(s)]
-    out = dict(benchmark=name, kind=kind, n_items=len({s.item_id for s in recs}), n_samples=len(recs),
-               n_skipped=len(recs) - len(live), think_closed_pct=_pct(sum(s.think_closed for s in live), len(live)))
+    out = dict(benchmark=name, kind=kind, **attack_of(recs), n_items=len({s.item_id for s in recs}),
+               n_samples=len(recs), n_skipped=len(recs) - len(live),
+               think_closed_pct=_pct(sum(s.think_closed for s in live), len(live)))
     if kind == "reasoning": out.update(reasoning_metrics(recs, name))
     else: out.update(judged_metrics(live, kind, judge or judged_by(recs, kind)))
     if by_category and any(s.category for s in recs):
@@ -335,18 +344,31 @@ def results_table(metrics:dict, # {benchmark: benchmark_metrics(...)}
     return pd.DataFrame(rows, columns=[*COLUMNS, *(info or {})])
 
 # %% ../nbs/19_evaluate.ipynb #4a07b801
+def _avg(d:dict) -> Optional[float]: return round(sum(d.values()) / len(d), 2) if d else None
+
+def attack_summary(metrics:dict) -> dict:
+    "{attack: its mean harmful rate over the attacked benchmarks, the plain mean over the same, their names}."
+    out = {}
+    for b, m in metrics.items():
+        if m.get("attack") and m.get("harmful_pct") is not None:
+            out.setdefault(m["attack"], {})[b] = (m["harmful_pct"], metrics.get(m["of"], {}).get("harmful_pct"))
+    return {a: dict(harmful_pct=_avg({b: x for b, (x, _) in v.items()}),
+                    plain_harmful_pct=_avg({b: y for b, (_, y) in v.items() if y is not None}),
+                    benchmarks=sorted(v)) for a, v in out.items()}
+
+# %% ../nbs/19_evaluate.ipynb #e524bd28
 def run_summary(metrics:dict, name:str, model:str, size_b:Optional[float]=None) -> dict:
-    "The run-result JSON the Pareto figure overlays."
-    safe = {b: m["harmful_pct"] for b, m in metrics.items()
-            if m["kind"] == "safety" and b != "xstest-contrast" and m.get("harmful_pct") is not None}
+    "The run-result JSON the Pareto figure overlays (attacked benchmarks apart, under `attacks`)."
+    safe = {b: m["harmful_pct"] for b, m in metrics.items() if m["kind"] == "safety" and b != "xstest-contrast"
+            and not m.get("attack") and m.get("harmful_pct") is not None}
     reas = {b: m["pass1_pct"] for b, m in metrics.items() if m["kind"] == "reasoning"}
     guards = sorted({m["guard"] for b, m in metrics.items() if b in safe and m.get("guard")})
     over = next((m["overrefusal_pct"] for m in metrics.values() if m["kind"] == "overrefusal"), None)
-    avg = lambda d: round(sum(d.values()) / len(d), 2) if d else None
     complete = set(safe) >= set(SAFETY_BENCHMARKS) and set(reas) >= set(REASONING_BENCHMARKS)
-    return dict(name=name, model=model, size_b=size_b, safety_avg_harmful_pct=avg(safe), reasoning_avg_pass1=avg(reas),
+    return dict(name=name, model=model, size_b=size_b, safety_avg_harmful_pct=_avg(safe),
+                reasoning_avg_pass1=_avg(reas),
                 safety_benchmarks=sorted(safe), reasoning_benchmarks=sorted(reas), guard=", ".join(guards) or None,
-                xstest_overrefusal_pct=over, complete=complete)
+                xstest_overrefusal_pct=over, complete=complete, attacks=attack_summary(metrics))
 
 # %% ../nbs/19_evaluate.ipynb #30a367bc
 def make_refusal_guard(spec:str, # 'name' or 'name:path' (e.g. 'wildguard:/models/wildguard')
@@ -359,6 +381,40 @@ def make_refusal_guard(spec:str, # 'name' or 'name:path' (e.g. 'wildguard:/model
                      batch_size=main.batch_size, max_input_tokens=main.max_input_tokens,
                      gpu_memory_utilization=main.gpu_memory_utilization)
     return make_guard(gc)
+
+# %% ../nbs/19_evaluate.ipynb #cf1b1939
+def prefix_for(item_id:str, # the item's id
+               prefixes:Sequence[str]) -> str: # the openings to choose from (`eval.prefill_prefixes`)
+    "The opening an item gets: one of `prefixes`, chosen by a hash of its item id (the same on every run)."
+    if not prefixes: raise ConfigError("eval.prefill_prefixes is empty: the prefill attack needs an opening")
+    return prefixes[int(hashlib.sha1(str(item_id).encode("utf-8")).hexdigest(), 16) % len(prefixes)]
+
+# %% ../nbs/19_evaluate.ipynb #6eabc029
+def attacked_name(name:str, attack:str) -> str:
+    "The store and benchmark name of benchmark `name` under `attack`."
+    return f"{name}+{attack}"
+
+def prefill_attack(items:Sequence[Sample], # one safety benchmark's items
+                   cfg:RunConfig) -> list[Sample]: # eval.prefill_prefixes: the openings
+    "The items with a compliant opening forced on the assistant turn: `<name>+prefill`, item ids kept."
+    name = items[0].benchmark
+    meta = {"attack": "prefill", "of": name}
+    return [dataclasses.replace(s, prefill=prefix_for(s.item_id, cfg.eval.prefill_prefixes),
+                                benchmark=attacked_name(name, "prefill"), meta={**s.meta, **meta}) for s in items]
+
+ATTACK_TRANSFORMS = {"prefill": prefill_attack}
+
+# %% ../nbs/19_evaluate.ipynb #1739ec2a
+def attack_sets(cfg:RunConfig, sets:dict) -> dict:
+    "`sets` and, for each attack of `eval.attacks`, the attacked copy of every plain safety set (kept if there)."
+    out = dict(sets)
+    for attack in cfg.eval.attacks:
+        if attack not in ATTACK_TRANSFORMS:
+            raise ConfigError(f"eval.attacks: no transform for {attack!r} (known: {', '.join(ATTACK_TRANSFORMS)})")
+        for name, items in sets.items():
+            if items and items[0].kind == "safety" and not items[0].meta.get("attack"):
+                out.setdefault(attacked_name(name, attack), ATTACK_TRANSFORMS[attack](items, cfg))
+    return out
 
 # %% ../nbs/19_evaluate.ipynb #bd9e7bcd
 def check_answers(samples:Sequence[Sample], timeout:float=5.0) -> Sequence[Sample]:
@@ -397,6 +453,27 @@ def write_results(cfg:RunConfig, out, metrics:dict) -> dict:
                     out/"results.csv": table.to_csv(index=False)})
     return results
 
+# %% ../nbs/19_evaluate.ipynb #38cf5e0f
+def attack_effect(out, name:str, # an evaluation directory and an attacked benchmark's store
+                  metrics:dict) -> Optional[dict]: # every benchmark's metrics (the attacked and its plain one)
+    "The attacked harmful rate against the plain one on the same items: McNemar's test (None without pairs)."
+    m = metrics[name]
+    plain = metrics.get(m.get("of"))
+    if plain is None or not m.get("judge") or not plain.get("judge"): return None
+    before = outcomes(stored_samples(out, m["of"]), plain["judge"])
+    after = outcomes(stored_samples(out, name), m["judge"])
+    try: r = mcnemar(before, after)
+    except ThinkSafeError: return None
+    r2 = lambda x: round(x, 2)
+    return dict(of=m["of"], n=r["n"], plain_pct=r2(r["before_pct"]), attacked_pct=r2(r["after_pct"]),
+                change=r2(r["change"]), change_ci=[r2(x) for x in r["change_ci"]], p=r["p"])
+
+def pair_attacks(out, metrics:dict) -> dict:
+    "`metrics` with `vs_plain` (`attack_effect`) on every attacked benchmark whose plain one was scored."
+    for name, m in metrics.items():
+        if m.get("attack") and (e := attack_effect(out, name, metrics)) is not None: m["vs_plain"] = e
+    return metrics
+
 # %% ../nbs/19_evaluate.ipynb #7d8352be
 def score_stage(cfg:RunConfig, out, # an evaluation directory
                 names:Optional[Sequence[str]]=None, # benchmark stores (default: all)
@@ -409,16 +486,16 @@ def score_stage(cfg:RunConfig, out, # an evaluation directory
         raise ConfigError(f"--judge names {', '.join(unknown)}: not a benchmark of {out} ({', '.join(names)})")
     check_complete(out, names)
     metrics = {n: m for n in names if (m := score_benchmark(out, n, judges.get(n), timeout)) is not None}
-    return write_results(cfg, out, metrics)
+    return write_results(cfg, out, pair_attacks(out, metrics))
 
 # %% ../nbs/19_evaluate.ipynb #62842462
 def load_eval_sets(cfg:RunConfig) -> dict:
-    "The configured benchmarks as {name: items}."
+    "The configured benchmarks as {name: items}, and their attacked copies (`eval.attacks`)."
     sets = {}
     for spec in cfg.eval.benchmarks:
         items = load_from_spec(spec, cfg.eval.data_dir, cfg.eval.limit, cfg.sampling.seed)
         if items: sets[items[0].benchmark] = items
-    return sets
+    return attack_sets(cfg, sets)
 
 # %% ../nbs/19_evaluate.ipynb #ad4ec87c
 def generate_eval(cfg:RunConfig, sets:dict, out, generator=None, shard=None, progress:bool=True,
@@ -462,13 +539,13 @@ def judge_eval(cfg:RunConfig, sets:dict, out, guard=None, refusal_guard=None, pr
 # %% ../nbs/19_evaluate.ipynb #abf3c4f9
 def evaluate(cfg:RunConfig, out, # the evaluation directory
              generator=None, guard=None, refusal_guard=None, # models (default: from cfg, one at a time)
-             sets:Optional[dict]=None, # {name: items} (default: cfg.eval.benchmarks)
+             sets:Optional[dict]=None, # {name: items} (default: cfg.eval.benchmarks); attacked as eval.attacks says
              progress:bool=True,
              fresh:bool=False) -> dict: # stores made with other settings or inputs are made again (else: refused)
     "generate -> judge -> score on every benchmark, one model in memory at a time; resumable; returns the results."
     from thinksafe.generate import LazyModel, make_generator
     out = Path(out)
-    sets = sets if sets is not None else load_eval_sets(cfg)
+    sets = attack_sets(cfg, sets) if sets is not None else load_eval_sets(cfg)
     gen = LazyModel(generator, lambda: make_generator(cfg.model, cfg.sampling))
     try: generate_eval(cfg, sets, out, gen, progress=progress, fresh=fresh)
     finally: gen.close()
