@@ -18,10 +18,13 @@ from .stats import *
 from .run import *
 
 # %% auto #0
-__all__ = ['DEMO_PROMPTS', 'CONDITIONS', 'prompt_rows', 'load_prompts', 'is_candidate', 'accept', 'group_stats',
-           'condition_stats', 'Selection', 'item_groups', 'condition_groups', 'prompt_rows_stats', 'selection_stats',
-           'selected_record', 'select_stage', 'synthesis_prompts', 'synthesis_conditions', 'sample_rounds',
-           'generate_round', 'holds_model', 'synthesize', 'synthesize_run', 'Exported', 'acceptance_bars',
+__all__ = ['DEMO_PROMPTS', 'CONDITIONS', 'EMPTY_THINKING', 'ESCALATED', 'prompt_rows', 'load_prompts', 'is_candidate', 'accept',
+           'group_stats', 'condition_stats', 'Selection', 'item_groups', 'condition_groups', 'strip_thinking',
+           'training_view', 'writer_config', 'writer_name', 'escalation_steps', 'accepted_prompts', 'escalation_groups',
+           'escalated_records', 'escalation_stats', 'retry_rows', 'prompt_rows_stats', 'synthesis_settings',
+           'selection_stats', 'selected_record', 'step_records_path', 'step_files', 'select_stage', 'synthesis_prompts',
+           'synthesis_conditions', 'sample_rounds', 'generate_round', 'holds_model', 'check_escalation', 'escalate',
+           'synthesis_stores', 'sample_and_judge', 'synthesize', 'synthesize_run', 'Exported', 'acceptance_bars',
            'plot_acceptance']
 
 # %% ../nbs/11_synthesize.ipynb #d1badf9f
@@ -253,6 +256,7 @@ class Selection:
     judge: Optional[str]            # the judgment key they were selected by
     round: int = 0                  # the round of iterative ThinkSafe
     stats: dict = field(default_factory=dict, repr=False)   # the statistics written
+    step_records: dict = field(default_factory=dict, repr=False)   # {steering step: its kept records} (escalation)
 
 # %% ../nbs/11_synthesize.ipynb #10f4ff97
 CONDITIONS = {"steered": STEERED, "plain": PLAIN}   # synthesis conditions and their sample stores
@@ -274,6 +278,97 @@ def condition_groups(out, conditions:Sequence[str]=("steered", "plain"), items=N
     if "plain" in groups: groups["plain"] = [g for g in groups["plain"] if g[0].harmful]
     return groups
 
+# %% ../nbs/11_synthesize.ipynb #3b90d7f0
+EMPTY_THINKING = "<think>\n\n</think>\n\n"   # an empty thinking block, as Qwen3 writes it with thinking off
+
+def strip_thinking(s:Sample) -> Sample:
+    "A copy of `s` that answers without its chain of thought: an empty thinking block, then the answer."
+    meta = {**s.meta, "thinking_stripped": True, "stripped_chars": len(s.thinking)}
+    return dataclasses.replace(s, response=EMPTY_THINKING + s.answer, thinking="", think_closed=True, meta=meta)
+
+def training_view(s:Sample, sy:SynthConfig) -> Sample:
+    "The record trained on: a harmful sample stripped of its thinking under `synth.harmful_thinking: strip`."
+    return strip_thinking(s) if sy.harmful_thinking == "strip" and s.harmful else s
+
+# %% ../nbs/11_synthesize.ipynb #3c653749
+def writer_config(cfg:RunConfig) -> RunConfig:
+    "The configuration synthesis generates with: `synth.model` (no adapter) in the student's place, else `cfg`."
+    sy = cfg.synth
+    if not sy.model: return cfg
+    if sy.rounds > 1:
+        raise ConfigError(f"synth.model={sy.model} with synth.rounds={sy.rounds}: rounds sample from the student's own "
+                          "adapter (on-policy), a teacher cannot; set synth.rounds: 1 or drop synth.model")
+    mc = dataclasses.replace(cfg.model, name=sy.model, adapter=None, revision=None, think_format="auto")
+    return dataclasses.replace(cfg, model=mc)
+
+def writer_name(cfg:RunConfig) -> str:
+    "The model that writes a synthesis's samples: `synth.model`, else the student with its adapter."
+    return model_slug(cfg.synth.model) if cfg.synth.model else model_slug(cfg.model.name, cfg.model.adapter)
+
+# %% ../nbs/11_synthesize.ipynb #5ad225ea
+ESCALATED = "samples-escalated"   # the escalation steps' sample stores: samples-escalated-1, -2, ...
+
+def escalation_steps(st:SteeringConfig) -> list[tuple]:
+    "(store, step, steering) per step of `steering.escalation`, in order."
+    out = []
+    for i, step in enumerate(st.escalation, 1):
+        kind, coef = escalation_step(step)
+        if kind == "strong-instruction": s = dataclasses.replace(st, mode="instruction", instruction=st.strong_instruction)
+        else: s = dataclasses.replace(st, mode="activation", coef=coef)
+        out.append((f"{ESCALATED}-{i}", step, dataclasses.replace(s, escalation=[])))
+    return out
+
+def accepted_prompts(groups:Sequence[Sequence[Sample]], judge:Optional[str], sy:SynthConfig) -> set:
+    "The item ids the acceptance rule keeps a record of."
+    return {s.item_id for s in accept(groups, judge, sy.accept, sy.min_safe)}
+
+# %% ../nbs/11_synthesize.ipynb #2a193407
+def escalation_groups(out, st:SteeringConfig, items=None) -> dict:
+    "{store: (step, per-prompt groups)} of the escalation steps stored in `out`, in step order."
+    steps = [(n, step) for n, step, _ in escalation_steps(st) if Store(out, n).files()]
+    check_complete(out, [n for n, _ in steps])
+    return {n: (step, item_groups(stored_samples(out, n), items)) for n, step in steps}
+
+def escalated_records(steered, escalated:dict, judge:Optional[str], sy:SynthConfig) -> tuple[list, dict]:
+    "(kept samples of the retries, {store: kept}): a prompt's records from its first accepting step, named by it."
+    done, kept, per = accepted_prompts(steered, judge, sy), [], {}
+    for store, (step, gs) in escalated.items():
+        new = [dataclasses.replace(s, steering=step) for s in accept([g for g in gs if g[0].item_id not in done],
+                                                                    judge, sy.accept, sy.min_safe)]
+        done |= {s.item_id for s in new}
+        kept += new
+        per[store] = new
+    return kept, per
+
+# %% ../nbs/11_synthesize.ipynb #8725c4e8
+def escalation_stats(steered, escalated:dict, judge:Optional[str], sy:SynthConfig) -> dict:
+    "Per step: prompts retried and accepted, acceptance with its Wilson interval; harmful prompts dropped."
+    harmful = [g for g in steered if g[0].harmful]
+    done = accepted_prompts(harmful, judge, sy)
+    before, steps = len(harmful) - len(done), []
+    for store, (step, gs) in escalated.items():
+        gs = [g for g in gs if g[0].item_id not in done]
+        ok = accepted_prompts(gs, judge, sy)
+        n, k = len(gs), len(ok)
+        steps.append({"step": step, "store": store, "retried": n, "accepted": k, "samples": sum(map(len, gs)),
+                      "acceptance": k / n if n else None, "acceptance_ci": list(wilson(k, n)) if n else None})
+        done |= ok
+    n = len(harmful)
+    return {"harmful_prompts": n, "dropped_before": before, "still_dropped": n - len(done),
+            "dropped_before_pct": 100 * before / n if n else None,
+            "still_dropped_pct": 100 * (n - len(done)) / n if n else None, "steps": steps}
+
+def retry_rows(escalated:dict, judge:Optional[str], sy:SynthConfig) -> dict:
+    "{prompt_id: {retries: [steps tried], accepted_by: step or None}} of the retried prompts."
+    rows = {}
+    for store, (step, gs) in escalated.items():
+        for g in gs:
+            r = rows.setdefault(g[0].prompt_id, {"retries": [], "accepted_by": None})
+            if r["accepted_by"] is not None: continue
+            r["retries"].append(step)
+            if accepted_prompts([g], judge, sy): r["accepted_by"] = step
+    return rows
+
 # %% ../nbs/11_synthesize.ipynb #10f4ffa0
 def prompt_rows_stats(groups:dict, judge:Optional[str]) -> list[dict]:
     "Per prompt of the steered condition: samples, candidates, alpha (and alpha without steering when sampled)."
@@ -287,16 +382,30 @@ def prompt_rows_stats(groups:dict, judge:Optional[str]) -> list[dict]:
         rows.append(row)
     return rows
 
-def selection_stats(cfg:RunConfig, groups:dict, kept:Sequence[Sample], judge:Optional[str]) -> dict:
-    "The `synth_stats.json` document: settings, acceptance per condition (steered, unsteered) and per prompt."
+# %% ../nbs/11_synthesize.ipynb #c7c7e9b2
+def synthesis_settings(cfg:RunConfig, judge:Optional[str]) -> dict:
+    "The settings a `synth_stats.json` starts with: run, writer and student, judge, steering, acceptance rule."
+    sy = cfg.synth
+    from thinksafe.steering import steering_name
+    return {"run": cfg.name, "model": writer_name(cfg), "writer": writer_name(cfg),
+            "student": model_slug(cfg.model.name, cfg.model.adapter), "guard": judge, "judge": judge,
+            "steering": steering_name(cfg.steering.mode), "escalation": list(cfg.steering.escalation), "k": sy.k,
+            "adaptive": sy.adaptive, "accept": sy.accept, "min_safe": sy.min_safe,
+            "harmful_thinking": sy.harmful_thinking}
+
+# %% ../nbs/11_synthesize.ipynb #33f25146
+def selection_stats(cfg:RunConfig, groups:dict, kept:Sequence[Sample], judge:Optional[str],
+                    escalated:Optional[dict]=None) -> dict: # {store: (step, groups)} of the escalation steps
+    "The `synth_stats.json` document: settings, acceptance per condition (steered, unsteered), per step and prompt."
     sy = cfg.synth
     conds = {("unsteered" if c == "plain" else c): condition_stats(g, judge, sy.accept, sy.min_safe)
              for c, g in groups.items()}
-    from thinksafe.steering import steering_name
-    return {"run": cfg.name, "model": model_slug(cfg.model.name, cfg.model.adapter), "guard": judge, "judge": judge,
-            "steering": steering_name(cfg.steering.mode), "k": sy.k, "adaptive": sy.adaptive, "accept": sy.accept,
-            "min_safe": sy.min_safe, "prompts": len(groups["steered"]), "records": len(kept), "conditions": conds,
-            "per_prompt": prompt_rows_stats(groups, judge), **run_info()}
+    rows, retries = prompt_rows_stats(groups, judge), retry_rows(escalated or {}, judge, sy)
+    for r in rows: r.update(retries.get(r["prompt_id"], {}))
+    doc = {**synthesis_settings(cfg, judge), "prompts": len(groups["steered"]), "records": len(kept),
+           "thinking_stripped": sum(bool(s.meta.get("thinking_stripped")) for s in kept), "conditions": conds}
+    if escalated is not None: doc["escalation"] = escalation_stats(groups["steered"], escalated, judge, sy)
+    return {**doc, "per_prompt": rows, **run_info()}
 
 # %% ../nbs/11_synthesize.ipynb #10f4ffa1
 def selected_record(s:Sample, judge:Optional[str]) -> str:
@@ -306,6 +415,24 @@ def selected_record(s:Sample, judge:Optional[str]) -> str:
     return json.dumps(s.to_dict(), ensure_ascii=False, default=str) + "\n"
 
 def _json(obj) -> str: return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+
+def _lines(samples:Sequence[Sample], judge:Optional[str]) -> str: return "".join(selected_record(s, judge) for s in samples)
+
+# %% ../nbs/11_synthesize.ipynb #10f4ffa5
+def step_records_path(out, sy:SynthConfig, store:str) -> Path:
+    "The kept records of one steering step: `<synth.out stem>.<store less 'samples-'>` (e.g. `synth.steered.jsonl`)."
+    p = Path(sy.out)
+    return Path(out)/f"{p.stem}.{store.removeprefix('samples-')}{p.suffix}"
+
+def step_files(out, sy:SynthConfig, kept:Sequence[Sample], per_store:dict, escalated:dict,
+               judge:Optional[str]) -> tuple[dict, dict]:
+    "({path: text}, {step: path}) of the per-step record files: the steered condition's, then each escalation step's."
+    texts, paths = {}, {}
+    steps = {STEERED: "steered", **{store: step for store, (step, _) in escalated.items()}}
+    for store, ss in {STEERED: kept, **per_store}.items():
+        p = step_records_path(out, sy, store)
+        texts[p], paths[steps[store]] = _lines([training_view(s, sy) for s in ss], judge), p
+    return texts, paths
 
 # %% ../nbs/11_synthesize.ipynb #10f4ffa4
 def select_stage(cfg:RunConfig, out, # the synthesis directory
@@ -318,11 +445,16 @@ def select_stage(cfg:RunConfig, out, # the synthesis directory
     out, sy = Path(out), cfg.synth
     groups = condition_groups(out, conditions, items)
     judge = judge or default_judge(s for g in groups["steered"] for s in g)
+    esc = escalation_groups(out, cfg.steering, items) if source == "steered" and cfg.steering.escalation else None
     kept = accept(groups[source], judge, sy.accept, sy.min_safe)
-    stats = {**selection_stats(cfg, groups, kept, judge), **(extra or {})}
+    retried, per_store = escalated_records(groups[source], esc, judge, sy) if esc else ([], {})
+    records = [training_view(s, sy) for s in kept + retried]
+    stats = {**selection_stats(cfg, groups, records, judge, esc), **(extra or {})}
+    texts, steps = step_files(out, sy, kept, per_store, esc, judge) if esc is not None else ({}, {})
+    stats["step_records"] = {k: p.name for k, p in steps.items()}
     path, stats_path = out/sy.out, out/Run(cfg).synth_stats_path(0, source).name
-    write_together({path: "".join(selected_record(s, judge) for s in kept), stats_path: _json(stats)})
-    return Selection(out, path, stats_path, len(kept), judge, stats=stats)
+    write_together({path: _lines(records, judge), stats_path: _json(stats), **texts})
+    return Selection(out, path, stats_path, len(records), judge, stats=stats, step_records=steps)
 
 # %% ../nbs/11_synthesize.ipynb #96a7859d
 def synthesis_prompts(cfg:RunConfig) -> tuple[list[Sample], list]:
@@ -363,28 +495,75 @@ def holds_model(cfg:RunConfig, guard) -> bool:
     from thinksafe.generate import network_params
     return bool(network_params(guard)) if guard is not None else cfg.guard.name != "refusal-patterns"
 
+# %% ../nbs/11_synthesize.ipynb #387dcf1c
+def check_escalation(cfg:RunConfig):
+    "Refuse escalation steps the writer's backend cannot run: activation steering needs transformers."
+    acts = [step for step in cfg.steering.escalation if escalation_step(step)[0] == "activation"]
+    if acts and cfg.model.backend == "vllm":
+        raise ConfigError(f"steering.escalation: step {acts[0]!r} steers activations, which needs the transformers "
+                          "backend (model.backend: hf), not vLLM: drop the step or set model.backend: hf")
+
+# %% ../nbs/11_synthesize.ipynb #535f29b6
+def escalate(cfg:RunConfig, out, prompts:Sequence[Sample], judge:Optional[str], # the selecting judgment key
+             generator, guard, # `LazyModel`s of the writer and the guard
+             heavy:bool=False, # the guard holds a network: never in memory with the writer
+             progress:bool=True, fresh:bool=False) -> list[str]:
+    "Retry the harmful prompts without an accepted sample with each step of `steering.escalation`; the stores made."
+    from thinksafe.generate import generate_stage
+    from thinksafe.guards import judge_stage
+    sy, made = cfg.synth, []
+    done = accepted_prompts(item_groups(stored_samples(out, STEERED)), judge, sy)
+    for store, _, steering in escalation_steps(cfg.steering):
+        todo = [s for s in prompts if s.harmful and s.item_id not in done]
+        if not todo: break
+        generate_stage(cfg, todo, out, store, steering=steering, generator=generator, progress=progress, fresh=fresh)
+        if heavy: generator.close()
+        judge = judge_stage(cfg, out, store, guard=guard, progress=progress, fresh=fresh)["judge"]
+        if heavy: guard.close()
+        done |= accepted_prompts(item_groups(stored_samples(out, store)), judge, sy)
+        made.append(store)
+    return made
+
+def synthesis_stores(out, cfg:RunConfig) -> list[str]:
+    "The sample stores of a synthesis directory: steered, plain, and each escalation step's that exists."
+    names = [STEERED, PLAIN] + [n for n, _, _ in escalation_steps(cfg.steering)]
+    return [n for n in names if Store(out, n).files()]
+
+# %% ../nbs/11_synthesize.ipynb #cf93d145
+def sample_and_judge(cfg:RunConfig, out, conds:list, generator, guard, # `LazyModel`s of the writer and the guard
+                     heavy:bool=False, progress:bool=True, fresh:bool=False) -> Optional[str]:
+    "Generate and judge every condition, round after round of `sample_rounds`; the judgment key."
+    from thinksafe.guards import judge_stage
+    key = None
+    for idx in sample_rounds(cfg.synth):
+        generate_round(cfg, out, conds, idx, key, generator, progress, fresh)
+        if heavy or not cfg.synth.adaptive: generator.close()
+        for name, _, _ in conds:
+            key = judge_stage(cfg, out, name, guard=guard, progress=progress, fresh=fresh)["judge"]
+        store_compute(out, [name for name, _, _ in conds])
+        if heavy: guard.close()
+    return key
+
 # %% ../nbs/11_synthesize.ipynb #cf93d144
 def synthesize(cfg:RunConfig, out, # the synthesis directory
                generator=None, guard=None, # models to use (default: built from cfg, one at a time, freed)
                progress:bool=True,
                fresh:bool=False) -> Selection: # stores of other settings or inputs are made again (else: refused)
-    "generate -> judge -> select in `out`, one model in memory at a time; resumable."
+    "generate -> judge (-> escalate) -> select in `out`, one model in memory at a time; resumable."
     from thinksafe.generate import LazyModel, make_generator
-    from thinksafe.guards import make_judge, judge_stage
-    out = Path(out)
+    from thinksafe.guards import make_judge
+    out, wcfg = Path(out), writer_config(cfg)
+    check_escalation(wcfg)
     prompts, dropped = synthesis_prompts(cfg)
     if dropped: write_jsonl(out/"decontaminated.jsonl", [{"prompt": getattr(d, "prompt", d)} for d in dropped])
-    conds, key, heavy = synthesis_conditions(cfg, prompts), None, holds_model(cfg, guard)
-    gen = LazyModel(generator, lambda: make_generator(cfg.model, cfg.sampling))
+    conds, heavy = synthesis_conditions(cfg, prompts), holds_model(cfg, guard)
+    gen = LazyModel(generator, lambda: make_generator(wcfg.model, cfg.sampling))
     judge = LazyModel(guard, lambda: make_judge(cfg.guard))
     try:
-        for idx in sample_rounds(cfg.synth):
-            generate_round(cfg, out, conds, idx, key, gen, progress, fresh)
-            if heavy or not cfg.synth.adaptive: gen.close()
-            for name, _, _ in conds:
-                key = judge_stage(cfg, out, name, guard=judge, progress=progress, fresh=fresh)["judge"]
-            store_compute(out, [name for name, _, _ in conds])
-            if heavy: judge.close()
+        key = sample_and_judge(wcfg, out, conds, gen, judge, heavy, progress, fresh)
+        if cfg.steering.escalation:
+            escalate(wcfg, out, prompts, key, gen, judge, heavy, progress, fresh)
+            store_compute(out, synthesis_stores(out, cfg))
     finally:
         gen.close()
         judge.close()
@@ -419,6 +598,7 @@ def synthesize(self:Run, round:Optional[int]=None, # a round of `synth.rounds` (
                generator=None, guard=None, # models to use (default: built from the configuration)
                progress:bool=True, fresh:bool=False) -> Selection:
     "generate -> judge -> select in the round's directory; with `synth.rounds` > 1 and no round, every round."
+    writer_config(self.cfg)             # a teacher (synth.model) with rounds is refused before anything runs
     if round is None and self.cfg.synth.rounds > 1:
         import thinksafe.train          # Run.rounds: synthesize -> train, round after round
         rows = self.rounds(generator_for=lambda a: generator if a is None else None, guard=guard,
@@ -434,8 +614,9 @@ def selection(self:Run, round:int=0) -> Selection:
     path = self.synth_stats_path(round)
     if not path.exists(): raise ThinkSafeError(f"{path} not found: run `thinksafe synthesize` first")
     stats = json.loads(path.read_text(encoding="utf-8"))
+    steps = {k: self.synth_dir(round)/n for k, n in stats.get("step_records", {}).items()}
     return Selection(self.synth_dir(round), self.records_path(round), path, stats["records"], stats.get("judge"),
-                     round, stats)
+                     round, stats, steps)
 
 # %% ../nbs/11_synthesize.ipynb #7a11e011
 @command("synthesize", writes=f"the synthesis directory: samples, judgments, synth.out, synth_stats.json, {COMPUTE} "
