@@ -22,8 +22,8 @@ __all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'DE
            'DEMO_PREFLIGHT', 'demo_config', 'user_settings', 'demo_prompts', 'teacher_refusal', 'teacher_records',
            'write_records', 'demo_steering', 'DemoEngine', 'LazyGenerator', 'demo_generator', 'demo_step',
            'training_sets', 'train_demo', 'grpo_demo', 'evaluate_demo', 'demo_perplexity', 'demo_rounds', 'demo_claims',
-           'cpu_name', 'demo_intro', 'preflight_section', 'demo_sections', 'demo_report', 'demo_run', 'start_fresh',
-           'Demo', 'copy_figures', 'demo_steps', 'demo_numbers', 'finish_demo', 'run_demo', 'demo']
+           'cpu_name', 'demo_intro', 'preflight_section', 'compute_note', 'demo_sections', 'demo_report', 'demo_run',
+           'start_fresh', 'Demo', 'copy_figures', 'demo_steps', 'demo_numbers', 'finish_demo', 'run_demo', 'demo']
 
 # %% ../nbs/25_pipeline.ipynb #314969bf
 DEMO_SCALE = {
@@ -332,13 +332,23 @@ def preflight_section(pre:dict, check:dict, seconds) -> str:
             "the interval.\n")
 
 # %% ../nbs/25_pipeline.ipynb #a1f0c027
-def demo_sections(r:dict) -> list[tuple]:
-    "The demo's own sections, each after a section of the report: the preflight, its settings, its times."
+def compute_note(thinksafe_prompts:int, grpo_prompts:int) -> str:
+    "What the demo's two compute.json count, and why only the cost per prompt compares."
+    return (f"ThinkSafe: sampling {thinksafe_prompts} training prompts (the unsteered comparison samples included), "
+            f"judging, LoRA SFT; GRPO: one pass over {grpo_prompts} harmful prompts (generation, guard reward, LoRA "
+            "update with the reference model's forward). The embedded guard is a phrase matcher (0 FLOPs); with "
+            "Llama-Guard each judged token costs 2N of the guard. The paper's ~1/8 compares runs of equal quality; "
+            "this GRPO run is far too short to reach any quality, so only the cost per prompt is comparable here.\n")
+
+# %% ../nbs/25_pipeline.ipynb #c8ded5e5
+def demo_sections(r:dict, grpo_prompts:int=2) -> list[tuple]:
+    "The demo's own sections, each after a section of the report: preflight, compute note, settings, times."
     out = []
     if r.get("preflight"):
         p = r["preflight"]
         body = preflight_section(p["result"], p["check"], p["seconds"])
         out.append(("perplexity", "Pre-flight: will ThinkSafe work on this model?", body))
+    out.append(("compute", "What the compute comparison counts", compute_note(r["prompts"], grpo_prompts)))
     settings = "\n".join(f"- `{k}` = {v}" + (f": {why}" if why else "") for k, (v, why) in DEMO_SCALE.items())
     out += [("rounds", "Settings scaled for the demo", settings),
             ("rounds", "Time", "\n".join(f"- {k}: {v} s" for k, v in r["seconds"].items()))]
@@ -356,7 +366,7 @@ def demo_report(run:Run, dirs:dict, # {model: evaluation directory}
     named = [f"{m}={d}" for m, d in dirs.items()]
     rep = build_report(named, run.report_dir(), "Initial", claims=demo_claims(list(dirs)), labels=DEMO_LABELS,
                        records=r["records"], **ctx)
-    write_report(rep, "# ThinkSafe demo report", demo_intro(r), demo_sections(r))
+    write_report(rep, "# ThinkSafe demo report", demo_intro(r), demo_sections(r, grpo_prompts))
     return rep
 
 # %% ../nbs/25_pipeline.ipynb #a1f0c02e
