@@ -24,13 +24,14 @@ from .run import *
 from .stats import wilson
 
 # %% auto #0
-__all__ = ['LOGITS_IN_MEMORY', 'REPORT_PACKAGES', 'normalize_response', 'training_samples', 'sft_records', 'tokenize_example',
-           'sft_dataset', 'SFTCollator', 'collate', 'seq_bounds', 'packed_attention', 'FastDropout', 'fast_dropout',
-           'unwrap', 'final_hidden', 'response_losses', 'reduce_losses', 'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer',
-           'lora_config', 'world_size', 'grad_accum', 'report_to', 'sft_config', 'base_params', 'training_entry',
-           'write_run_compute', 'ComputeCallback', 'loss_curves', 'plot_curves', 'training_fingerprint',
-           'check_training_inputs', 'trained_before', 'student_copy', 'sft_trainer', 'save_sft', 'run_sft', 'Trained',
-           'train_run', 'round_row', 'rates', 'response_kl', 'response_nll', 'budget_forced_generate']
+__all__ = ['LOGITS_IN_MEMORY', 'REPORT_PACKAGES', 'normalize_response', 'kept_counts', 'training_samples', 'sft_records',
+           'tokenize_example', 'sft_dataset', 'SFTCollator', 'collate', 'seq_bounds', 'packed_attention', 'FastDropout',
+           'fast_dropout', 'unwrap', 'final_hidden', 'base_hidden', 'chunked_terms', 'response_losses', 'reduce_losses',
+           'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer', 'lora_config', 'world_size', 'grad_accum', 'report_to',
+           'sft_config', 'base_params', 'training_entry', 'write_run_compute', 'ComputeCallback', 'loss_curves',
+           'plot_curves', 'training_fingerprint', 'check_training_inputs', 'trained_before', 'student_copy',
+           'sft_trainer', 'save_sft', 'run_sft', 'Trained', 'train_run', 'round_row', 'rates', 'response_kl',
+           'response_nll', 'budget_forced_generate']
 
 # %% ../nbs/12_train.ipynb #fb277307
 def normalize_response(text:str) -> Optional[str]:
@@ -39,6 +40,13 @@ def normalize_response(text:str) -> Optional[str]:
     if THINK_CLOSE not in t: return None
     if not t.startswith(THINK_OPEN): t = THINK_OPEN + "\n" + t
     return re.sub(r"</think>\n(?!\n)", "</think>\n\n", t)
+
+# %% ../nbs/12_train.ipynb #1ef2e7a8
+def kept_counts(kept:Sequence[Sample]) -> dict:
+    "What the kept records are: how many, harmful ones stripped of their thinking (the ablation), their writers."
+    from collections import Counter
+    return {"kept": len(kept), "thinking_stripped": sum(bool(s.meta.get("thinking_stripped")) for s in kept),
+            "writers": dict(Counter(s.model or "unknown" for s in kept))}
 
 # %% ../nbs/12_train.ipynb #62f4bae6
 def training_samples(data, # a record file, or a list of `Sample`s (or dicts of their fields)
@@ -51,18 +59,21 @@ def training_samples(data, # a record file, or a list of `Sample`s (or dicts of 
 def sft_records(data, # a record file, or a list of `Sample`s (or dicts of their fields)
                 default_label:Optional[str]=None, # label of records without one (STAR-1: 'vanilla_harmful')
                 judge:Optional[str]=None) -> tuple[list[dict], dict]: # whose verdict must be safe (default: the first)
-    "Normalised `{prompt, response, label}` records and counts of what was dropped and why."
+    "Normalised `{prompt, response, label}` records, counts of what was dropped and why, and who wrote them."
     samples = training_samples(data, default_label)
     judge = judge or default_judge(samples)
     out, stats = [], {"read": len(samples), "kept": 0, "unclosed_think": 0, "not_safe": 0, "skipped": 0}
+    kept = []
     for s in samples:
         resp = normalize_response(s.response)
         why = ("skipped" if s.skipped or s.meta.get("skipped") else
-               "not_safe" if verdict_of(s, judge) not in (None, "safe") else "unclosed_think" if resp is None else None)
+               "not_safe" if verdict_of(s, judge) not in (None, "safe") else
+               "unclosed_think" if resp is None else None)
         if why: stats[why] += 1
-        else: out.append({"prompt": s.prompt, "response": resp, "label": s.label})
-    stats["kept"] = len(out)
-    return out, stats
+        else:
+            out.append({"prompt": s.prompt, "response": resp, "label": s.label})
+            kept.append(s)
+    return out, {**stats, **kept_counts(kept)}
 
 # %% ../nbs/12_train.ipynb #ee5260f2
 def tokenize_example(tok, prompt_text:str, completion_text:str, mask_prompt:bool=True,
@@ -221,15 +232,56 @@ def final_hidden(model, input_ids, attention_mask=None, position_ids=None):
 # %% ../nbs/12_train.ipynb #7a1e0b52
 LOGITS_IN_MEMORY = 2**28   # logits (fp32 elements) kept for backward before the chunks are recomputed instead
 
+def _kl_inputs(input_ids, labels, attention_mask, position_ids, keep) -> tuple[dict, Any]:
+    "The model inputs and labels of the KL examples only: their tokens, still packed, or their padded rows."
+    if attention_mask is None and input_ids.shape[0] == 1:
+        pos = None if position_ids is None else position_ids[:, keep[0]]
+        return dict(input_ids=input_ids[:, keep[0]], position_ids=pos), labels[:, keep[0]]
+    rows = keep.any(1)
+    pick = lambda x: None if x is None else x[rows]
+    sub = dict(input_ids=input_ids[rows], attention_mask=pick(attention_mask), position_ids=pick(position_ids))
+    return sub, labels[rows]
+
+def base_hidden(model, input_ids, labels, attention_mask, position_ids, keep, # keep: the KL examples' tokens
+                tok_kl, hs):
+    "The frozen base's last hidden state at the trained positions of KL tokens (zeros elsewhere), adapter disabled."
+    peft = unwrap(model)
+    if not hasattr(peft, "disable_adapter"):
+        raise ConfigError("the KL loss needs a PEFT model (the base is the model with its adapter disabled)")
+    sub, sl = _kl_inputs(input_ids, labels, attention_mask, position_ids, keep)
+    with torch.no_grad(), peft.disable_adapter():
+        hk = final_hidden(peft, **sub)[:, :-1][sl[:, 1:].ne(-100)]
+    if hk.shape[0] != int(tok_kl.sum()):
+        raise ThinkSafeError(f"base pass gave {hk.shape[0]} positions for {int(tok_kl.sum())} KL tokens")
+    hb = torch.zeros_like(hs, requires_grad=False)
+    hb[tok_kl] = hk.to(hs.dtype)
+    return hb
+
+def chunked_terms(hs, hb, tgt, tok_kl, head, kl_chunk:int, kl_weight:float) -> tuple:
+    "(loss terms, CE, KL) per trained token, `kl_chunk` positions at a time, checkpointed when the logits are large."
+    loss, ce, kl = [], [], []
+    big = hs.shape[0] * head.weight.shape[0] > LOGITS_IN_MEMORY
+    ckpt = torch.is_grad_enabled() and hs.shape[0] > kl_chunk and big
+    for i in range(0, hs.shape[0], kl_chunk):
+        sl_ = slice(i, i + kl_chunk)
+        args = (hs[sl_], None if hb is None else hb[sl_], tgt[sl_], tok_kl[sl_], head.weight, head.bias, kl_weight)
+        l, c, k = checkpoint(_token_terms, *args, use_reentrant=False) if ckpt else _token_terms(*args)
+        loss.append(l)
+        ce.append(c)
+        kl.append(k)
+    cat = lambda xs: torch.cat(xs) if xs else hs.new_zeros(0)
+    return cat(loss), cat(ce), cat(kl)
+
 def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL examples need a PEFT adapter to disable
                     input_ids, labels, # labels: -100 where nothing is trained
                     attention_mask=None, position_ids=None, # padded rows, or one packed row with position_ids
                     use_kl=None, # bool per example: forward KL to the base instead of CE
                     example=None, # each token's example index (default: its row)
                     kl_chunk:int=512, kl_weight:float=1.0) -> dict:
-    "Per trained token: CE (non-KL examples) or KL(base || student) (KL examples), with each token's example; chunked over tokens."
+    "Per trained token: CE (non-KL examples) or KL(base || student) (KL examples), with its example; chunked."
     base = _base(model)
-    if getattr(base.config, "final_logit_softcapping", None): raise ConfigError("the chunked loss does not support models with logit soft-capping")
+    if getattr(base.config, "final_logit_softcapping", None):
+        raise ConfigError("the chunked loss does not support models with logit soft-capping")
     head, dev = base.get_output_embeddings(), input_ids.device
     if example is None: example = torch.arange(input_ids.shape[0], device=dev)[:, None].expand_as(input_ids)
     n_ex = int(example.max()) + 1 if example.numel() else 0
@@ -240,43 +292,22 @@ def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL ex
     tok_kl = use_kl[ex]
     hb = None
     if tok_kl.any():
-        peft = unwrap(model)
-        if not hasattr(peft, "disable_adapter"): raise ConfigError("the KL loss needs a PEFT model (the base is the model with its adapter disabled)")
-        keep = use_kl[example]                                    # tokens of KL examples
-        if attention_mask is None and input_ids.shape[0] == 1:    # packed: the KL examples' tokens, still packed
-            sub = dict(input_ids=input_ids[:, keep[0]], position_ids=None if position_ids is None else position_ids[:, keep[0]])
-            sl = labels[:, keep[0]]
-        else:                                                     # padded: the KL rows
-            rows = keep.any(1)
-            sub = dict(input_ids=input_ids[rows], attention_mask=None if attention_mask is None else attention_mask[rows],
-                       position_ids=None if position_ids is None else position_ids[rows])
-            sl = labels[rows]
-        with torch.no_grad(), peft.disable_adapter():
-            hk = final_hidden(peft, **sub)[:, :-1][sl[:, 1:].ne(-100)]
-        if hk.shape[0] != int(tok_kl.sum()): raise ThinkSafeError(f"base pass gave {hk.shape[0]} positions for {int(tok_kl.sum())} KL tokens")
-        hb = torch.zeros_like(hs, requires_grad=False)
-        hb[tok_kl] = hk.to(hs.dtype)
-    loss, ce, kl = [], [], []
-    ckpt = torch.is_grad_enabled() and hs.shape[0] > kl_chunk and hs.shape[0] * head.weight.shape[0] > LOGITS_IN_MEMORY
-    for i in range(0, hs.shape[0], kl_chunk):
-        sl_ = slice(i, i + kl_chunk)
-        args = (hs[sl_], None if hb is None else hb[sl_], tgt[sl_], tok_kl[sl_], head.weight, head.bias, kl_weight)
-        l, c, k = checkpoint(_token_terms, *args, use_reentrant=False) if ckpt else _token_terms(*args)
-        loss.append(l)
-        ce.append(c)
-        kl.append(k)
-    cat = lambda xs: torch.cat(xs) if xs else hs.new_zeros(0)
-    terms, ce, kl = cat(loss), cat(ce), cat(kl)
+        hb = base_hidden(model, input_ids, labels, attention_mask, position_ids, use_kl[example], tok_kl, hs)
+    terms, ce, kl = chunked_terms(hs, hb, tgt, tok_kl, head, kl_chunk, kl_weight)
     return {"terms": terms, "example": ex, "n_examples": n_ex, "loss_sum": terms.sum(), "n_tokens": int(terms.numel()),
-            "ce_sum": ce[~tok_kl].sum().item(), "n_ce": int((~tok_kl).sum()), "kl_sum": kl[tok_kl].sum().item(), "n_kl": int(tok_kl.sum())}
+            "ce_sum": ce[~tok_kl].sum().item(), "n_ce": int((~tok_kl).sum()), "kl_sum": kl[tok_kl].sum().item(),
+            "n_kl": int(tok_kl.sum())}
 
 def reduce_losses(r:dict, reduction:str="token", # 'token' | 'sequence'
-                  n_items=None, # 'token': the divisor (default: this batch's trained tokens; TRL passes the accumulated batch's)
+                  n_items=None, # 'token': the divisor (default: this batch's trained tokens; TRL: the accumulated's)
                  ) -> torch.Tensor:
-    "The batch loss from `response_losses`: mean over trained tokens ('token') or mean over examples of each example's token mean ('sequence')."
+    "The batch loss: mean over trained tokens ('token') or mean over examples of each example's token mean."
     t = r["terms"]
-    if reduction == "token": return t.sum() / (torch.as_tensor(n_items if n_items is not None else t.numel(), device=t.device).clamp(min=1))
-    if reduction != "sequence": raise ConfigError(f"train.kl_reduction must be 'token' or 'sequence', got {reduction!r}")
+    if reduction == "token":
+        n = torch.as_tensor(n_items if n_items is not None else t.numel(), device=t.device)
+        return t.sum() / n.clamp(min=1)
+    if reduction != "sequence":
+        raise ConfigError(f"train.kl_reduction must be 'token' or 'sequence', got {reduction!r}")
     cnt = torch.zeros(max(r["n_examples"], 1), device=t.device).index_add_(0, r["example"], torch.ones_like(t))
     return (t / cnt[r["example"]]).sum() / (cnt > 0).sum().clamp(min=1)
 
@@ -287,11 +318,15 @@ class ThinkSafeSFTConfig(SFTConfig):
     kl: bool = field(default=False, metadata={"help": "Benign records: forward KL to the frozen base instead of CE."})
     kl_weight: float = field(default=1.0, metadata={"help": "Weight of the KL terms."})
     kl_chunk: int = field(default=512, metadata={"help": "Tokens per chunk of the vocabulary projection."})
-    kl_reduction: str = field(default="token", metadata={"help": "'token' (mean over trained tokens) or 'sequence' (mean over examples)."})
-    packed: bool = field(default=True, metadata={"help": "Pack each micro-batch into one row (position_ids) instead of padding."})
+    kl_reduction: str = field(
+        default="token", metadata={"help": "'token' (mean over trained tokens) or 'sequence' (mean over examples)."}
+    )
+    packed: bool = field(
+        default=True, metadata={"help": "Pack each micro-batch into one row (position_ids) instead of padding."}
+    )
 
 class ThinkSafeSFTTrainer(SFTTrainer):
-    "SFTTrainer on pre-tokenized examples with packed batches and ThinkSafe's loss (CE, or the per-record mix of CE and forward KL to the base)."
+    "SFTTrainer on pre-tokenized examples, packed batches, ThinkSafe's loss (CE, or per record CE or KL to the base)."
     def __init__(self, model, args:ThinkSafeSFTConfig, processing_class=None, **kw):
         tok = processing_class
         if tok is not None and tok.pad_token is None: tok.pad_token = tok.eos_token
@@ -301,7 +336,8 @@ class ThinkSafeSFTTrainer(SFTTrainer):
 
     def train(self, *args, **kw):
         cpu = next(self.model.parameters()).device.type == "cpu"
-        with packed_attention(self.model, self.args.packed), fast_dropout(self.model, cpu): return super().train(*args, **kw)
+        with packed_attention(self.model, self.args.packed), fast_dropout(self.model, cpu):
+            return super().train(*args, **kw)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -314,17 +350,20 @@ class ThinkSafeSFTTrainer(SFTTrainer):
         if self.model.training:
             self.tokens_trained += int(am.sum()) if am is not None else inputs["input_ids"].numel()
             if use_kl is not None and use_kl.any():
-                keep = use_kl.to(example.device)[example] if example is not None else use_kl[:, None].expand_as(inputs["input_ids"])
+                ids = inputs["input_ids"]
+                keep = use_kl.to(example.device)[example] if example is not None else use_kl[:, None].expand_as(ids)
                 self.tokens_base_forward += int((keep & am.bool()).sum()) if am is not None else int(keep.sum())
-        r = response_losses(model, inputs["input_ids"], inputs["labels"], am, inputs.get("position_ids"), use_kl, example,
-                            self.args.kl_chunk, self.args.kl_weight)
+        r = response_losses(model, inputs["input_ids"], inputs["labels"], am, inputs.get("position_ids"), use_kl,
+                            example, self.args.kl_chunk, self.args.kl_weight)
         # the reference's KL trainer; its plain SFT is SFTTrainer's token mean
         if self.args.kl and self.args.kl_reduction == "sequence":
             # the Trainer divides by the accumulation steps
             loss, self.loss_is_scaled_for_ga = reduce_losses(r, "sequence"), False
         else:
-            loss, self.loss_is_scaled_for_ga = reduce_losses(r, "token", num_items_in_batch), num_items_in_batch is not None
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None: loss = loss * self.accelerator.num_processes
+            loss = reduce_losses(r, "token", num_items_in_batch)
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
         mode = "train" if self.model.training else "eval"
         if r["n_ce"]: self._metrics[mode]["ce"].append(r["ce_sum"] / r["n_ce"])
         if r["n_kl"]: self._metrics[mode]["kl"].append(r["kl_sum"] / r["n_kl"])
@@ -504,7 +543,8 @@ def save_sft(trainer, cfg:RunConfig, out, training:dict, # the 'training' comput
     write_run_compute(out, training, before=synth_compute)
     harmful = sum(is_harmful(r["label"]) for r in records)
     write_json(out/"train_stats.json", {"records": stats, "n_benign": len(records) - harmful, "n_harmful": harmful,
-                                        "think_format": fmt, "train": config_to_dict(cfg)["train"]})
+                                        "student": model_slug(cfg.model.name), "think_format": fmt,
+                                        "train": config_to_dict(cfg)["train"]})
     if tc.merge:
         trainer.model.merge_and_unload().save_pretrained(out/"merged", safe_serialization=True)
         trainer.processing_class.save_pretrained(out/"merged")
@@ -564,7 +604,7 @@ def train(self:Run, method:Optional[str]=None, # 'sft', 'sft+kl' or another name
           data=None, # a record file or `Sample`s (default: the round's kept records)
           fresh:bool=False, # checkpoints of other data or settings are removed instead of refused
           model=None, tokenizer=None) -> Trained: # an already loaded base model (a copy is trained)
-    "LoRA SFT of a fresh adapter on a round's records, into `train_dir(method, round)`."
+    "LoRA SFT of the student (`model.name`) on a round's records, whoever wrote them, into `train_dir(method, round)`."
     method = method or self.cfg.train.loss_type
     loss = method if method in LOSS_TYPES else self.cfg.train.loss_type
     cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(self.cfg.train, loss_type=loss))
@@ -625,7 +665,8 @@ def rounds(self:Run, eval_sets:Optional[dict]=None, # {name: items} evaluated af
            evaluate:Optional[Callable]=None, # (round, adapter) -> dict merged into the round's row
            fresh:bool=False) -> list[dict]:
     "Iterative ThinkSafe: per round, synthesize from the last adapter, train a fresh adapter; one row per round."
-    from thinksafe.synthesize import synthesize
+    from thinksafe.synthesize import synthesize, writer_config
+    writer_config(self.cfg)                    # rounds are on-policy: a teacher (synth.model) is refused
     union, rows = [], []
     for r in range(rounds or self.cfg.synth.rounds):
         cr = self.round_config(r, method)
@@ -676,15 +717,16 @@ def response_nll(model, tok, records:list[dict], fmt:str="auto", batch_size:int=
     return {"nll": tot / max(n, 1), "tokens": n, "records": len(records)}
 
 # %% ../nbs/12_train.ipynb #1b2dc3db
-def budget_forced_generate(model, tok, samples:Sequence[Sample], think_tokens:int=32, answer_tokens:int=40, temperature:float=0.6,
-                           top_p:float=0.95, top_k:int=20, seed:int=0, batch_size:int=16, greedy:bool=False) -> tuple[list[Sample], int]:
-    "Think for at most `think_tokens`, close `</think>`, answer in `answer_tokens`: `HFGenerator`'s budget forcing; returns (samples, tokens generated)."
+def budget_forced_generate(model, tok, samples:Sequence[Sample], think_tokens:int=32, answer_tokens:int=40,
+                           temperature:float=0.6, top_p:float=0.95, top_k:int=20, seed:int=0, batch_size:int=16,
+                           greedy:bool=False) -> tuple[list[Sample], int]:
+    "Think at most `think_tokens`, close `</think>`, answer in `answer_tokens`; (samples, tokens generated)."
     from thinksafe.generate import HFGenerator, THINK_CLOSING
     n_close = len(tok(THINK_CLOSING, add_special_tokens=False)["input_ids"])
     total = think_tokens + n_close + answer_tokens
     gen = HFGenerator(model, tok, close_think=True, think_fraction=think_tokens / total)
-    sc = SamplingConfig(n=1, temperature=0.0 if greedy else temperature, top_p=top_p, top_k=top_k, max_new_tokens=total,
-                        seed=seed, batch_size=batch_size)
+    sc = SamplingConfig(n=1, temperature=0.0 if greedy else temperature, top_p=top_p, top_k=top_k,
+                        max_new_tokens=total, seed=seed, batch_size=batch_size)
     out = gen.generate(list(samples), sampling=sc)
     for o, s in zip(out, samples): o.sample_idx = s.sample_idx
     return out, sum(o.new_tokens or o.meta.get("new_tokens", 0) or 0 for o in out)
