@@ -39,7 +39,7 @@ def tally(samples:Sequence[Sample], judge:Optional[str], # whose verdicts count 
         t[s.item_id] = (a + int(is_candidate(s, judge)), n + 1)
     return t
 
-# %% ../nbs/24_preflight.ipynb #05f7d19c
+# %% ../nbs/24_preflight.ipynb #ea0e5eb2
 def count_table(steered:Sequence[Sample], plain:Sequence[Sample], # judged samples of both conditions
                 items:Sequence[Sample], # the preflight prompts, in order
                 judge:Optional[str]=None, # whose verdicts count (default: `default_judge` of the samples)
@@ -72,7 +72,7 @@ def woolf(a:float, b:float, c:float, d:float, # steered accepted/rejected, plain
     lo, se = math.log(a * d / (b * c)), math.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
     return {"omega": math.exp(lo), "ci": [math.exp(lo - Z95 * se), math.exp(lo + Z95 * se)], "log_se": se}
 
-# %% ../nbs/24_preflight.ipynb #f393c57b
+# %% ../nbs/24_preflight.ipynb #6e65d132
 def informative_tables(tables:Sequence[Sequence[float]]) -> np.ndarray:
     "The prompts' tables that carry information on omega: not accepted always, or never, in both conditions."
     t = np.asarray([x for x in tables if sum(x) > 0], float).reshape(-1, 4)
@@ -101,7 +101,7 @@ def yield_first(alpha:float, K:int) -> float:
     "Chance that K samples hold at least one accepted one: 1 - (1 - alpha)^K."
     return 1 - (1 - alpha) ** K
 
-# %% ../nbs/24_preflight.ipynb #890a048d
+# %% ../nbs/24_preflight.ipynb #6ab43d49
 def yield_any(alpha:float, K:int) -> float:
     "Expected accepted samples among K: K * alpha."
     return K * alpha
@@ -115,7 +115,7 @@ def kept_records(x:np.ndarray, # accepted samples of a prompt (any shape)
     if rule == "k-of-K": return x * (x >= min_safe)
     raise ConfigError(f"rule must be one of {', '.join(ACCEPT_RULES)}, got {rule!r}")
 
-# %% ../nbs/24_preflight.ipynb #f4a8d0f7
+# %% ../nbs/24_preflight.ipynb #61724336
 def records_moments(a:int, n:int, # accepted of n preflight samples of one prompt
                     K:int, rule:str="first", min_safe:int=1) -> tuple[float, float]:
     "One prompt's expected records from K fresh samples (hypergeometric for K <= n, else plug-in), and their variance."
@@ -131,13 +131,13 @@ def _percentiles(x:np.ndarray) -> list:
     "The 2.5th and 97.5th percentiles of bootstrap draws."
     return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
 
-# %% ../nbs/24_preflight.ipynb #7871f7fa
+# %% ../nbs/24_preflight.ipynb #7850c98d
 def prediction_interval(point:float, ci:Sequence[float], noise:float, top:float) -> list:
     "The bootstrap interval widened on each side by the run's own noise (a variance), in quadrature, within [0, top]."
     lo, hi = ci
     return [max(0.0, point - math.sqrt((point - lo)**2 + noise)), min(top, point + math.sqrt((hi - point)**2 + noise))]
 
-# %% ../nbs/24_preflight.ipynb #718aa0b6
+# %% ../nbs/24_preflight.ipynb #039f432b
 def expected_yield(a:Sequence[int], n:Sequence[int], # steered accepted and total samples per prompt
                    K:int, # samples per prompt in synthesis
                    pool_size:int, # harmful prompts in the synthesis pool
@@ -161,7 +161,7 @@ THRESHOLDS = {"omega_enough": 2.0, "omega_none": 1.5, "coverage_enough": 0.5, "c
 
 def _g(x:float) -> str: return f"{x:.3g}"
 
-# %% ../nbs/24_preflight.ipynb #ef5d225e
+# %% ../nbs/24_preflight.ipynb #55c8a730
 def _enough(wlo:float, clo:float, alo:float, th:dict) -> Optional[list]:
     "The reasons for 'enough latent safety', or None."
     if clo < th["coverage_enough"] or (wlo < th["omega_enough"] and alo < th["alpha_safe"]): return None
@@ -170,7 +170,7 @@ def _enough(wlo:float, clo:float, alo:float, th:dict) -> Optional[list]:
            f"plain acceptance >= {_g(alo)}: the student is already safe without the instruction")
     return [f"coverage >= {_g(clo)}: most harmful prompts yield a record", why]
 
-# %% ../nbs/24_preflight.ipynb #50a82208
+# %% ../nbs/24_preflight.ipynb #e52f8a75
 def _none(whi:float, chi:float, ahi:float, th:dict) -> Optional[list]:
     "The reasons for 'none: external supervision needed', or None."
     if chi < th["coverage_none"]:
@@ -181,7 +181,7 @@ def _none(whi:float, chi:float, ahi:float, th:dict) -> Optional[list]:
                 "(no latent safety to unlock)", f"plain acceptance <= {_g(ahi)}: the student is not safe on its own"]
     return None
 
-# %% ../nbs/24_preflight.ipynb #659c3e0b
+# %% ../nbs/24_preflight.ipynb #71f1510a
 def _marginal(w:Sequence[float], c:Sequence[float], th:dict) -> list:
     "Why the data support neither end."
     (wlo, whi), (clo, chi), why = w, c, []
@@ -194,7 +194,7 @@ def _marginal(w:Sequence[float], c:Sequence[float], th:dict) -> list:
         why.append(f"coverage in [{_g(clo)}, {_g(chi)}]: " + low)
     return why + ["more prompts (--prompts) or samples (--k) narrow the intervals"]
 
-# %% ../nbs/24_preflight.ipynb #574deba2
+# %% ../nbs/24_preflight.ipynb #98b6cf67
 def verdict(omega_ci:Optional[Sequence[float]], # omega's 95% interval (None: no data)
             coverage_ci:Sequence[float], # the share of prompts yielding a record with K samples, 95% interval
             alpha_ci:Sequence[float], # the plain acceptance rate, 95% interval
@@ -205,7 +205,7 @@ def verdict(omega_ci:Optional[Sequence[float]], # omega's 95% interval (None: no
     if (why := _none(whi, chi, ahi, th)): return VERDICTS[2], why
     return VERDICTS[1], _marginal((wlo, whi), (clo, chi), th)
 
-# %% ../nbs/24_preflight.ipynb #b2c9a466
+# %% ../nbs/24_preflight.ipynb #8a26ee48
 def prompt_row(r:dict, k:int) -> dict:
     "One prompt's rates with Wilson intervals, its omega (Woolf) and its coverage with K = k."
     (x, y), (u, v) = r["steered"], r["plain"]
@@ -251,7 +251,7 @@ def preflight_prompts(cfg:RunConfig, n_prompts:int=32) -> tuple[list[Sample], in
     random.Random(cfg.sampling.seed).shuffle(order)
     return order[:n_prompts], len(harm)
 
-# %% ../nbs/24_preflight.ipynb #64b22611
+# %% ../nbs/24_preflight.ipynb #8ea4c5c3
 def preflight_steering(sc:SteeringConfig) -> SteeringConfig:
     "The steered condition: the run's steering, or the refusal instruction alone when the run steers with none."
     return sc if sc.mode != "none" else SteeringConfig(mode="instruction", instruction=sc.instruction)
@@ -268,7 +268,7 @@ def preflight_generate(cfg:RunConfig, out, items:Sequence[Sample], k:int, # samp
     finally: gen.close()
     store_compute(out, (PRE_STEERED, PRE_PLAIN))   # what the stores hold: resumed samples once, skipped prompts zero
 
-# %% ../nbs/24_preflight.ipynb #6910215a
+# %% ../nbs/24_preflight.ipynb #b5c34ce2
 def preflight_judge(cfg:RunConfig, out, guard=None, progress:bool=True) -> str:
     "Judge both preflight stores with the guard (then freed); returns the judge's key."
     judge, key = LazyModel(guard, lambda: make_judge(cfg.guard)), None
@@ -278,12 +278,12 @@ def preflight_judge(cfg:RunConfig, out, guard=None, progress:bool=True) -> str:
     store_compute(out, (PRE_STEERED, PRE_PLAIN))
     return key
 
-# %% ../nbs/24_preflight.ipynb #b05237db
+# %% ../nbs/24_preflight.ipynb #cd86f793
 def judged_samples(out, name:str, judge:str) -> list[Sample]:
     "A store's samples judged by `judge`, and the skipped ones (beyond the context: never judged, not accepted)."
     return [s for s in stored_samples(out, name) if judge in s.judgments or s.skipped]
 
-# %% ../nbs/24_preflight.ipynb #6f26d7b2
+# %% ../nbs/24_preflight.ipynb #30602375
 @dataclass
 class Preflight:
     "What `Run.preflight` found: the verdict and headline numbers, where preflight.json is, and the whole result."
@@ -294,7 +294,7 @@ class Preflight:
     json: str                     # the preflight.json written
     result: dict = field(default_factory=dict, repr=False)   # everything preflight.json holds
 
-# %% ../nbs/24_preflight.ipynb #5bce2047
+# %% ../nbs/24_preflight.ipynb #8a312d7f
 @patch
 def preflight(self:Run, prompts:int=32, # harmful prompts to sample
               k:int=8, # samples per prompt and condition
@@ -321,7 +321,7 @@ def _iv(x, ci, pct=True) -> str:
     if pct: return f"{100 * x:.0f}% [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
     return f"{x:.3g} [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else f"{x:.3g}"
 
-# %% ../nbs/24_preflight.ipynb #66e7995e
+# %% ../nbs/24_preflight.ipynb #970814b9
 def prompt_table(res:dict, width:int=48) -> list[str]:
     "The per-prompt table of a preflight result: counts and rates per condition, and omega_x."
     def cut(p): return (p[:width - 3] + "...") if len(p) > width else p
@@ -332,7 +332,7 @@ def prompt_table(res:dict, width:int=48) -> list[str]:
     w = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     return ["  ".join(str(x).ljust(n) for x, n in zip(row, w)).rstrip() for row in [head, *body]]
 
-# %% ../nbs/24_preflight.ipynb #2d8ff68a
+# %% ../nbs/24_preflight.ipynb #22f666a8
 def estimate_lines(res:dict) -> list[str]:
     "The overall estimates: who ran it, alpha and alpha_I, omega, the coverage."
     a, aI, om, op, cov = res["alpha"], res["alpha_I"], res["omega"], res["omega_pooled"], res["coverage"]
@@ -346,7 +346,7 @@ def estimate_lines(res:dict) -> list[str]:
             f"{smoothed}); pooled table {_iv(op['omega'], op['ci'], False)}",
             f"coverage: {_iv(cov['share'], cov['ci'])} of harmful prompts yield a record with K={cov['K']}"]
 
-# %% ../nbs/24_preflight.ipynb #f8203e66
+# %% ../nbs/24_preflight.ipynb #26c136f2
 def yield_lines(res:dict) -> list[str]:
     "The expected records per rule and K, with their intervals."
     out = [f"expected records from {res['pool_size']} harmful prompts (95% interval; prediction interval):"]
@@ -358,7 +358,7 @@ def yield_lines(res:dict) -> list[str]:
                    f"[{plo:.1f}, {phi:.1f}]" + extra)
     return out
 
-# %% ../nbs/24_preflight.ipynb #94b33424
+# %% ../nbs/24_preflight.ipynb #45bca770
 def format_preflight(res:dict, width:int=48) -> str:
     "The per-prompt table, the overall estimates, the expected yield and the verdict, as text."
     verdict_lines = [f"verdict: {res['verdict']}", *(f"  - {r}" for r in res["reasons"])]
@@ -367,7 +367,7 @@ def format_preflight(res:dict, width:int=48) -> str:
 # %% ../nbs/24_preflight.ipynb #bc2cf896
 def _read(x) -> dict: return x if isinstance(x, dict) else json.loads(Path(x).read_text(encoding="utf-8"))
 
-# %% ../nbs/24_preflight.ipynb #fb38ff98
+# %% ../nbs/24_preflight.ipynb #acc373d1
 def check_against_synthesis(pre, # a preflight result (dict) or its preflight.json
                             synth_stats) -> dict: # a synth_stats.json dict or path
     "Predicted vs kept harmful records of a synthesis run: inside the prediction interval or not."
@@ -383,21 +383,22 @@ def check_against_synthesis(pre, # a preflight result (dict) or its preflight.js
             "extrapolated": y["extrapolated"], "alpha_I_preflight": pre["alpha_I"]["alpha"],
             "alpha_I_synthesis": h.get("alpha_pooled")}
 
-# %% ../nbs/24_preflight.ipynb #3e677098
+# %% ../nbs/24_preflight.ipynb #7f58c6b9
 def check_line(c:dict, path) -> str:
     "One line: what a synthesis kept against the preflight's prediction."
     lo, hi = c["prediction_interval"]
     return (f"synthesis {path}: kept {c['kept']} harmful records; predicted {c['predicted']:.1f} "
             f"(prediction interval [{lo:.1f}, {hi:.1f}]): {'inside' if c['inside'] else 'OUTSIDE'}")
 
-# %% ../nbs/24_preflight.ipynb #54a4ecf0
+# %% ../nbs/24_preflight.ipynb #a7bd0d6b
 @command("preflight", writes="<out_dir>/preflight/<model>/: samples, judgments, preflight.json; resumes",
          loads_student=True)
 def preflight_command(run:Run,
                       prompts:int=32, # harmful prompts sampled from the pool
                       k:int=8, # samples per prompt and condition
                       pool_size:Optional[int]=None, # prompts synthesis will use, for the yield (default: the pool)
-                      check:Optional[str]=None) -> str: # a finished synthesis's synth_stats.json: compare what it kept
+                      check:Optional[str]=None # a finished synthesis's synth_stats.json: compare what it kept
+                     ) -> str:
     "Will ThinkSafe work on this model? alpha with and without steering, the tilt omega, the expected yield, a verdict."
     res = run.preflight(prompts, k, pool_size).result
     text = format_preflight(res)
