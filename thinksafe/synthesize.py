@@ -329,6 +329,7 @@ def escalation_groups(out, st:SteeringConfig, items=None) -> dict:
     check_complete(out, [n for n, _ in steps])
     return {n: (step, item_groups(stored_samples(out, n), items)) for n, step in steps}
 
+# %% ../nbs/11_synthesize.ipynb #47ec93a7
 def escalated_records(steered, escalated:dict, judge:Optional[str], sy:SynthConfig) -> tuple[list, dict]:
     "(kept samples of the retries, {store: kept}): a prompt's records from its first accepting step, named by it."
     done, kept, per = accepted_prompts(steered, judge, sy), [], {}
@@ -358,6 +359,7 @@ def escalation_stats(steered, escalated:dict, judge:Optional[str], sy:SynthConfi
             "dropped_before_pct": 100 * before / n if n else None,
             "still_dropped_pct": 100 * (n - len(done)) / n if n else None, "steps": steps}
 
+# %% ../nbs/11_synthesize.ipynb #5e269618
 def retry_rows(escalated:dict, judge:Optional[str], sy:SynthConfig) -> dict:
     "{prompt_id: {retries: [steps tried], accepted_by: step or None}} of the retried prompts."
     rows = {}
@@ -524,6 +526,7 @@ def escalate(cfg:RunConfig, out, prompts:Sequence[Sample], judge:Optional[str], 
         made.append(store)
     return made
 
+# %% ../nbs/11_synthesize.ipynb #72f94974
 def synthesis_stores(out, cfg:RunConfig) -> list[str]:
     "The sample stores of a synthesis directory: steered, plain, and each escalation step's that exists."
     names = [STEERED, PLAIN] + [n for n, _, _ in escalation_steps(cfg.steering)]
