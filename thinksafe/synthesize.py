@@ -454,7 +454,7 @@ def select_stage(cfg:RunConfig, out, # the synthesis directory
     stats = {**selection_stats(cfg, groups, records, judge, esc), **(extra or {})}
     texts, steps = step_files(out, sy, kept, per_store, esc, judge) if esc is not None else ({}, {})
     stats["step_records"] = {k: p.name for k, p in steps.items()}
-    path, stats_path = out/sy.out, out/Run(cfg).synth_stats_path(0, source).name
+    path, stats_path = out/Run(cfg).records_path(0).name, out/Run(cfg).synth_stats_path(0, source).name
     write_together({path: _lines(records, judge), stats_path: _json(stats), **texts})
     return Selection(out, path, stats_path, len(records), judge, stats=stats, step_records=steps)
 
