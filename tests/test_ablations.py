@@ -182,6 +182,8 @@ def test_escalation_activation_on_tiny_model(tiny, tmp_path):
     assert esc["steps"][0]["acceptance_ci"][0] == 0.0
     act = stored_samples(sel.dir, f"{ESCALATED}-2")
     assert {s.steering for s in act} == {"activation"} and (sel.dir/"refusal_direction.pt").exists()
+    saved = torch.load(sel.dir/"refusal_direction.pt")
+    assert saved["meta"] == {"harmful": 3, "benign": 3}                 # estimated from the whole pool
     strong = stored_samples(sel.dir, f"{ESCALATED}-1")
     assert all(s.sent.startswith(cfg.steering.strong_instruction) for s in strong)
     recs = read_records(sel.records_path)

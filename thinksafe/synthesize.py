@@ -23,9 +23,9 @@ __all__ = ['DEMO_PROMPTS', 'CONDITIONS', 'EMPTY_THINKING', 'ESCALATED', 'prompt_
            'training_view', 'writer_config', 'writer_name', 'escalation_steps', 'accepted_prompts', 'escalation_groups',
            'escalated_records', 'escalation_stats', 'retry_rows', 'prompt_rows_stats', 'synthesis_settings',
            'selection_stats', 'selected_record', 'step_records_path', 'step_files', 'select_stage', 'synthesis_prompts',
-           'synthesis_conditions', 'sample_rounds', 'generate_round', 'holds_model', 'check_escalation', 'escalate',
-           'synthesis_stores', 'sample_and_judge', 'synthesize', 'synthesize_run', 'Exported', 'acceptance_bars',
-           'plot_acceptance']
+           'synthesis_conditions', 'sample_rounds', 'generate_round', 'holds_model', 'check_escalation',
+           'pool_direction', 'escalate', 'synthesis_stores', 'sample_and_judge', 'synthesize', 'synthesize_run',
+           'Exported', 'acceptance_bars', 'plot_acceptance']
 
 # %% ../nbs/11_synthesize.ipynb #d1badf9f
 _VH, _AH = "vanilla_harmful", "adversarial_harmful"
@@ -505,6 +505,14 @@ def check_escalation(cfg:RunConfig):
         raise ConfigError(f"steering.escalation: step {acts[0]!r} steers activations, which needs the transformers "
                           "backend (model.backend: hf), not vLLM: drop the step or set model.backend: hf")
 
+# %% ../nbs/11_synthesize.ipynb #5359a391
+def pool_direction(steering:SteeringConfig, generator, prompts:Sequence[Sample], out) -> Path:
+    "The refusal direction an activation step steers along, estimated from the whole pool (harmful and benign)."
+    from thinksafe.generate import steering_direction
+    path = Path(steering.direction_path) if steering.direction_path else Path(out)/"refusal_direction.pt"
+    if not path.exists(): steering_direction(steering, generator.get(), prompts, path)
+    return path
+
 # %% ../nbs/11_synthesize.ipynb #535f29b6
 def escalate(cfg:RunConfig, out, prompts:Sequence[Sample], judge:Optional[str], # the selecting judgment key
              generator, guard, # `LazyModel`s of the writer and the guard
@@ -518,6 +526,7 @@ def escalate(cfg:RunConfig, out, prompts:Sequence[Sample], judge:Optional[str], 
     for store, _, steering in escalation_steps(cfg.steering):
         todo = [s for s in prompts if s.harmful and s.item_id not in done]
         if not todo: break
+        if steering.mode == "activation": pool_direction(steering, generator, prompts, out)
         generate_stage(cfg, todo, out, store, steering=steering, generator=generator, progress=progress, fresh=fresh)
         if heavy: generator.close()
         judge = judge_stage(cfg, out, store, guard=guard, progress=progress, fresh=fresh)["judge"]
