@@ -153,7 +153,8 @@ def _mapped_rows(raw:list[dict], cols:dict, path) -> list[dict]:
 def prompt_rows(sc:SynthConfig) -> tuple:
     "(source, rows) of the prompt pool a `SynthConfig` names: the demo set, a local file or a Hub dataset."
     src = str(sc.prompts)
-    if src == "demo": return "demo", [{"prompt": p, "label": l, "_line": i} for i, (p, l) in enumerate(DEMO_PROMPTS, 1)]
+    if src == "demo":
+        return "demo", [{"prompt": p, "label": l, "_line": i} for i, (p, l) in enumerate(DEMO_PROMPTS, 1)]
     p = Path(src).expanduser()
     if p.exists() or p.suffix.lower() in _TABLE_SUFFIXES:
         if not p.exists(): raise DataError("prompt file not found", p)
@@ -243,7 +244,8 @@ def condition_stats(groups:Sequence[Sequence[Sample]], judge:Optional[str], rule
     stats = lambda gs: group_stats(gs, judge, rule, min_safe)
     by_label = {l: sel(lambda s, l=l: s.label == l) for l in LABELS}
     return {"all": stats(groups), "harmful": stats(sel(lambda s: s.harmful)),
-            "benign": stats(sel(lambda s: not s.harmful)), "labels": {l: stats(gs) for l, gs in by_label.items() if gs}}
+            "benign": stats(sel(lambda s: not s.harmful)),
+            "labels": {l: stats(gs) for l, gs in by_label.items() if gs}}
 
 # %% ../nbs/11_synthesize.ipynb #10f4ff96
 @dataclass
@@ -296,8 +298,8 @@ def writer_config(cfg:RunConfig) -> RunConfig:
     sy = cfg.synth
     if not sy.model: return cfg
     if sy.rounds > 1:
-        raise ConfigError(f"synth.model={sy.model} with synth.rounds={sy.rounds}: rounds sample from the student's own "
-                          "adapter (on-policy), a teacher cannot; set synth.rounds: 1 or drop synth.model")
+        raise ConfigError(f"synth.model={sy.model} with synth.rounds={sy.rounds}: rounds sample from the student's "
+                          "own adapter (on-policy), a teacher cannot; set synth.rounds: 1 or drop synth.model")
     mc = dataclasses.replace(cfg.model, name=sy.model, adapter=None, revision=None, think_format="auto")
     return dataclasses.replace(cfg, model=mc)
 
@@ -313,7 +315,8 @@ def escalation_steps(st:SteeringConfig) -> list[tuple]:
     out = []
     for i, step in enumerate(st.escalation, 1):
         kind, coef = escalation_step(step)
-        if kind == "strong-instruction": s = dataclasses.replace(st, mode="instruction", instruction=st.strong_instruction)
+        if kind == "strong-instruction":
+            s = dataclasses.replace(st, mode="instruction", instruction=st.strong_instruction)
         else: s = dataclasses.replace(st, mode="activation", coef=coef)
         out.append((f"{ESCALATED}-{i}", step, dataclasses.replace(s, escalation=[])))
     return out
@@ -418,7 +421,8 @@ def selected_record(s:Sample, judge:Optional[str]) -> str:
 
 def _json(obj) -> str: return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
 
-def _lines(samples:Sequence[Sample], judge:Optional[str]) -> str: return "".join(selected_record(s, judge) for s in samples)
+def _lines(samples:Sequence[Sample], judge:Optional[str]) -> str:
+    return "".join(selected_record(s, judge) for s in samples)
 
 # %% ../nbs/11_synthesize.ipynb #10f4ffa5
 def step_records_path(out, sy:SynthConfig, store:str) -> Path:
@@ -505,7 +509,7 @@ def check_escalation(cfg:RunConfig):
         raise ConfigError(f"steering.escalation: step {acts[0]!r} steers activations, which needs the transformers "
                           "backend (model.backend: hf), not vLLM: drop the step or set model.backend: hf")
 
-# %% ../nbs/11_synthesize.ipynb #5359a391
+# %% ../nbs/11_synthesize.ipynb #94a96884
 def pool_direction(steering:SteeringConfig, generator, prompts:Sequence[Sample], out) -> Path:
     "The refusal direction an activation step steers along, estimated from the whole pool (harmful and benign)."
     from thinksafe.generate import steering_direction
