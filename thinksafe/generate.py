@@ -584,8 +584,8 @@ def generation_fingerprint(cfg:RunConfig, steering:SteeringConfig, max_new_token
                            items:Sequence[Sample]=()) -> dict: # the store's items: their files' digests are part of it
     "What changes the distribution of a generated sample: settings, and the content of every local input (`inputs`)."
     mc, sc = cfg.model, cfg.sampling
-    st = "none" if steering.mode == "none" else {k: v for k, v in config_to_dict(steering).items()
-                                                 if k != "n_direction_prompts"}
+    skip = ("n_direction_prompts", "escalation", "strong_instruction")   # the retries' settings, not these samples'
+    st = "none" if steering.mode == "none" else {k: v for k, v in config_to_dict(steering).items() if k not in skip}
     sampling = {"temperature": sc.temperature, "top_p": sc.top_p, "top_k": sc.top_k, "seed": sc.seed}
     fp = {"model": mc.name, "adapter": mc.adapter, "revision": mc.revision, "dtype": mc.dtype, "backend": mc.backend,
           "think_format": mc.think_format, "sampling": sampling, "max_new_tokens": max_new_tokens, "steering": st,
@@ -753,8 +753,8 @@ class Generated:
 @patch
 def _generate_synthesis(self:Run, gen:LazyModel, shard=None, progress:bool=True, fresh:bool=False) -> dict:
     "The generate stage on the synthesis pool: the steered store, and the plain one when `synth.compare_steering`."
-    from thinksafe.synthesize import synthesis_prompts
-    cfg, out = self.cfg, self.synth_dir()
+    from thinksafe.synthesize import synthesis_prompts, writer_config
+    cfg, out = writer_config(self.cfg), self.synth_dir()      # a teacher swap (synth.model) writes in the student's place
     prompts, _ = synthesis_prompts(cfg)
     kw = dict(generator=gen, shard=shard, progress=progress, fresh=fresh)
     res = {STEERED: generate_stage(cfg, prompts, out, STEERED, **kw)}
@@ -770,7 +770,10 @@ def generate(self:Run, evaluation:bool=False, # every benchmark instead of the s
              progress:bool=True,
              fresh:bool=False) -> Generated: # stores made with other settings or inputs are made again (else: refused)
     "The generate stage on the synthesis pool (or, `evaluation`, on every benchmark); compute.json from the stores."
-    gen = LazyModel(generator, lambda: make_generator(self.cfg.model, self.cfg.sampling))
+    if not evaluation:
+        from thinksafe.synthesize import writer_config
+    wm = self.cfg.model if evaluation else writer_config(self.cfg).model
+    gen = LazyModel(generator, lambda: make_generator(wm, self.cfg.sampling))
     try:
         if evaluation:
             from thinksafe.evaluate import load_eval_sets, generate_eval

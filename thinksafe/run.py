@@ -50,13 +50,17 @@ def synth_dir(self:Run, round:int=0) -> Path:
 
 @patch
 def records_path(self:Run, round:int=0) -> Path:
-    "The kept records select writes (`synth.out`) in the synthesis directory of `round`."
-    return self.synth_dir(round)/self.cfg.synth.out
+    "The kept records select writes (`synth.out`; `<stem>-nothink<suffix>` when synth.harmful_thinking is strip)."
+    p = Path(self.cfg.synth.out)
+    strip = self.cfg.synth.harmful_thinking == "strip"
+    return self.synth_dir(round)/(f"{p.stem}-nothink{p.suffix}" if strip else p.name)
 
 @patch
 def synth_stats_path(self:Run, round:int=0, source:str="steered") -> Path:
-    "Acceptance statistics of a synthesis condition ('steered' or 'plain')."
-    return self.synth_dir(round)/(SYNTH_STATS if source == "steered" else f"synth_stats_{source}.json")
+    "Acceptance statistics of a synthesis condition ('steered' or 'plain'), apart for the strip ablation."
+    name = SYNTH_STATS if source == "steered" else f"synth_stats_{source}.json"
+    if self.cfg.synth.harmful_thinking == "strip": name = name.replace(".json", "-nothink.json")
+    return self.synth_dir(round)/name
 
 # %% ../nbs/05_run.ipynb #e4d7e3f2
 @patch
