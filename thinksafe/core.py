@@ -13,7 +13,7 @@ __all__ = ['THINK_OPEN', 'THINK_CLOSE', 'DTYPE_NAMES', 'FLOPS_PER_TOKEN', 'Think
            'OutputError', 'split_think', 'public_mode', 'atomic_write_text', 'write_jsonl', 'write_json',
            'append_jsonl', 'read_jsonl', 'check_csv_quotes', 'load_table', 'map_columns', 'set_seed', 'pick_device',
            'pick_dtype', 'cache_dir', 'git_commit', 'run_info', 'SharedDataMissing', 'shared_dir', 'needs_shared',
-           'compute_entry', 'add_compute', 'save_figure']
+           'compute_entry', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #87c3a91f
 class ThinkSafeError(Exception):
@@ -253,23 +253,9 @@ def compute_entry(kind:str, # a key of FLOPS_PER_TOKEN
                   tokens:int, wall_s:float, **extra) -> dict:
     "Tokens, FLOPs and wall time of one piece of work."
     if kind not in FLOPS_PER_TOKEN: raise ThinkSafeError(f"unknown compute kind {kind!r} (use {', '.join(FLOPS_PER_TOKEN)})")
-    return {"kind": kind, "n_params": int(n_params), "tokens": int(tokens), "flops": float(FLOPS_PER_TOKEN[kind] * n_params * tokens),
+    flops = float(FLOPS_PER_TOKEN[kind] * n_params * tokens)
+    return {"kind": kind, "n_params": int(n_params), "tokens": int(tokens), "flops": flops,
             "wall_s": round(float(wall_s), 3), **extra}
-
-def add_compute(path, # a compute.json (created if absent)
-                stage:str, # 'generation', 'guard', 'training', ...
-                entry:dict) -> dict:
-    "Add `entry` to `stage` of a compute.json (tokens, FLOPs, wall time summed) and update its total; returns the document."
-    path = Path(path)
-    doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
-    old = doc["stages"].get(stage)
-    if old: entry = {**old, **entry, **{k: old[k] + entry[k] for k in ("tokens", "flops", "wall_s") if k in old and k in entry}}
-    doc["stages"][stage] = entry
-    st = doc["stages"].values()
-    doc["total"] = {"tokens": sum(e.get("tokens", 0) for e in st), "flops": sum(e.get("flops", 0) for e in st),
-                    "wall_s": round(sum(e.get("wall_s", 0) for e in st), 3)}
-    write_json(path, doc)
-    return doc
 
 # %% ../nbs/00_core.ipynb #6eaf8eb6
 def save_figure(fig, path, # path with or without suffix; '.png' and '.pdf' are written

@@ -256,7 +256,7 @@ class DistillResult:
     prompts: int
     flops: float
     wall_s: float
-    compute: dict = field(default_factory=dict, repr=False)   # compute.json's document
+    compute: dict = field(default_factory=dict, repr=False)   # the compute document (run.read_compute)
 
 class _CheckpointCompute(TrainerCallback):
     "Writes the compute stages so far into each checkpoint, so a resumed run continues the accounting."
@@ -268,7 +268,7 @@ class _CheckpointCompute(TrainerCallback):
 
 # %% ../nbs/14_distill.ipynb #9742124a
 def train_on_policy(trainer, out, method:str, n_teacher:int, **info) -> DistillResult:
-    "Train (resuming the last checkpoint), then write the adapter, curves and compute.json into `out`."
+    "Train (resuming the last checkpoint), then write the adapter, curves and compute into `out`."
     out, ckpts = Path(out), Path(trainer.args.output_dir)
     last = get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
     prior = (read_compute(last) or {}).get("stages") if last else None
@@ -333,14 +333,14 @@ def self_distill(self:Run, prompts=None, # Samples, strings or a labelled record
                            prompts=len(ps), context_on=on, alpha=tc.self_distill_alpha)
 
 # %% ../nbs/14_distill.ipynb #3f6d59f0
-@command("opd", writes="train/opd/: adapter, curves, compute.json")
+@command("opd", writes=f"train/opd/: adapter, curves, {COMPUTE}")
 def opd_command(run:Run, teacher:Optional[str]=None, # the teacher model (the paper: Qwen/Qwen3-8B); required
                 prompts:Optional[str]=None, # a labelled prompt file (default: the run's synthesis prompts)
                 fresh:bool=False) -> DistillResult: # remove checkpoints made with other inputs
     "On-policy distillation (OPD) of the student toward a teacher model: the paper's online baseline."
     return run.opd(teacher, prompts, fresh=fresh)
 
-@command("self-distill", writes="train/self-distill/: adapter, curves, compute.json")
+@command("self-distill", writes=f"train/self-distill/: adapter, curves, {COMPUTE}")
 def self_distill_command(run:Run, prompts:Optional[str]=None, # a labelled prompt file (default: the synthesis prompts)
                          fresh:bool=False) -> DistillResult: # remove checkpoints made with other inputs
     "On-policy self-distillation toward the frozen student reading the refusal instruction (arXiv 2605.15239)."

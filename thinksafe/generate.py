@@ -769,7 +769,7 @@ def generate(self:Run, evaluation:bool=False, # every benchmark instead of the s
              generator=None, # a Generator (default: built from model, freed at the end)
              progress:bool=True,
              fresh:bool=False) -> Generated: # stores made with other settings or inputs are made again (else: refused)
-    "The generate stage on the synthesis pool (or, `evaluation`, on every benchmark); compute.json from the stores."
+    "The generate stage on the synthesis pool (or, `evaluation`, on every benchmark); the compute from the stores."
     if not evaluation:
         from thinksafe.synthesize import writer_config
     wm = self.cfg.model if evaluation else writer_config(self.cfg).model

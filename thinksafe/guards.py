@@ -811,7 +811,7 @@ def judge(self:Run, evaluation:bool=False, # every benchmark's samples instead o
           shard=None, # 'I/N': this process's share of the items
           progress:bool=True,
           fresh:bool=False) -> Judged: # judgments of other guard settings (or samples) are made again (else refused)
-    "The judge stage with one guard on every sample store of the run; compute.json from the stores."
+    "The judge stage with one guard on every sample store of the run; the compute from the stores."
     if part is not None: one_of("guard", "part", part, GUARD_PARTS)
     gc = guard_config(guard if isinstance(guard, str) else None, self.cfg.guard)
     judge = LazyModel(None if isinstance(guard, str) else guard, lambda: make_judge(gc))
