@@ -521,14 +521,14 @@ def refusal_judge(cfg:RunConfig, guard=None):
 def judge_eval(cfg:RunConfig, sets:dict, out, guard=None, refusal_guard=None, progress:bool=True,
                fresh:bool=False) -> dict:
     "Judge the safety sets with `guard` and the over-refusal sets with the refusal judge, one at a time; {name: key}."
-    from thinksafe.generate import LazyModel
+    from thinksafe.generate import LazyModel, lazy
     from thinksafe.guards import judge_stage, make_judge
     judges = {}
     refusal = refusal_guard if refusal_guard is not None else refusal_judge(cfg, guard)
     for kind, g in (("safety", guard), ("overrefusal", refusal)):
         names = [n for n, items in sets.items() if items[0].kind == kind]
         if not names: continue
-        judge = g if isinstance(g, LazyModel) else LazyModel(g, lambda: make_judge(cfg.guard))
+        judge = lazy(g, lambda: make_judge(cfg.guard))
         try:
             for name in names:
                 r = judge_stage(cfg, out, name, guard=judge, part="both", progress=progress, fresh=fresh)
@@ -543,10 +543,10 @@ def evaluate(cfg:RunConfig, out, # the evaluation directory
              progress:bool=True,
              fresh:bool=False) -> dict: # stores made with other settings or inputs are made again (else: refused)
     "generate -> judge -> score on every benchmark, one model in memory at a time; resumable; returns the results."
-    from thinksafe.generate import LazyModel, make_generator
+    from thinksafe.generate import LazyModel, make_generator, lazy
     out = Path(out)
     sets = attack_sets(cfg, sets) if sets is not None else load_eval_sets(cfg)
-    gen = LazyModel(generator, lambda: make_generator(cfg.model, cfg.sampling))
+    gen = lazy(generator, lambda: make_generator(cfg.model, cfg.sampling))
     try: generate_eval(cfg, sets, out, gen, progress=progress, fresh=fresh)
     finally: gen.close()
     judges = judge_eval(cfg, sets, out, guard, refusal_guard, progress, fresh)

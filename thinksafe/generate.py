@@ -27,7 +27,7 @@ __all__ = ['OUTPUT_FIELDS', 'END_OF_TURN', 'DECODE_ATTENTION', 'THINK_CLOSING', 
            'with_prefix', 'assistant_opening', 'rendered_prompt', 'full_response', 'Generator', 'row_uniforms',
            'top_k_top_p', 'draw', 'next_tokens', 'stop_token_ids', 'cache_keyword', 'kv_cache', 'drop_rows',
            'decode_attention', 'decoding_attention', 'can_pack', 'packed_linears', 'Row', 'HFGenerator', 'chat',
-           'make_generator', 'network_params', 'free', 'LazyModel', 'input_digests', 'generation_fingerprint',
+           'make_generator', 'network_params', 'free', 'LazyModel', 'lazy', 'input_digests', 'generation_fingerprint',
            'round_size', 'steering_direction', 'activation_hook', 'generate_stores', 'generate_stage', 'Generated',
            'generate_run', 'chat_run']
 
@@ -570,6 +570,12 @@ class LazyModel:
             free(self.obj)
             self.obj = None
 
+# %% ../nbs/08_generate.ipynb #a3ce2fff
+def lazy(given, # a model, a `LazyModel` (kept as it is: its owner frees it), or None
+         build:Callable) -> LazyModel:
+    "`given` as a `LazyModel`, never wrapped twice."
+    return given if isinstance(given, LazyModel) else LazyModel(given, build)
+
 # %% ../nbs/08_generate.ipynb #cdc33a19
 def input_digests(cfg:RunConfig, steering:Optional[SteeringConfig]=None,
                   items:Sequence[Sample]=()) -> dict:
@@ -719,8 +725,7 @@ def generate_stores(cfg:RunConfig,
     sc = dataclasses.replace(cfg.sampling, max_new_tokens=budget, n=len(idx) or 1)
     stores = {name: Store(out, name, generation_fingerprint(cfg, steering, budget, sets[name]), shard=shard,
                           fresh=fresh) for name in sets}
-    gen = generator if isinstance(generator, LazyModel) else LazyModel(generator,
-                                                                       lambda: make_generator(cfg.model, sc))
+    gen = lazy(generator, lambda: make_generator(cfg.model, sc))
     res, t0 = _counts(stores, sets), time.time()
     with contextlib.ExitStack() as stack:
         done = {name: stack.enter_context(st).read() for name, st in stores.items()}
@@ -773,7 +778,7 @@ def generate(self:Run, evaluation:bool=False, # every benchmark instead of the s
     if not evaluation:
         from thinksafe.synthesize import writer_config
     wm = self.cfg.model if evaluation else writer_config(self.cfg).model
-    gen = LazyModel(generator, lambda: make_generator(wm, self.cfg.sampling))
+    gen = lazy(generator, lambda: make_generator(wm, self.cfg.sampling))
     try:
         if evaluation:
             from thinksafe.evaluate import load_eval_sets, generate_eval

@@ -16,7 +16,7 @@ from .records import *
 from .store import *
 from .run import *
 from .models import left_padded_batches
-from .generate import LazyModel, free, network_params
+from .generate import LazyModel, lazy, free, network_params
 
 # %% auto #0
 __all__ = ['REFUSAL_PATTERNS', 'REFUSAL_PATTERNS_I18N', 'REFUSAL_OPENING_CHARS', 'SYMPATHY_PATTERN', 'INSTRUCTION_PATTERNS',
@@ -750,7 +750,7 @@ def judge_stage(cfg:RunConfig, out, # the run directory
     "Add a guard's judgments to the stored samples that lack them; never loads the student."
     out, gc = Path(out), gc or cfg.guard
     part = part or gc.part
-    judge = guard if isinstance(guard, LazyModel) else LazyModel(guard, lambda: make_judge(gc))
+    judge = lazy(guard, lambda: make_judge(gc))
     t0 = time.time()
     samples = [s for s in stored_samples(out, name) if in_shard(s.item_id, parse_shard(shard))]
     try:

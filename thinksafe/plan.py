@@ -198,10 +198,10 @@ def _registered_benchmark(b, name:str, path, dd) -> tuple[dict, Optional[int]]:
 def locate_benchmark(spec, # an `eval.benchmarks` entry: a name, a path or a mapping
                      data_dir=None, limit:Optional[int]=None) -> dict:
     "Where one benchmark would load from, its kind and item count; `problem` set when no source is reachable."
-    from thinksafe.benchmarks import BENCHMARKS, ALIASES, get_benchmark
+    from thinksafe.benchmarks import BENCHMARKS, BENCHMARK_ALIASES, get_benchmark
     spec = {"name": spec} if isinstance(spec, str) else dict(spec or {})
     name, path, dd = str(spec.get("name", "")), spec.get("path"), spec.get("data_dir", data_dir)
-    limit, key = spec.get("limit", limit), ALIASES.get(name.lower(), name.lower())
+    limit, key = spec.get("limit", limit), BENCHMARK_ALIASES.get(name.lower(), name.lower())
     if key in BENCHMARKS:
         b = get_benchmark(key)
         (item, n), kind = _registered_benchmark(b, name, path, dd), b.kind

@@ -16,7 +16,7 @@ from .records import *
 from .store import *
 from .stats import *
 from .run import *
-from .generate import make_generator, generate_stage, LazyModel
+from .generate import make_generator, generate_stage, LazyModel, lazy
 from .guards import make_judge, judge_stage
 from .synthesize import load_prompts, is_candidate
 
@@ -260,7 +260,7 @@ def preflight_steering(sc:SteeringConfig) -> SteeringConfig:
 def preflight_generate(cfg:RunConfig, out, items:Sequence[Sample], k:int, # samples per prompt and condition
                        generator=None, progress:bool=True):
     "Sample both conditions into the preflight stores (resumable); the student leaves memory before anything is judged."
-    gen = LazyModel(generator, lambda: make_generator(cfg.model, cfg.sampling))
+    gen = lazy(generator, lambda: make_generator(cfg.model, cfg.sampling))
     conditions = ((PRE_STEERED, preflight_steering(cfg.steering)), (PRE_PLAIN, SteeringConfig(mode="none")))
     try:
         for name, st in conditions:
@@ -271,7 +271,7 @@ def preflight_generate(cfg:RunConfig, out, items:Sequence[Sample], k:int, # samp
 # %% ../nbs/24_preflight.ipynb #b5c34ce2
 def preflight_judge(cfg:RunConfig, out, guard=None, progress:bool=True) -> str:
     "Judge both preflight stores with the guard (then freed); returns the judge's key."
-    judge, key = LazyModel(guard, lambda: make_judge(cfg.guard)), None
+    judge, key = lazy(guard, lambda: make_judge(cfg.guard)), None
     try:
         for name in (PRE_STEERED, PRE_PLAIN): key = judge_stage(cfg, out, name, guard=judge, progress=progress)["judge"]
     finally: judge.close()

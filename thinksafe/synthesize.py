@@ -566,15 +566,15 @@ def synthesize(cfg:RunConfig, out, # the synthesis directory
                progress:bool=True,
                fresh:bool=False) -> Selection: # stores of other settings or inputs are made again (else: refused)
     "generate -> judge (-> escalate) -> select in `out`, one model in memory at a time; resumable."
-    from thinksafe.generate import LazyModel, make_generator
+    from thinksafe.generate import LazyModel, make_generator, lazy
     from thinksafe.guards import make_judge
     out, wcfg = Path(out), writer_config(cfg)
     check_escalation(wcfg)
     prompts, dropped = synthesis_prompts(cfg)
     if dropped: write_jsonl(out/"decontaminated.jsonl", [{"prompt": getattr(d, "prompt", d)} for d in dropped])
     conds, heavy = synthesis_conditions(cfg, prompts), holds_model(cfg, guard)
-    gen = LazyModel(generator, lambda: make_generator(wcfg.model, cfg.sampling))
-    judge = LazyModel(guard, lambda: make_judge(cfg.guard))
+    gen = lazy(generator, lambda: make_generator(wcfg.model, cfg.sampling))
+    judge = lazy(guard, lambda: make_judge(cfg.guard))
     try:
         key = sample_and_judge(wcfg, out, conds, gen, judge, heavy, progress, fresh)
         if cfg.steering.escalation:
