@@ -45,16 +45,18 @@ def dirs(tmp_path_factory):
     d = tmp_path_factory.mktemp("guards")
     return {"llama-guard": str(stand_in_guard_dir(d/"llama-guard", "llama-guard")), "wildguard": str(stand_in_guard_dir(d/"wildguard", "wildguard"))}
 
-@pytest.fixture(scope="module")
-def lg(dirs):
+def vllm_guard(dirs, name):
+    "The stand-in guard `name` on the real vLLM engine, closed after the module's tests."
     require_vllm()
-    g = make_guard(GuardConfig(name="llama-guard", path=dirs["llama-guard"], backend="vllm", max_input_tokens=MAX_IN))
+    g = make_guard(GuardConfig(name=name, path=dirs[name], backend="vllm", max_input_tokens=MAX_IN))
     yield g
     g.close()
 
 @pytest.fixture(scope="module")
-def lg_hf(dirs):
-    return LlamaGuard(dirs["llama-guard"], backend="hf", max_input_tokens=MAX_IN)
+def lg(dirs): yield from vllm_guard(dirs, "llama-guard")
+
+@pytest.fixture(scope="module")
+def lg_hf(dirs): return LlamaGuard(dirs["llama-guard"], backend="hf", max_input_tokens=MAX_IN)
 
 # ---- Llama-Guard -----------------------------------------------------------------------------------------------------
 
@@ -128,15 +130,10 @@ def test_llamaguard_close_stops_the_engine_core(lg):
 # ---- WildGuard -------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def wg(dirs):
-    require_vllm()
-    g = make_guard(GuardConfig(name="wildguard", path=dirs["wildguard"], backend="vllm", max_input_tokens=MAX_IN))
-    yield g
-    g.close()
+def wg(dirs): yield from vllm_guard(dirs, "wildguard")
 
 @pytest.fixture(scope="module")
-def wg_hf(dirs):
-    return WildGuard(dirs["wildguard"], backend="hf", max_input_tokens=MAX_IN)
+def wg_hf(dirs): return WildGuard(dirs["wildguard"], backend="hf", max_input_tokens=MAX_IN)
 
 def test_wildguard_generates_and_parses_on_the_real_engine(wg, wg_hf):
     "Greedy outputs equal the transformers backend's; a stand-in's free text does not parse and is counted as 'error' (never 'safe')."
