@@ -61,6 +61,7 @@ def _harmbench_prompt(row, src):
 # %% ../nbs/18_benchmarks.ipynb #ffc283ab
 def _opt(r, *names, src=None): return _col(r, *names, src=src, required=False)
 
+# %% ../nbs/18_benchmarks.ipynb #2ed84012
 def _conv_harmbench_attacked(rows, src):
     seen = {}
     for r in rows:
@@ -70,6 +71,7 @@ def _conv_harmbench_attacked(rows, src):
                    item_id=f"{obj}#{seen[obj]}", objective=obj,
                    category=_opt(r, "SemanticCategory", "category", src=src))
 
+# %% ../nbs/18_benchmarks.ipynb #2ae80994
 def _conv_harmbench_behaviors(rows, src):
     for r in rows:
         fc = _opt(r, "FunctionalCategory", src=src) or "standard"
@@ -84,12 +86,14 @@ def _conv_strongreject(rows, src):
         yield dict(_line=r["_line"], prompt=_col(r, "forbidden_prompt", "prompt", src=src), label="vanilla_harmful",
                    category=_opt(r, "category", src=src), item_id=f"row{r['_line']}")
 
+# %% ../nbs/18_benchmarks.ipynb #22bb66f4
 def _conv_wildjailbreak(rows, src):
     for r in rows:
         if r.get("data_type", "adversarial_harmful") != "adversarial_harmful": continue
         yield dict(_line=r["_line"], prompt=str(_col(r, "adversarial", src=src)).strip(), label="adversarial_harmful",
                    vanilla=_opt(r, "vanilla", src=src), item_id=f"row{r['_line']}")
 
+# %% ../nbs/18_benchmarks.ipynb #1be2064b
 def _conv_advbench(rows, src):
     for r in rows:
         yield dict(_line=r["_line"], prompt=_col(r, "goal", "prompt", src=src), label="vanilla_harmful",
@@ -116,12 +120,14 @@ def _conv_gsm8k(rows, src):
                    reference=_gsm8k_reference(_col(r, "answer", src=src)), label="vanilla_benign",
                    item_id=f"row{r['_line']}")
 
+# %% ../nbs/18_benchmarks.ipynb #98cb11d2
 def _conv_math500(rows, src):
     for r in rows:
         yield dict(_line=r["_line"], prompt=_col(r, "problem", src=src), reference=str(_col(r, "answer", src=src)),
                    label="vanilla_benign", item_id=str(_opt(r, "unique_id", src=src) or f"row{r['_line']}"),
                    category=_opt(r, "subject", src=src), level=_opt(r, "level", src=src))
 
+# %% ../nbs/18_benchmarks.ipynb #74b6a8e5
 def _conv_aime2024(rows, src):
     for r in rows:
         url = str(r.get("url", "2024"))
@@ -151,6 +157,7 @@ def _flag(v) -> bool:
     "A boolean column as a CSV, JSONL or parquet file holds it."
     return str(v).strip().lower() in ("true", "1", "yes")
 
+# %% ../nbs/18_benchmarks.ipynb #2422fb7f
 def _conv_wildguardtest(want:str):
     "WildGuardTest's prompts whose prompt label is `want`: 'harmful' (safety) or 'unharmful' (over-refusal)."
     def conv(rows, src):

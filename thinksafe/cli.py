@@ -28,6 +28,7 @@ def find_command(name:Optional[str]=None) -> Optional[Command]:
             if e.name != f"thinksafe.{m}": raise
     return COMMANDS.get(name)
 
+# %% ../nbs/26_cli.ipynb #cf0ae307
 def pipeline_order() -> list[Command]:
     "Every command, in the order of the modules that declare them, then of their declaration."
     find_command()
@@ -46,6 +47,7 @@ def takes_run(fn) -> bool:
     import inspect
     return next(iter(inspect.signature(fn).parameters), None) == "run"
 
+# %% ../nbs/26_cli.ipynb #5f9b46d6
 def run_config(args, cmd:Command) -> RunConfig:
     "The run configuration from `--config`, `--set` and the shortcut flags (applied last, checked like the file)."
     cfg = load_config(getattr(args, "config", None), getattr(args, "set", None) or [])
@@ -87,6 +89,7 @@ def command_parser(cmds:list) -> argparse.ArgumentParser:
         p.set_defaults(cmd=c)
     return ap
 
+# %% ../nbs/26_cli.ipynb #3ff38cd2
 def build_parser(argv=()) -> argparse.ArgumentParser:
     "The parser for `argv`: only its command when it names a known one, else every command (help, typos)."
     name = next((a for a in argv if not a.startswith("-")), None)
@@ -124,6 +127,7 @@ def show(result):
     for k, v in result.items():
         if isinstance(v, (str, int, float, bool, Path)) or v is None: print(f"{k}: {v}")
 
+# %% ../nbs/26_cli.ipynb #46c0354b
 def call(args):
     "Call the parsed command's function with its arguments (and the `Run` when it takes one)."
     cmd = args.cmd

@@ -25,6 +25,7 @@ def check(section:str, rules:Iterable[tuple]):
     for bad, msg in rules:
         if bad: raise ConfigError(f"{section}.{msg}")
 
+# %% ../nbs/02_config.ipynb #85a62ff6
 def one_of(section:str, key:str, value, allowed):
     "Raise `ConfigError` unless `value` is in `allowed`."
     if value not in allowed: raise ConfigError(f"{section}.{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
@@ -57,6 +58,7 @@ class ModelConfig:
                         (self.tensor_parallel_size < 1, f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}"),
                         (self.kv_cache_gb is not None and self.kv_cache_gb <= 0, f"kv_cache_gb must be > 0 or null, got {self.kv_cache_gb}")])
 
+# %% ../nbs/02_config.ipynb #55a3f1d2
 @dataclass
 class SamplingConfig:
     "How the student samples when it writes training data (synthesis)."
@@ -76,6 +78,7 @@ class SamplingConfig:
                            (self.batch_size < 1, f"batch_size must be >= 1, got {self.batch_size}"),
                            (self.chunk < 0, f"chunk must be >= 0, got {self.chunk}")])
 
+# %% ../nbs/02_config.ipynb #68f0f520
 STEERING_MODES = ("none", "instruction", "activation", "both")
 STRONG_REFUSAL_INSTRUCTION = (
     "The following prompt is harmful. Think about why it is harmful, then refuse it clearly and "
@@ -98,6 +101,7 @@ def escalation_step(step:str) -> tuple:
         f"steering.escalation: unknown step {step!r} (use 'strong-instruction' or 'activation:COEF', e.g. activation:8)"
     )
 
+# %% ../nbs/02_config.ipynb #0b7af6d4
 @dataclass
 class SteeringConfig:
     "Refusal steering of harmful prompts: the instruction (the paper), activations (beyond it), or both."
@@ -115,6 +119,7 @@ class SteeringConfig:
         check("steering", [(self.n_direction_prompts < 1, f"n_direction_prompts must be >= 1, got {self.n_direction_prompts}")])
         for step in self.escalation: escalation_step(step)
 
+# %% ../nbs/02_config.ipynb #ddebf033
 GUARD_NAMES = ("refusal-patterns", "llama-guard", "wildguard")
 GUARD_PARTS = ("both", "answer", "thinking")
 
@@ -139,6 +144,7 @@ class GuardConfig:
                         (self.batch_size < 1, f"batch_size must be >= 1, got {self.batch_size}"),
                         (not 0 < self.gpu_memory_utilization <= 1, f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")])
 
+# %% ../nbs/02_config.ipynb #30e9dfcf
 ACCEPT_RULES = ("any", "first", "k-of-K")
 HARMFUL_THINKING = ("keep", "strip")
 
@@ -173,6 +179,7 @@ class SynthConfig:
                         (self.adaptive and self.accept == "k-of-K", "adaptive stops at the first accepted sample, which k-of-K cannot use: set synth.accept to any or first"),
                         (self.limit is not None and self.limit < 1, f"limit must be >= 1 or null, got {self.limit}")])
 
+# %% ../nbs/02_config.ipynb #e638966c
 LOSS_TYPES = ("sft", "sft+kl")
 REPORT_TO = ("none", "trackio", "wandb", "tensorboard")
 GRPO_GENERATION = ("auto", "hf", "vllm-colocate", "vllm-server")
@@ -262,6 +269,7 @@ class TrainConfig:
                         (self.epochs <= 0 and self.max_steps <= 0, "epochs must be > 0 (or set train.max_steps)"),
                         (self.max_length < 8, f"max_length must be >= 8, got {self.max_length}")])
 
+# %% ../nbs/02_config.ipynb #9bc524d9
 @dataclass
 class EvalConfig:
     "Which benchmarks, how many samples per item, with which budget and judges."
@@ -280,6 +288,7 @@ class EvalConfig:
                        (self.limit is not None and self.limit < 1, f"limit must be >= 1 or null, got {self.limit}"),
                        (not isinstance(self.benchmarks, list) or not self.benchmarks, "benchmarks must be a non-empty list of names, paths or mappings")])
 
+# %% ../nbs/02_config.ipynb #e266622a
 @dataclass
 class RunConfig:
     "A whole run: its name, where results go, and every section."
@@ -324,6 +333,7 @@ def optional_of(tp):
     if not union or len(args) != 2 or type(None) not in args: return None
     return next(a for a in args if a is not type(None))
 
+# %% ../nbs/02_config.ipynb #efdaef71
 def type_words(tp) -> str:
     "What a declared type accepts, in words."
     inner = optional_of(tp)
@@ -331,14 +341,18 @@ def type_words(tp) -> str:
 
 # %% ../nbs/02_config.ipynb #77a8f917
 def _is_null(value) -> bool: return value is None or (isinstance(value, str) and value.strip() in NULL_SPELLINGS)
+
+# %% ../nbs/02_config.ipynb #53292c67
 def _is_number(value) -> bool: return isinstance(value, (int, float)) and not isinstance(value, bool)
 
+# %% ../nbs/02_config.ipynb #47ac4e7f
 def _read_float(value):
     "A number (an int stays an int), or its text in any spelling (`2e-5`, `1_000`); never nan or a bool."
     x = value if _is_number(value) else float(value.strip()) if isinstance(value, str) else None
     if x is None or x != x: raise ValueError(value)
     return x
 
+# %% ../nbs/02_config.ipynb #5b3380f5
 def _read_int(value) -> int:
     "A whole number, or its text in any spelling (`1000`, `1e3`, `1_000`); never 2.5 or a bool."
     if isinstance(value, int) and not isinstance(value, bool): return value
@@ -347,6 +361,7 @@ def _read_int(value) -> int:
     if not x.is_integer(): raise ValueError(value)
     return int(x)
 
+# %% ../nbs/02_config.ipynb #792b2c91
 def _read_bool(value) -> bool:
     "true/false, yes/no, on/off, 1/0 in any case; never 2."
     if isinstance(value, bool): return value
@@ -354,20 +369,24 @@ def _read_bool(value) -> bool:
     if spelling not in BOOL_SPELLINGS: raise ValueError(value)
     return BOOL_SPELLINGS[spelling]
 
+# %% ../nbs/02_config.ipynb #b524a356
 def _read_str(value) -> str:
     "Text; a number that YAML read from unquoted digits (`name: 2024`) as its text."
     if isinstance(value, str): return value
     if not _is_number(value): raise ValueError(value)
     return str(value)
 
+# %% ../nbs/02_config.ipynb #c71f7c37
 def _read_list(value) -> list:
     if isinstance(value, (list, tuple)): return list(value)
     raise ValueError(value)
 
+# %% ../nbs/02_config.ipynb #bffd08a0
 def _read_dict(value) -> dict:
     if isinstance(value, dict): return value
     raise ValueError(value)
 
+# %% ../nbs/02_config.ipynb #fede4b64
 READERS = {bool: _read_bool, int: _read_int, float: _read_float, str: _read_str, list: _read_list, dict: _read_dict}
 
 def read_as(tp, value):
@@ -378,10 +397,12 @@ def read_as(tp, value):
     reader = READERS.get(typing.get_origin(tp) or tp)
     return reader(value) if reader else value
 
+# %% ../nbs/02_config.ipynb #989a9f8c
 def _shown(value, n:int=60) -> str:
     s = repr(value)
     return s if len(s) <= n else s[:n - 3] + "..."
 
+# %% ../nbs/02_config.ipynb #e124e06a
 def parse_value(key:str, # 'section.key', for the message
                 value, # what YAML (or `--set`) gave
                 tp): # the declared type (from `typing.get_type_hints`)
@@ -390,6 +411,7 @@ def parse_value(key:str, # 'section.key', for the message
     except (ValueError, OverflowError): pass
     raise ConfigError(f"{key} must be {type_words(tp)}, got {_shown(value)}")
 
+# %% ../nbs/02_config.ipynb #1020297d
 def key_type(dotted:str, cls=None):
     "The declared type of `section.key` (a dataclass for a section); `ConfigError` if `RunConfig` has no such key."
     obj = cls or RunConfig
@@ -420,10 +442,12 @@ def _build(cls, d, where, src):
     try: return cls(**kw)
     except ConfigError as e: raise ConfigError(f"{src}: {e}") from None
 
+# %% ../nbs/02_config.ipynb #593f21ca
 def config_from_dict(d:dict, src:str="config") -> RunConfig:
     "Build a `RunConfig` from nested dicts; unknown keys and bad values raise `ConfigError` naming them."
     return _build(RunConfig, d or {}, "", src)
 
+# %% ../nbs/02_config.ipynb #a51c8a21
 def set_key(cfg:RunConfig, dotted:str, value) -> RunConfig:
     "Set `section.key` on a config, checking that the key exists and that the section still checks."
     *path, last = dotted.split(".")
@@ -439,6 +463,7 @@ def set_key(cfg:RunConfig, dotted:str, value) -> RunConfig:
     if hasattr(obj, "__post_init__"): obj.__post_init__()
     return cfg
 
+# %% ../nbs/02_config.ipynb #0ef54bfb
 def load_config(path=None, overrides:Iterable[str]=() # 'section.key=value' strings, values parsed as YAML
                ) -> RunConfig:
     "Load a YAML run configuration and apply `section.key=value` overrides."
@@ -456,14 +481,17 @@ def load_config(path=None, overrides:Iterable[str]=() # 'section.key=value' stri
         set_key(cfg, k.strip(), override_value(k.strip(), v))
     return cfg
 
+# %% ../nbs/02_config.ipynb #027c6a69
 def _yaml_problem(e) -> str:
     return " ".join(str(getattr(e, "problem", None) or e).split())
 
+# %% ../nbs/02_config.ipynb #2d22a0b5
 def _yaml_error(path, e) -> ConfigError:
     "One line for a YAML file that does not parse: file, line, problem."
     mark = getattr(e, "problem_mark", None)
     return ConfigError(f"{path}{f':{mark.line + 1}' if mark is not None else ''}: invalid YAML: {_yaml_problem(e)}")
 
+# %% ../nbs/02_config.ipynb #db9c5eb2
 def override_value(key:str, text:str):
     "The value of `--set key=text`: YAML, but a text key keeps the text as written (`revision=0123`, `instruction=Say: no`)."
     import yaml
@@ -474,6 +502,7 @@ def override_value(key:str, text:str):
         raise ConfigError(f"--set {key}={text}: invalid YAML: {_yaml_problem(e)}") from None
     return text.strip() if is_text and value is not None and not isinstance(value, str) else value
 
+# %% ../nbs/02_config.ipynb #64e2bf03
 def config_to_dict(cfg) -> dict:
     "A config as nested dicts, without the fields that are not config keys (what `config_from_dict` reads back)."
     d = asdict(cfg)
@@ -482,6 +511,7 @@ def config_to_dict(cfg) -> dict:
         if isinstance(d.get(section), dict): d[section].pop(k, None)
     return d
 
+# %% ../nbs/02_config.ipynb #d8cfdbdf
 def flat_config(cfg) -> dict:
     "`{'section.key': value}` for every key of a config."
     out = {}
@@ -491,6 +521,7 @@ def flat_config(cfg) -> dict:
         else: out[k] = v
     return out
 
+# %% ../nbs/02_config.ipynb #a63959cc
 def config_table(cfg:Optional[RunConfig]=None) -> list[dict]:
     "Every key with its default, this config's value and the paper's (None where the paper fixes none)."
     default, this = flat_config(RunConfig()), flat_config(cfg or RunConfig())
@@ -515,6 +546,7 @@ def safetensors_problem(path) -> Optional[str]:
     need = 8 + n + max((t["data_offsets"][1] for t in tensors if len(t.get("data_offsets", ())) == 2), default=0)
     return f"is cut off ({size} bytes, its header promises {need})" if need > size else None
 
+# %% ../nbs/02_config.ipynb #1ad3743e
 def _adapter_config(d:Path) -> dict:
     "The parsed `adapter_config.json` of directory `d`, or a `DataError` naming it."
     p = d/"adapter_config.json"
@@ -533,6 +565,7 @@ def _adapter_config(d:Path) -> dict:
         raise DataError(f"'r' must be a whole number >= 1, got {r!r}; {REDO_ADAPTER}", p)
     return conf
 
+# %% ../nbs/02_config.ipynb #df787852
 def check_adapter(path # a PEFT LoRA adapter directory (model.adapter)
                  ) -> dict: # its adapter_config.json
     "Check a PEFT adapter directory without loading it: one `DataError` line naming the file missing, empty or cut off."

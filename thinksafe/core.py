@@ -19,9 +19,11 @@ __all__ = ['THINK_OPEN', 'THINK_CLOSE', 'DTYPE_NAMES', 'FLOPS_PER_TOKEN', 'Think
 class ThinkSafeError(Exception):
     "Base error for problems a user can fix."
 
+# %% ../nbs/00_core.ipynb #6eed8d73
 class ConfigError(ThinkSafeError):
     "A run configuration is invalid."
 
+# %% ../nbs/00_core.ipynb #658aa39d
 class DataError(ThinkSafeError):
     "Bad input data, located by file and line."
     def __init__(self, msg:str, path=None, line:Optional[int]=None):
@@ -29,6 +31,7 @@ class DataError(ThinkSafeError):
         loc = f"{path}:{line}: " if path is not None and line is not None else (f"{path}: " if path is not None else "")
         super().__init__(loc + msg)
 
+# %% ../nbs/00_core.ipynb #2f7e1809
 class OutputError(ThinkSafeError):
     "Results could not be written (read-only directory, full disk, ...)."
 
@@ -51,15 +54,18 @@ def _wrap_oserror(path, e:OSError):
     why = {28: "disk full", 30: "read-only file system", 13: "permission denied"}.get(e.errno, e.strerror)
     return OutputError(f"cannot write {path}: {why}")
 
+# %% ../nbs/00_core.ipynb #a11abfd3
 def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
 
+# %% ../nbs/00_core.ipynb #a15a1845
 def public_mode(path):
     "Make `path` readable by others (0644 at least, whatever the umask), as the README promises of every result file."
     os.chmod(path, 0o644 | (0o666 & ~_umask()))
 
+# %% ../nbs/00_core.ipynb #bbdf8bcd
 def atomic_write_text(path, text:str):
     "Write `text` to `path` through a temp file and rename, so readers never see a partial file."
     path = Path(path)
@@ -79,16 +85,20 @@ def atomic_write_text(path, text:str):
     except OSError as e: raise _wrap_oserror(path, e) from e
     return path
 
+# %% ../nbs/00_core.ipynb #5c90beb1
 def _jsonable(r): return r.to_dict() if hasattr(r, "to_dict") else r
 
+# %% ../nbs/00_core.ipynb #23ced39c
 def write_jsonl(path, records:Iterable) -> Path:
     "Atomically write records (dicts or `Sample`s) as JSONL."
     return atomic_write_text(path, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records))
 
+# %% ../nbs/00_core.ipynb #e3637032
 def write_json(path, obj, indent=2) -> Path:
     "Atomically write one JSON document."
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
 
+# %% ../nbs/00_core.ipynb #22f97662
 def append_jsonl(path, records:Iterable) -> int:
     "Append records, flushing and fsyncing so a crash loses at most the line being written."
     path, n = Path(path), 0
@@ -134,6 +144,7 @@ def check_csv_quotes(text:str, path, delimiter:str=","):
             msg = 'unclosed quote: the quoted field that starts on this line has no closing " (it runs to the end of the file)'
             raise DataError(msg, path, start) from None
 
+# %% ../nbs/00_core.ipynb #888fdd8d
 def load_table(path) -> list[dict]:
     "Read JSON (list or {'data': list}), JSONL, CSV/TSV or parquet into dicts with a `_line` field."
     path = Path(path)
@@ -159,6 +170,7 @@ def load_table(path) -> list[dict]:
         return [{**r, "_line": rows.line_num} for r in rows]
     raise DataError(f"unsupported file type {suf!r} (use .json, .jsonl, .csv, .tsv or .parquet)", path)
 
+# %% ../nbs/00_core.ipynb #8ea2b726
 def map_columns(rows:list[dict], mapping:dict, # {our_name: their_column}
                 path=None, required=None) -> list[dict]:
     "Rename columns by `mapping`; missing or empty required columns raise `DataError` with file and line."
@@ -180,6 +192,7 @@ def set_seed(seed:int=0):
     np.random.seed(seed)
     torch.manual_seed(seed)
 
+# %% ../nbs/00_core.ipynb #744b5307
 def pick_device(pref:str="auto") -> str:
     "The device to use: `pref` unless 'auto', then cuda > mps > cpu."
     import torch
@@ -188,6 +201,7 @@ def pick_device(pref:str="auto") -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(): return "mps"
     return "cpu"
 
+# %% ../nbs/00_core.ipynb #89e68a7f
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16", "half": "float16"}
 
@@ -201,6 +215,7 @@ def pick_dtype(device:str, pref:str="auto"):
     if device.startswith("cuda") and torch.cuda.is_bf16_supported(): return torch.bfloat16
     return torch.float32
 
+# %% ../nbs/00_core.ipynb #501824ac
 def cache_dir() -> Path:
     "Where converted models live: `$THINKSAFE_CACHE` or `~/.cache/thinksafe`."
     p = Path(os.environ.get("THINKSAFE_CACHE", Path.home()/".cache"/"thinksafe"))
@@ -219,6 +234,7 @@ def git_commit(path=None) -> Optional[str]:
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/00_core.ipynb #24c18094
 def run_info() -> dict:
     "Package version and git commit, recorded in every result file."
     from thinksafe import __version__
@@ -228,6 +244,7 @@ def run_info() -> dict:
 class SharedDataMissing(ThinkSafeError):
     "A file of ../shared (the benchmark copies beside the checkout) is not there."
 
+# %% ../nbs/00_core.ipynb #6fbbcd3e
 def shared_dir() -> Optional[Path]:
     "`$THINKSAFE_SHARED`, or the `shared` folder (holding `data/`) beside the checkout or the working directory (up to 3 levels up)."
     env = os.environ.get("THINKSAFE_SHARED")
@@ -238,6 +255,7 @@ def shared_dir() -> Optional[Path]:
         if (base/"shared"/"data").is_dir(): return base/"shared"
     return None
 
+# %% ../nbs/00_core.ipynb #801036bf
 def needs_shared(*parts) -> Path:
     "The file `parts` under ../shared (e.g. 'data/star1/STAR-1.json'), or `SharedDataMissing` naming it."
     root, rel = shared_dir(), Path("shared").joinpath(*map(str, parts))

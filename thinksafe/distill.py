@@ -55,6 +55,7 @@ def safety_context(s:Sample, instruction:str=REFUSAL_INSTRUCTION,
         raise ConfigError(f"train.self_distill_context must be 'harmful' or 'all', got {on!r}")
     return instruction if on == "all" or s.harmful else ""
 
+# %% ../nbs/14_distill.ipynb #f5c38978
 def self_distill_dataset(prompts:list[Sample], instruction:str=REFUSAL_INSTRUCTION, on:str="harmful") -> Dataset:
     "Rows `{prompt, privileged_context, label}` for `SDFTTrainer` (the user's text; the chat template comes later)."
     return Dataset.from_list([{"prompt": s.prompt, "privileged_context": safety_context(s, instruction, on),
@@ -70,6 +71,7 @@ def _now() -> float:
     if torch.cuda.is_available(): torch.cuda.synchronize()     # queued GPU work belongs to the stage that queued it
     return time.perf_counter()
 
+# %% ../nbs/14_distill.ipynb #3c98141f
 class StageMeter:
     "Tokens and seconds of an on-policy trainer's stages (generation, teacher, training)."
     def __init__(self): self.tokens, self.seconds = defaultdict(int), defaultdict(float)
@@ -165,6 +167,7 @@ def _generation_args(mode:str, mc:ModelConfig) -> dict:
     from thinksafe.grpo import generation_args      # GRPO's vLLM settings (colocate share, context, parallelism)
     return generation_args(mode, mc)
 
+# %% ../nbs/14_distill.ipynb #0d8c7363
 def common_args(tc:TrainConfig, out, device:str="cpu", world:Optional[int]=None,
                 mc:Optional[ModelConfig]=None) -> dict:
     "Trainer arguments both on-policy methods take from the run's `TrainConfig`."
@@ -186,6 +189,7 @@ def opd_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=None) -> Di
     "TRL's `DistillationConfig` of a run."
     return DistillationConfig(**common_args(tc, out, device, world, mc), beta=tc.opd_beta)
 
+# %% ../nbs/14_distill.ipynb #4a6d3fe7
 def self_distill_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=None) -> SDFTConfig:
     "TRL's `SDFTConfig` of a run: the base student as teacher, one completion per prompt."
     return SDFTConfig(**common_args(tc, out, device, world, mc), teacher_model_kind="base", num_generations=1,
@@ -203,6 +207,7 @@ def divergence(student_logits, teacher_logits, beta:float=1.0) -> torch.Tensor:
     lm = torch.logsumexp(torch.stack([lp + math.log(1 - beta), lq + math.log(beta)]), 0)
     return beta * kl(lq, lm) + (1 - beta) * kl(lp, lm)
 
+# %% ../nbs/14_distill.ipynb #300b6c99
 def completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
     "The logits predicting each completion token (prompts padded on the left, completions on the right)."
     ids, am = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1)
@@ -223,6 +228,7 @@ def load_student(cfg:RunConfig, model=None, tokenizer=None):
     tokenizer.padding_side = "left"
     return model, tokenizer
 
+# %% ../nbs/14_distill.ipynb #3bc23701
 def load_teacher(cfg:RunConfig, teacher:str, tok, model=None):
     "OPD's teacher loaded beside the student; refused when it is the student or its tokenizer differs."
     if resolve_model(teacher)[0] == resolve_model(cfg.model.name)[0]:
@@ -258,6 +264,7 @@ class DistillResult:
     wall_s: float
     compute: dict = field(default_factory=dict, repr=False)   # the compute document (run.read_compute)
 
+# %% ../nbs/14_distill.ipynb #29b0495f
 class _CheckpointCompute(TrainerCallback):
     "Writes the compute stages so far into each checkpoint, so a resumed run continues the accounting."
     def __init__(self, stages): self.stages = stages
@@ -340,6 +347,7 @@ def opd_command(run:Run, teacher:Optional[str]=None, # the teacher model (the pa
     "On-policy distillation (OPD) of the student toward a teacher model: the paper's online baseline."
     return run.opd(teacher, prompts, fresh=fresh)
 
+# %% ../nbs/14_distill.ipynb #fb181f82
 @command("self-distill", writes=f"train/self-distill/: adapter, curves, {COMPUTE}")
 def self_distill_command(run:Run, prompts:Optional[str]=None, # a labelled prompt file (default: the synthesis prompts)
                          fresh:bool=False) -> DistillResult: # remove checkpoints made with other inputs

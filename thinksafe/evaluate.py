@@ -87,6 +87,7 @@ def _mv_equal(gold_text:str, pred_text:str) -> bool:
     if pred and unevaluated(pred[-1], gold_text): return False
     return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
 
+# %% ../nbs/19_evaluate.ipynb #f11c285d
 def _mv_extract_equal(gold_text:str, text:str) -> bool:
     from math_verify import parse, verify
     gold = _gold(gold_text)
@@ -187,6 +188,8 @@ def outcomes(samples:Sequence[Sample], judge:Optional[str]) -> dict:
 
 # %% ../nbs/19_evaluate.ipynb #ba2fc9ee
 def _pct(k, n): return None if not n else round(100.0 * k / n, 2)
+
+# %% ../nbs/19_evaluate.ipynb #019002a2
 def _pci(ci): return None if ci is None else [round(100 * ci[0], 2), round(100 * ci[1], 2)]
 
 # %% ../nbs/19_evaluate.ipynb #77bc63f6
@@ -280,6 +283,7 @@ METRIC = {"safety": "harmful_pct", "overrefusal": "overrefusal_pct", "reasoning"
 
 def _skipped(s:Sample) -> bool: return bool(s.skipped or s.meta.get("skipped"))
 
+# %% ../nbs/19_evaluate.ipynb #ea4d1e0e
 def _main_outcome(kind:str, judge:Optional[str]):
     "Sample -> the outcome of the benchmark's main metric (a refusal the judge did not call is left out)."
     if kind == "reasoning": return lambda s: outcome_of(s, None)
@@ -346,6 +350,7 @@ def results_table(metrics:dict, # {benchmark: benchmark_metrics(...)}
 # %% ../nbs/19_evaluate.ipynb #4a07b801
 def _avg(d:dict) -> Optional[float]: return round(sum(d.values()) / len(d), 2) if d else None
 
+# %% ../nbs/19_evaluate.ipynb #3dfe7189
 def attack_summary(metrics:dict) -> dict:
     "{attack: its mean harmful rate over the attacked benchmarks, the plain mean over the same, their names}."
     out = {}
@@ -394,6 +399,7 @@ def attacked_name(name:str, attack:str) -> str:
     "The store and benchmark name of benchmark `name` under `attack`."
     return f"{name}+{attack}"
 
+# %% ../nbs/19_evaluate.ipynb #669b6564
 def prefill_attack(items:Sequence[Sample], # one safety benchmark's items
                    cfg:RunConfig) -> list[Sample]: # eval.prefill_prefixes: the openings
     "The items with a compliant opening forced on the assistant turn: `<name>+prefill`, item ids kept."
@@ -468,6 +474,7 @@ def attack_effect(out, name:str, # an evaluation directory and an attacked bench
     return dict(of=m["of"], n=r["n"], plain_pct=r2(r["before_pct"]), attacked_pct=r2(r["after_pct"]),
                 change=r2(r["change"]), change_ci=[r2(x) for x in r["change_ci"]], p=r["p"])
 
+# %% ../nbs/19_evaluate.ipynb #41a6e085
 def pair_attacks(out, metrics:dict) -> dict:
     "`metrics` with `vs_plain` (`attack_effect`) on every attacked benchmark whose plain one was scored."
     for name, m in metrics.items():

@@ -41,14 +41,17 @@ def as_samples(prompts:Sequence[Union[Sample, str]]) -> list[Sample]:
         else: raise ThinkSafeError(f"prompt {i}: expected a str or a Sample, got {type(p).__name__}")
     return out
 
+# %% ../nbs/08_generate.ipynb #04be85dd
 def user_turn(s:Sample) -> str:
     "The text sent as the user turn: the steered prompt if there is one, else the prompt."
     return s.sent or s.prompt
 
+# %% ../nbs/08_generate.ipynb #3f7218f8
 def sampling_record(sc:SamplingConfig) -> dict:
     "What goes into `Sample.sampling`: the settings that change the distribution (not batch or round size)."
     return {k: v for k, v in asdict(sc).items() if k not in ("batch_size", "chunk")}
 
+# %% ../nbs/08_generate.ipynb #7c10661f
 def with_prefix(prefix:str, text:str) -> str:
     "Put back the prefix the prompt opened (`<think>\\n`), unless the model wrote its own `<think>`."
     return text if not prefix or text.lstrip().startswith(THINK_OPEN) else prefix + text
@@ -66,6 +69,7 @@ def rendered_prompt(tok, s:Sample, fmt:str) -> str:
     prefix = generation_prefix(fmt)
     return chat_prompt(tok, user_turn(s), fmt) + assistant_opening(prefix, s.prefill)[len(prefix):]
 
+# %% ../nbs/08_generate.ipynb #0e11abfc
 def full_response(prefix:str, prefill:str, text:str) -> str:
     "The recorded response: the forced opening, then the generated `text` (no prefill: `with_prefix`)."
     return assistant_opening(prefix, prefill) + text if prefill else with_prefix(prefix, text)
@@ -141,6 +145,7 @@ def top_k_top_p(logits, top_k:int=0, top_p:float=1.0):
         probs = probs.masked_fill(drop, 0.0)
     return probs / probs.sum(-1, keepdim=True), ids
 
+# %% ../nbs/08_generate.ipynb #711c931d
 def draw(probs, ids, u):
     "Inverse-CDF sampling: per row, the first candidate whose cumulative probability exceeds that row's uniform."
     import torch
@@ -149,6 +154,7 @@ def draw(probs, ids, u):
     k = torch.minimum(k, (probs > 0).sum(-1) - 1)
     return ids.gather(-1, k[:, None])[:, 0]
 
+# %% ../nbs/08_generate.ipynb #11d3eb82
 def next_tokens(logits, sc:SamplingConfig, u):
     "One token per row: greedy at temperature 0, else temperature, top-k, top-p and the row's own uniform `u`."
     if sc.temperature == 0: return logits.argmax(-1)
@@ -233,6 +239,7 @@ def kv_cache(model):
     c.layers = [_kv_layer()() for _ in c.layers]
     return c
 
+# %% ../nbs/08_generate.ipynb #a14eb64c
 def drop_rows(cache, keep:list[int]) -> list[int]:
     "Shrink a `kv_cache` batch to the rows `keep` (ascending), moving kept rows past the end into the freed places."
     B, kept = len(keep), set(keep)
@@ -258,6 +265,7 @@ def decode_attention(module, query, key, value, attention_mask=None, scaling=Non
         s = s.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else s + attention_mask
     return torch.matmul(s.softmax(-1), value).reshape(B, 1, H, D), None
 
+# %% ../nbs/08_generate.ipynb #726eb5e0
 DECODE_ATTENTION = "thinksafe_decode"
 
 @contextmanager
@@ -281,6 +289,7 @@ def _packed_linear(packed, bias, x):
     import torch
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
+# %% ../nbs/08_generate.ipynb #db92c455
 def can_pack(model) -> bool:
     "Whether `packed_linears` applies: a CPU fp32 model and a torch built with oneDNN."
     import torch
@@ -387,6 +396,7 @@ def _row(self:HFGenerator, sc:SamplingConfig, prompt_len:int, seed:int,
     think = max(1, int(max_new * self.think_fraction))
     return Row(row_uniforms(seed, max_new + 1), max_new, think, self.close_think and not closed)
 
+# %% ../nbs/08_generate.ipynb #1d72b458
 @patch
 def _force(self:HFGenerator, x:Row) -> bool:
     "Budget forcing for row `x` (think budget or early stop): queue `THINK_CLOSING`, unless it closed or has no room."
@@ -395,6 +405,7 @@ def _force(self:HFGenerator, x:Row) -> bool:
     x.queue, x.closed_by, x.phase_start = list(self.close_ids), "generator", x.drawn
     return True
 
+# %% ../nbs/08_generate.ipynb #db7e9211
 @patch
 def _step(self:HFGenerator, x:Row, t:int, stops:set) -> Optional[int]:
     "Advance row `x` by its chosen token `t`; returns the token to feed next, or None once the row is finished."
@@ -416,6 +427,7 @@ def _step(self:HFGenerator, x:Row, t:int, stops:set) -> Optional[int]:
     x.new.append(t)
     return t
 
+# %% ../nbs/08_generate.ipynb #90a25706
 @patch
 def _choose(self:HFGenerator, logits, sc:SamplingConfig, rows:list) -> list[int]:
     "The token each row samples from its logits and its next uniform."
@@ -430,6 +442,7 @@ def _forward(self:HFGenerator, ids, att, pos, cache):
     return self.model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1,
                       **kw).logits[:, -1]
 
+# %% ../nbs/08_generate.ipynb #20564506
 @patch
 def _prefill(self:HFGenerator, ids:list[list[int]], cache):
     "Fill `cache` with the batch's prompts, each distinct one once; the rows' logits, attention mask, last positions."
@@ -442,6 +455,7 @@ def _prefill(self:HFGenerator, ids:list[list[int]], cache):
     cache.batch_select_indices(sel)
     return logits[sel], att[sel], last[sel]
 
+# %% ../nbs/08_generate.ipynb #388e9f13
 @patch
 def _prefill_distinct(self:HFGenerator, ids:list[list[int]], cache):
     "Prefill distinct prompts: the template's shared opening on one row, copied to all, then the rest left-padded."
@@ -612,6 +626,7 @@ def _direction_pool(items:Sequence[Sample]) -> list[Sample]:
     from thinksafe.synthesize import DEMO_PROMPTS
     return [Sample(p, l) for p, l in DEMO_PROMPTS]
 
+# %% ../nbs/08_generate.ipynb #86d76d53
 def steering_direction(steering:SteeringConfig, generator, items:Sequence[Sample], path) -> tuple:
     "`(direction, layer)` from `path`, else estimated from harmful and benign prompts and saved to `path`."
     path = Path(path)
@@ -651,11 +666,13 @@ def _pending(sets:dict, stores:dict, done:dict, idx:Sequence[int]) -> list[tuple
     return [(name, s) for name, items in sets.items() for s in items
             if in_shard(s.item_id, stores[name].shard) and any((s.item_id, j) not in done[name] for j in idx)]
 
+# %% ../nbs/08_generate.ipynb #5e357cb7
 def _steering_groups(part:list, hook) -> list[list]:
     "The generator calls of one round: harmful and benign apart when a hook steers the harmful only, else one."
     if hook is None: return [part]
     return [g for g in ([x for x in part if x[1].harmful], [x for x in part if not x[1].harmful]) if g]
 
+# %% ../nbs/08_generate.ipynb #a2a9e889
 def _new_samples(group:list, outs:list, done:dict, n:int) -> dict:
     "{store: outputs it lacks}: outputs are input-major, `n` per input."
     new = defaultdict(list)
@@ -669,12 +686,14 @@ def _counts(stores:dict, sets:dict) -> dict:
     return {name: {"store": str(st.path), "items": len(sets[name]), "generated": 0, "tokens": 0, "prompt_tokens": 0,
                    "n_params": None} for name, st in stores.items()}
 
+# %% ../nbs/08_generate.ipynb #97e71b7b
 def _count(c:dict, got:Sequence[Sample]):
     "Add the samples `got` to a store's counts."
     c["generated"] += len(got)
     c["tokens"] += sum(o.new_tokens or 0 for o in got if not o.skipped)
     c["prompt_tokens"] += sum(o.prompt_tokens or 0 for o in got if not o.skipped)
 
+# %% ../nbs/08_generate.ipynb #00d43655
 def _share_wall(res:dict, wall:float, params:Optional[int]) -> dict:
     "One call's wall time, shared by the stores as their tokens are; the generator's size where it generated."
     total = sum(c["tokens"] + c["prompt_tokens"] for c in res.values())
@@ -768,6 +787,7 @@ def _generate_synthesis(self:Run, gen:LazyModel, shard=None, progress:bool=True,
         res[PLAIN] = generate_stage(cfg, harmful, out, PLAIN, steering=SteeringConfig(mode="none"), **kw)
     return res
 
+# %% ../nbs/08_generate.ipynb #33441389
 @patch
 def generate(self:Run, evaluation:bool=False, # every benchmark instead of the synthesis pool
              shard=None, # 'I/N': this process's share of the items

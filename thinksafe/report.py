@@ -49,6 +49,7 @@ def first_samples(eval_dir, bench:str) -> list[Sample]:
         if s.kind == "reasoning" and s.correct is None and not s.skipped: s.correct = bool(check_answer(s))
     return out
 
+# %% ../nbs/21_report.ipynb #a9651f53
 def draw_of(s:Sample) -> tuple:
     "What decides a sample's draw: its seed and its sampling settings (the number of samples per item aside)."
     return (s.seed, json.dumps({k: v for k, v in s.sampling.items() if k != "n"}, sort_keys=True))
@@ -94,6 +95,7 @@ def read_evaluation(eval_dir, # a directory `thinksafe evaluate` wrote (with res
     attacks = {b: a for b in outcomes if (a := attack_of(res, b))}
     return EvalOutcomes(name or d.name, d, res, kinds, outcomes, draws, attacks)
 
+# %% ../nbs/21_report.ipynb #389a0945
 def item_outcomes(eval_dir, bench:str, judge:Optional[str]=None) -> dict:
     "{item_id: outcome} of sample 0 of one benchmark: harmful (safety), refusal (over-refusal), correct (reasoning)."
     return read_evaluation(eval_dir, judge=judge).outcomes[bench]
@@ -107,6 +109,7 @@ def evaluation_dirs(d) -> list[Path]:
     if not found: raise ThinkSafeError(f"{d}: no {RESULTS} here or in <eval.out>/*/ (run `thinksafe evaluate` first)")
     return found
 
+# %% ../nbs/21_report.ipynb #38e46619
 def named_dirs(dirs:Sequence) -> dict:
     "{name: evaluation directory} of `DIR` or `NAME=DIR` arguments, in order; a run directory gives each evaluation."
     out = {}
@@ -136,6 +139,7 @@ def check_pairable(a:EvalOutcomes, b:EvalOutcomes, bench:str):
                              f"sampling {da[i][1]} vs seed {db[i][0]}, sampling {db[i][1]}): a paired test needs "
                              "the same sampling.seed and sampling settings")
 
+# %% ../nbs/21_report.ipynb #92bb3ae5
 def paired_test(a:EvalOutcomes, b:EvalOutcomes, bench:str) -> dict:
     "McNemar's test of `a` -> `b` on one benchmark (same items and draws), both rates with Wilson intervals."
     check_pairable(a, b, bench)
@@ -172,6 +176,7 @@ def attack_test(ev:EvalOutcomes, bench:str) -> Optional[dict]:
     return {"benchmark": a["of"], "attacked": bench, "attack": a["attack"], "kind": ev.kinds[bench],
             **mcnemar(plain, hit)}
 
+# %% ../nbs/21_report.ipynb #e6c16be8
 def attack_tests(runs:dict) -> dict: # {name: EvalOutcomes}
     "{model: {attacked benchmark: attack_test}} of every model evaluated under an attack."
     out = {n: {b: t for b in e.attacks if (t := attack_test(e, b))} for n, e in runs.items()}
@@ -184,17 +189,20 @@ def _status(p:Optional[float], better:bool, alpha:float=0.05) -> str:
     if p is None or p >= alpha: return "not shown"
     return "shown" if better else "contradicted"
 
+# %% ../nbs/21_report.ipynb #23059554
 def _keeps(t:dict, worse_is_up:bool) -> str:
     "Status of a no-harm claim: contradicted by a significant change for the worse, shown inside the margin."
     d, (lo, hi) = t["change"], t["change_ci"]
     if t["p"] < 0.05 and (d > 0) == worse_is_up: return "contradicted"
     return "shown" if (hi < MARGIN if worse_is_up else lo > -MARGIN) else "not shown"
 
+# %% ../nbs/21_report.ipynb #6afd711f
 def _fmt_pair(t:dict, what:str) -> str:
     (b0, b1), (a0, a1) = t["before_ci"], t["after_ci"]
     return (f"{what} {t['before_pct']:.1f}% [{b0:.1f}, {b1:.1f}] -> {t['after_pct']:.1f}% [{a0:.1f}, {a1:.1f}] "
             f"on {t['n']} items, McNemar p = {t['p']:.3g}")
 
+# %% ../nbs/21_report.ipynb #5e840c46
 def _change(t:dict) -> str:
     return f"; change {t['change']:+.1f} points [{t['change_ci'][0]:+.1f}, {t['change_ci'][1]:+.1f}]"
 
@@ -207,6 +215,7 @@ class Claim:
     second: str                 # the run after
     text: Optional[str] = None  # the claim as the report words it (default: the paper's wording with the names)
 
+# %% ../nbs/21_report.ipynb #67ad535b
 CLAIM_KINDS = {"lowers": "safety", "keeps": "reasoning", "overrefusal": "overrefusal", "more_reasoning": "reasoning"}
 
 def default_claims(names:Sequence[str], baseline:str) -> list[Claim]:
@@ -232,6 +241,7 @@ def claim_row(c:Claim, t:dict, label:str, several:bool=False) -> dict:
     else: raise ThinkSafeError(f"unknown claim kind {c.kind!r} (expected one of {', '.join(CLAIM_KINDS)})")
     return {"claim": (c.text or text) + on, "status": status, "numbers": numbers}
 
+# %% ../nbs/21_report.ipynb #c23fafcf
 def check_claims(claims:Sequence[Claim], pairs:dict, # paired_tests(...)
                  labels:Optional[dict]=None) -> list[dict]: # {benchmark: readable name}
     "Each claim with its status and numbers, on every benchmark of its kind its two runs share."
@@ -254,6 +264,7 @@ def steering_pairs(synth_dir, judge:Optional[str]=None) -> Optional[dict]:
     k0, k1 = round(t["before_pct"] * t["n"] / 100), round(t["after_pct"] * t["n"] / 100)
     return {**t, "judge": j, "omega": odds_ratio(k1, t["n"], k0, t["n"])}
 
+# %% ../nbs/21_report.ipynb #6dc25655
 def steering_claim(st:dict) -> dict:
     "Refusal steering raises acceptance on harmful prompts, from `steering_pairs`."
     return {"claim": "Refusal steering raises acceptance on harmful prompts (alpha_I > alpha)",
@@ -268,6 +279,7 @@ def swap_set(ppl:dict, writers:Optional[dict]=None) -> Optional[str]:
     mine = Path(writers["records"]).resolve()
     return next((n for n, f in ppl.get("data", {}).items() if Path(f).resolve() == mine), None)
 
+# %% ../nbs/21_report.ipynb #cffe2779
 def perplexity_claims(ppl:dict, writers:Optional[dict]=None) -> list[dict]: # synthesis_writers(...)
     "Teacher data has higher perplexity under the student than self-generated data, per set in perplexity.json."
     out, swap = [], swap_set(ppl, writers)
@@ -283,6 +295,7 @@ def perplexity_claims(ppl:dict, writers:Optional[dict]=None) -> list[dict]: # sy
                                f"perplexity ratio {g['ppl_ratio']:.2f}"})
     return out
 
+# %% ../nbs/21_report.ipynb #b135364f
 def records_claim(records:dict, steered:str="ThinkSafe", plain:str="NoSteering") -> Optional[dict]:
     "Without steering, rejection sampling keeps fewer harmful records (from {training set: {harmful, benign}})."
     if plain not in records or steered not in records: return None
@@ -296,6 +309,7 @@ STAGE_ORDER = ("generation", "guard", "teacher", "training")   # in the order a 
 
 def _div(x, y): return x / y if y else float("inf")
 
+# %% ../nbs/21_report.ipynb #0a67a4fc
 def compute_comparison(files:dict, # {method: its compute record (the file, its directory, or the document)}
                        reference:Optional[str]=None, # default: 'ThinkSafe', else 'sft', else one trained on a synthesis
                        prompts:Optional[dict]=None) -> Optional[dict]: # {method: training prompts} its record lacks
@@ -327,6 +341,7 @@ def run_of(eval_dir) -> Run:
     cfg.model.name, cfg.eval.out = res.get("model") or cfg.model.name, d.parent.name
     return Run(cfg, d.parent.parent)
 
+# %% ../nbs/21_report.ipynb #6785c07a
 def train_computes(run:Run, round:int=0) -> dict:
     "{method: compute document} of every training of a run's round (each `Run.train_dir(method, round)`)."
     dirs = sorted(run.train_dir("-", round).parent.glob("*"))
@@ -360,6 +375,7 @@ def adapter_evaluations(run:Run) -> dict:
         if a: out[str(Path(a).resolve())] = p.parent
     return out
 
+# %% ../nbs/21_report.ipynb #fce578b8
 def round_row(r:int, synth_dir, train_dir=None, # the round's synthesis and training directories
               evals:Optional[dict]=None) -> dict: # adapter_evaluations(...)
     "A round's row: acceptance per condition with its interval, records, compute, and the rates if evaluated."
@@ -375,6 +391,7 @@ def round_row(r:int, synth_dir, train_dir=None, # the round's synthesis and trai
         row["rates"] = {b: {**rate(o), "kind": e.kinds[b]} for b, o in e.outcomes.items()}
     return row
 
+# %% ../nbs/21_report.ipynb #f404b58b
 def round_rows(run:Run) -> list[dict]:
     "One row per round of iterative ThinkSafe in a run (none when it has no round 1)."
     n = next(r for r in range(1, 10_000) if not run.synth_dir(r).exists())
@@ -395,6 +412,7 @@ def mean_rate(maps:Sequence[dict], # {item: outcome} per benchmark
     boot = np.mean([bootstrap(lambda i, v=v: v[i].mean(), len(v), n_boot, seed) for seed, v in enumerate(vals)], 0)
     return 100 * float(np.mean([v.mean() for v in vals])), [100 * float(np.quantile(boot, q)) for q in (.025, .975)]
 
+# %% ../nbs/21_report.ipynb #b3f81972
 def run_point(ev:EvalOutcomes) -> dict:
     "A run's Pareto point: harmful % (safety benchmarks) and pass@1 % (reasoning benchmarks) with 95% intervals."
     safety = [b for b, k in ev.kinds.items() if k == "safety" and b != "xstest-contrast" and b not in ev.attacks]
@@ -471,6 +489,7 @@ def runs_frame(points:dict) -> "pd.DataFrame":
             for m, p in points.items() if p["harm"] is not None and p["reason"] is not None]
     return pd.DataFrame(rows, columns=["name", "size_b", HARM, REASON, "harm_lo", "harm_hi", "reason_lo", "reason_hi"])
 
+# %% ../nbs/21_report.ipynb #49095a85
 def plot_paper_with_runs(points:dict, path=None, labels:Optional[dict]=None):
     "The paper's Pareto figure (its table, its frontier) with the runs beside its methods; (figure, runs frame)."
     from thinksafe.plots import plot_pareto, paper_table
@@ -511,6 +530,7 @@ def plot_rounds(rows:list[dict], # round_rows(...)
     if path is not None: save_figure(fig, path)
     return fig
 
+# %% ../nbs/21_report.ipynb #91dd11d5
 def _plot_acceptance_rounds(ax, rows, xs):
     ys = [100 * (r["alpha"].get("steered") or 0) for r in rows]
     ci = [r["alpha_ci"].get("steered") or [0, 0] for r in rows]
@@ -567,6 +587,7 @@ def _draw(out:Path, points:dict, ctx:dict, labels:dict, kinds:dict) -> dict:
     if ctx.get("rounds"): plt.close(plot_rounds(ctx["rounds"], None, figs["rounds"], labels, kinds))
     return {k: str(v.with_suffix(".png")) for k, v in figs.items() if v.with_suffix(".png").exists()}
 
+# %% ../nbs/21_report.ipynb #ec729d3c
 def build_report(dirs:Sequence, # evaluation or run directories, `NAME=DIR` allowed
                  out=None, # the report directory (default: `report/` beside the first evaluation's run, or beside it)
                  baseline:Optional[str]=None, # default: the first run
@@ -600,6 +621,7 @@ def build_report(dirs:Sequence, # evaluation or run directories, `NAME=DIR` allo
 # %% ../nbs/21_report.ipynb #651a07cd
 def _ci(v, ci): return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
+# %% ../nbs/21_report.ipynb #bdf00529
 def md_claims(rep:Report) -> list[str]:
     "The claims table and what its statuses mean."
     L = ["## The paper's claims on this run\n", "| claim | status | numbers |\n|---|---|---|"]
@@ -630,6 +652,7 @@ def _column(kind:str, label:str, attack:Optional[str]=None) -> str:
     named = {"safety": f"harmful % ({label})", "overrefusal": f"over-refusal % ({label})"}
     return named.get(kind, f"{label} pass@1 %")
 
+# %% ../nbs/21_report.ipynb #eee1cb90
 def rate_columns(rep:Report) -> tuple[list, dict]:
     "The rates table's benchmarks, each attacked copy right after its plain benchmark, and {attacked: its attack}."
     benches = list(dict.fromkeys(b for r in rep.runs.values() for b in r["rates"]))
@@ -638,6 +661,7 @@ def rate_columns(rep:Report) -> tuple[list, dict]:
     order = [x for b in benches if b not in att for x in [b, *after(b)]]
     return order + [b for b in benches if b not in order], att
 
+# %% ../nbs/21_report.ipynb #314e9fb2
 def md_rates(rep:Report) -> list[str]:
     "Every model's rate on every benchmark with its Wilson interval (attacked beside plain), then every paired test."
     benches, att = rate_columns(rep)
@@ -697,6 +721,7 @@ def md_synthesis(rep:Report) -> list[str]:
     if "acceptance" in rep.figures: L.append("\n![acceptance](figures/acceptance.png)\n")
     return L
 
+# %% ../nbs/21_report.ipynb #56fff9c1
 def md_perplexity(rep:Report) -> list[str]:
     "The training sets' perplexity under the frozen student."
     if not rep.perplexity: return []
@@ -772,6 +797,7 @@ def report_markdown(rep:Report, title:str="# ThinkSafe report",
             L += part
     return "\n".join(L) + "\n"
 
+# %% ../nbs/21_report.ipynb #1f3712b8
 def write_report(rep:Report, title:str="# ThinkSafe report", intro:Sequence[str]=(), extra:Sequence=()) -> Path:
     "Write `report.md` and `report.json` into the report directory, together; returns report.md's path."
     out = Path(rep.out)
@@ -797,6 +823,7 @@ def format_claims(rep:Report) -> str:
           for m, r in c.get("ratios", {}).items()]
     return "\n".join(L)
 
+# %% ../nbs/21_report.ipynb #5f9d7832
 @command("report", writes="report.md, report.json and figures/ in --out (default: report/ beside the first run)")
 def report(dirs:list, # evaluation or run directories (NAME=DIR names one)
            baseline:Optional[str]=None, # the run the others are tested against (default: the first)
@@ -825,6 +852,7 @@ def compare_rows(dirs:Sequence) -> list[dict]:
                   "n": m.get("n_items")} for b, m, k in scored]
     return rows
 
+# %% ../nbs/21_report.ipynb #654971cd
 def format_compare(rows:list[dict]) -> str:
     "The compare rows as an aligned text table (value [95% interval])."
     runs = list(dict.fromkeys(r["run"] for r in rows))
@@ -837,6 +865,7 @@ def format_compare(rows:list[dict]) -> str:
     w = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(str(x).ljust(n) for x, n in zip(row, w)) for row in [head, *body])
 
+# %% ../nbs/21_report.ipynb #6aead870
 @command("compare", writes="nothing", flags=())
 def compare(dirs:list): # evaluation directories (or results.json files)
     "One table of several evaluation directories' metrics, each with its 95% interval."

@@ -41,6 +41,7 @@ def model_slug(self:Run, adapter=...) -> str:
     "`<model>[+<adapter>]` of the run's model, with its adapter unless another is given."
     return model_slug(self.cfg.model.name, self.cfg.model.adapter if adapter is ... else adapter)
 
+# %% ../nbs/05_run.ipynb #0b57e321
 @patch
 def synth_dir(self:Run, round:int=0) -> Path:
     "Where synthesis writes: `synth/<writer>[+<adapter>]` (the writer: synth.model, else the student), or round r's."
@@ -48,6 +49,7 @@ def synth_dir(self:Run, round:int=0) -> Path:
     if self.cfg.synth.model: return self.root/"synth"/model_slug(self.cfg.synth.model)
     return self.root/"synth"/self.model_slug()
 
+# %% ../nbs/05_run.ipynb #713141a7
 @patch
 def records_path(self:Run, round:int=0) -> Path:
     "The kept records select writes (`synth.out`; `<stem>-nothink<suffix>` when synth.harmful_thinking is strip)."
@@ -55,6 +57,7 @@ def records_path(self:Run, round:int=0) -> Path:
     strip = self.cfg.synth.harmful_thinking == "strip"
     return self.synth_dir(round)/(f"{p.stem}-nothink{p.suffix}" if strip else p.name)
 
+# %% ../nbs/05_run.ipynb #3a859341
 @patch
 def synth_stats_path(self:Run, round:int=0, source:str="steered") -> Path:
     "Acceptance statistics of a synthesis condition ('steered' or 'plain'), apart for the strip ablation."
@@ -70,11 +73,13 @@ def train_dir(self:Run, method:Optional[str]=None, # 'thinksafe', 'thinksafe+kl'
     name = slug(method or self.cfg.train.loss_type)
     return self.root/"train"/name if round == 0 else self.root/"rounds"/f"round-{round}"/"train"/name
 
+# %% ../nbs/05_run.ipynb #ef66ca14
 @patch
 def adapter_dir(self:Run, method:Optional[str]=None, round:int=0) -> Path:
     "The trained adapter of `method` (and `round`)."
     return self.train_dir(method, round)/"adapter"
 
+# %% ../nbs/05_run.ipynb #dc582baf
 @patch
 def eval_dir(self:Run, adapter=...) -> Path:
     "Where an evaluation writes: `<eval.out>/<model>[+<adapter>]`, so base and adapters sit side by side."
@@ -83,12 +88,20 @@ def eval_dir(self:Run, adapter=...) -> Path:
 # %% ../nbs/05_run.ipynb #04962f9f
 @patch
 def perplexity_dir(self:Run) -> Path: return self.root/"perplexity"
+
+# %% ../nbs/05_run.ipynb #94a46c07
 @patch
 def tilt_dir(self:Run) -> Path: return self.root/"tilt"
+
+# %% ../nbs/05_run.ipynb #8bbfbc14
 @patch
 def preflight_dir(self:Run) -> Path: return self.root/"preflight"/self.model_slug()
+
+# %% ../nbs/05_run.ipynb #b6fbc2c5
 @patch
 def plan_path(self:Run) -> Path: return self.root/"plan.json"
+
+# %% ../nbs/05_run.ipynb #8e807251
 @patch
 def report_dir(self:Run) -> Path: return self.root/"report"
 
@@ -97,16 +110,19 @@ def judgments_name(store:str, key:str) -> str:
     "The store holding one judge's judgments of a sample store."
     return f"{store}.judged.{slug(key)}"
 
+# %% ../nbs/05_run.ipynb #59d9ad4e
 def judgment_store(out, store:str, key:str, fp=None, shard=None, fresh:bool=False) -> Store:
     "The store of judge `key`'s judgments of the sample store `store` in `out`."
     return Store(out, judgments_name(store, key), fp, shard=shard, load=lambda d, p, i: d,
                  key=lambda r: (r["item_id"], r["sample_idx"]), fresh=fresh)
 
+# %% ../nbs/05_run.ipynb #37eb6d27
 def judged_stores(out, name:str) -> list[str]:
     "The judgment stores of the sample store `name` (each once, however many shards)."
     files = Path(out).glob(f"{name}.judged.*.jsonl")
     return sorted({f.name.split(".shard-")[0].removesuffix(".jsonl") for f in files})
 
+# %% ../nbs/05_run.ipynb #82c29657
 def sample_stores(out) -> list[str]:
     "The sample stores of a directory (an evaluation: one per benchmark)."
     files = [p for p in Path(out).glob("*.jsonl") if ".judged." not in p.name and p.name != "steps.jsonl"]
@@ -132,6 +148,7 @@ def sample_tokens(s:Sample) -> int:
     "Tokens a sample's generation processed: prompt + generated; a skipped sample (prompt over the context) none."
     return 0 if s.skipped else (s.prompt_tokens or 0) + (s.new_tokens or 0)
 
+# %% ../nbs/05_run.ipynb #73d727a3
 def stage_compute(out, names:Sequence[str], # the sample stores of a directory
                   kind:str="generate") -> Optional[dict]: # 'generate': making the samples; 'judge': every guard's judgments
     "The compute a directory's stores hold: each sample (or judgment) once, whichever run or shard made it."
@@ -157,16 +174,19 @@ def compute_path(d) -> Path:
     "The compute.json of a directory."
     return Path(d)/COMPUTE
 
+# %% ../nbs/05_run.ipynb #c987b750
 def read_compute(d) -> Optional[dict]:
     "A directory's compute.json (or a compute.json path), None when absent."
     p = Path(d) if Path(d).suffix == ".json" else compute_path(d)
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
 
+# %% ../nbs/05_run.ipynb #24037260
 def _total(stages:dict) -> dict:
     st = stages.values()
     return {"tokens": sum(e.get("tokens", 0) for e in st), "flops": sum(e.get("flops", 0) for e in st),
             "wall_s": round(sum(e.get("wall_s", 0) for e in st), 3)}
 
+# %% ../nbs/05_run.ipynb #12f6554c
 def write_compute(d, stages:dict, # {stage: entry} set in the document
                   before=None, # a directory or compute document whose stages come first (the synthesis of a training run)
                   keep:bool=True) -> dict: # keep the stages already in `d`'s compute.json
@@ -179,6 +199,7 @@ def write_compute(d, stages:dict, # {stage: entry} set in the document
     write_together({compute_path(d): json.dumps(doc, indent=2, default=str) + "\n"})
     return doc
 
+# %% ../nbs/05_run.ipynb #13a1399c
 def store_compute(d, names:Sequence[str]) -> dict:
     "Set the 'generation' and 'guard' stages of `d`'s compute.json from the stores `names` (other stages kept)."
     kinds = (("generation", "generate"), ("guard", "judge"))
@@ -206,6 +227,7 @@ class Command:
     flags: tuple = ("model", "adapter", "backend", "out_dir")   # the shortcut flags it accepts
     loads_student: bool = False   # an adapter is checked before any model loads
 
+# %% ../nbs/05_run.ipynb #afd7e5be
 COMMANDS: dict = {}
 
 def command(name:Optional[str]=None, # default: the function's name

@@ -54,6 +54,7 @@ def mcnemar_p(b:int, c:int) -> float:
     m = b + c
     return 1.0 if m == 0 else min(1.0, 2 * sum(math.comb(m, i) for i in range(min(b, c) + 1)) / 2 ** m)
 
+# %% ../nbs/01_stats.ipynb #d2f4d920
 def paired_change(b:int, c:int, n:int, z:float=1.959964) -> tuple[float, float, float]:
     "The paired change second - first in points, with its Wald interval from the discordant pairs (cut to [-100, 100])."
     d = (c - b) / n
@@ -81,14 +82,17 @@ def odds(p:float) -> float:
     "p / (1 - p)."
     return p / (1 - p)
 
+# %% ../nbs/01_stats.ipynb #7eb694d8
 def odds_ratio(k1:int, n1:int, k0:int, n0:int) -> float:
     "odds(k1/n1) / odds(k0/n0) with +0.5 smoothing of every cell (finite with zero counts)."
     return ((k1 + .5) / (n1 - k1 + .5)) / ((k0 + .5) / (n0 - k0 + .5))
 
+# %% ../nbs/01_stats.ipynb #acb5e237
 def tilted_acceptance(alpha:float, omega:float) -> float:
     "alpha_omega = omega*alpha / (omega*alpha + 1 - alpha)."
     return omega * alpha / (omega * alpha + 1 - alpha)
 
+# %% ../nbs/01_stats.ipynb #07c60e69
 def tilt_factor(alpha:float, alpha_steered:float) -> float:
     "The omega that turns acceptance `alpha` into `alpha_steered` (inverse of `tilted_acceptance`)."
     return alpha_steered * (1 - alpha) / (alpha * (1 - alpha_steered))

@@ -60,6 +60,7 @@ def decoder_layers(model):
     raise ThinkSafeError(f"cannot find decoder layers in {type(model).__name__} "
                          "(activation steering needs model.model.layers)")
 
+# %% ../nbs/07_steering.ipynb #2e43bb16
 def default_layer(model) -> int:
     "The middle decoder layer, where refusal directions are usually clearest."
     return len(decoder_layers(model)) // 2
@@ -102,6 +103,7 @@ def save_direction(path, direction, layer:int, meta:Optional[dict]=None) -> Path
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/07_steering.ipynb #67629c76
 def load_direction(path) -> tuple:
     "`(direction, layer)` from a file written by `save_direction`."
     import torch

@@ -36,6 +36,7 @@ def parse_shard(spec) -> Optional[tuple[int, int]]:
     if not 0 <= i < n: raise ConfigError(f"--shard {i}/{n}: I must be in 0..{n - 1}")
     return (i, n) if n > 1 else None
 
+# %% ../nbs/04_store.ipynb #faa74204
 def in_shard(item_id:str, shard:Optional[tuple[int, int]]) -> bool:
     "Does `item_id` belong to `shard`?"
     if shard is None: return True
@@ -46,6 +47,7 @@ def slug(text:str) -> str:
     "A file-name-safe version of `text`."
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-.") or "x"
 
+# %% ../nbs/04_store.ipynb #7ba2dd89
 def model_slug(name:str, # model name or path
                adapter:Optional[str]=None) -> str:
     "`<model>[+<adapter>]` for directory names; an adapter directory named 'adapter' is named by its parent."
@@ -74,6 +76,7 @@ def file_digest(path, # a file
             h.update(f.read())
     return h.hexdigest()[:16]
 
+# %% ../nbs/04_store.ipynb #a2ea1446
 DIGEST_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.gguf", "*.model", "*.jinja", "*.txt")  # a model or adapter folder's weights and configs
 
 def path_digest(path) -> Optional[str]:
@@ -87,6 +90,7 @@ def path_digest(path) -> Optional[str]:
     for f in files: h.update(f"{f.name}\0{file_digest(f)}\n".encode())
     return f"{p.name}/@{h.hexdigest()[:16]}"
 
+# %% ../nbs/04_store.ipynb #61d37c1a
 def sources_digest(items:Iterable) -> Optional[str]:
     "Digests of the local files the items were read from (`meta['source']`), or None when none is a local file."
     srcs = sorted({str(s.meta.get("source")) for s in items if getattr(s, "meta", None) and s.meta.get("source")})
@@ -101,15 +105,18 @@ def _umask() -> int:
     os.umask(old)
     return old
 
+# %% ../nbs/04_store.ipynb #cd25f3ee
 def make_readable(path):
     "Give `path` at least mode 0644 (and what the umask also allows, e.g. 0664 under umask 002)."
     os.chmod(path, PUBLIC_MODE | (0o666 & ~_umask()))
 
+# %% ../nbs/04_store.ipynb #aaa8bdf4
 @functools.lru_cache(maxsize=None)
 def writer_info() -> dict:
     "This process's package version and git commit (`run_info`, looked up once)."
     return run_info()
 
+# %% ../nbs/04_store.ipynb #458d3d41
 def remove_stale_tmp(dir, # a results folder
                      prefix:str="", # only temp files of names starting with this
                      age:float=600.0) -> int:
@@ -123,6 +130,7 @@ def remove_stale_tmp(dir, # a results folder
         except OSError: pass
     return n
 
+# %% ../nbs/04_store.ipynb #81c99f23
 def write_together(files:dict # {path: text}
                   ) -> list[Path]:
     "Replace several files together: all written to temp files first, then renamed; any failure leaves every old file as it was."
@@ -149,6 +157,7 @@ def write_together(files:dict # {path: text}
 class StoreLocked(ThinkSafeError):
     "Another process is writing this run."
 
+# %% ../nbs/04_store.ipynb #4d590d3f
 def _flat(d, pre=""):
     out = {}
     for k, v in (d or {}).items():
@@ -156,12 +165,14 @@ def _flat(d, pre=""):
         else: out[f"{pre}{k}"] = v
     return out
 
+# %% ../nbs/04_store.ipynb #4b9e00ba
 def fingerprint_diff(old:dict, new:dict) -> list[str]:
     "The settings (and input files, `inputs.*`) that differ, as 'key: old -> new'; who wrote the store (`written_by`) is not compared."
     a, b = ({k: v for k, v in _flat(d).items() if not k.startswith("written_by")} for d in (old, new))
     same = lambda x, y: json.dumps(x, sort_keys=True, default=str) == json.dumps(y, sort_keys=True, default=str)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if not same(a.get(k), b.get(k))]
 
+# %% ../nbs/04_store.ipynb #3b665d46
 class Store:
     "Append-only JSONL of records keyed by `key`, with a fingerprint, a lock, and shards merged on read."
     def __init__(self, dir, # the run directory
@@ -204,6 +215,7 @@ def _flock(path:Path, shared:bool=False):
         raise BlockingIOError(pid) from None
     return f
 
+# %% ../nbs/04_store.ipynb #fd9701d6
 def _unlock(f):
     import fcntl
     if f is None: return
@@ -212,6 +224,7 @@ def _unlock(f):
         try: f.close()
         except OSError: pass      # a full disk cannot flush the pid written in the lock file; closing releases the lock anyway
 
+# %% ../nbs/04_store.ipynb #7a57a666
 @patch
 def __enter__(self:Store):
     "Take the lock (a shard also shares the unsharded run's lock, so the two never run together), then check (or record) the fingerprint."
@@ -249,6 +262,7 @@ def __enter__(self:Store):
         raise
     return self
 
+# %% ../nbs/04_store.ipynb #347ba1ca
 @patch
 def __exit__(self:Store, *exc):
     "Release the lock."
@@ -256,6 +270,7 @@ def __exit__(self:Store, *exc):
     _unlock(self._run_lock)
     self._lock = self._run_lock = None
 
+# %% ../nbs/04_store.ipynb #e8f1c55e
 @patch
 def check_fingerprint(self:Store):
     "Record the fingerprint, or raise `ConfigError` naming every setting or input that differs from the stored one (`fresh`: start over)."
@@ -274,6 +289,7 @@ def check_fingerprint(self:Store):
             write_together({fp: json.dumps({**old, "written_by": [*old.get("written_by", []), writer_info()]}, indent=2, default=str) + "\n"})
     if not fp.exists(): write_together({fp: json.dumps({**self.fingerprint, "written_by": [writer_info()]}, indent=2, default=str) + "\n"})
 
+# %% ../nbs/04_store.ipynb #43fd11c1
 @patch
 def clear(self:Store) -> list[str]:
     "Delete every file of this store: its records (all shards), its fingerprint, and the judgments of it (`<name>.judged.*`)."
@@ -299,6 +315,7 @@ def read(self:Store) -> dict:
             done.setdefault(self.key(r), r)
     return done
 
+# %% ../nbs/04_store.ipynb #b121d821
 def _complete_lines(p:Path, data:bytes):
     "Lines of another writer's file, without its line in flight."
     for i, raw in enumerate(data[:data.rfind(b"\n") + 1].split(b"\n"), 1):
@@ -306,6 +323,7 @@ def _complete_lines(p:Path, data:bytes):
             try: yield i, json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e: raise DataError(f"invalid JSON line ({e})", p, i) from None
 
+# %% ../nbs/04_store.ipynb #0414ed0e
 @patch
 def append(self:Store, records:Iterable) -> int:
     "Append records to this process's file (one write, fsynced); needs the lock. A failed write (full disk) is cut away: the store stays as it was."
@@ -330,6 +348,7 @@ def append(self:Store, records:Iterable) -> int:
     finally: os.close(fd)
     return len(lines)
 
+# %% ../nbs/04_store.ipynb #b608ec5a
 @patch
 def torn(self:Store) -> list[Path]:
     "Files of this store whose last line was cut (a writer was killed) and that no running process is writing."

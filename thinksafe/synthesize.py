@@ -139,6 +139,7 @@ def _hf_rows(name:str, split:str) -> list[dict]:
                           "and set synth.prompts to the local file.") from None
     return [{**r, "_line": i} for i, r in enumerate(ds, 1)]
 
+# %% ../nbs/11_synthesize.ipynb #1ba0c841
 def _mapped_rows(raw:list[dict], cols:dict, path) -> list[dict]:
     "Rows under our column names; `'=value'` columns are constants."
     if "prompt" not in cols:
@@ -150,6 +151,7 @@ def _mapped_rows(raw:list[dict], cols:dict, path) -> list[dict]:
     mapping = {k: v for k, v in cols.items() if k not in const}
     return [{**r, **const} for r in map_columns(raw, mapping, path)]
 
+# %% ../nbs/11_synthesize.ipynb #9b3c3ffd
 def prompt_rows(sc:SynthConfig) -> tuple:
     "(source, rows) of the prompt pool a `SynthConfig` names: the demo set, a local file or a Hub dataset."
     src = str(sc.prompts)
@@ -175,6 +177,7 @@ def _check_row(r:dict, path, labels:dict):
         raise DataError(f"this prompt has label {r['label']!r} but line {first[1]} gives it {first[0]!r}: "
                         "one prompt, one label", path, line)
 
+# %% ../nbs/11_synthesize.ipynb #11b83b31
 def load_prompts(sc:Optional[SynthConfig]=None) -> list[Sample]:
     "The prompts a `SynthConfig` names, as `Sample`s carrying their source and line in `meta`."
     sc = sc or SynthConfig()
@@ -270,6 +273,7 @@ def item_groups(samples:Sequence[Sample], items:Optional[Sequence[Sample]]=None)
     order = [s.item_id for s in items] if items is not None else list(by)
     return [sorted(by[i], key=lambda s: s.sample_idx) for i in order if by.get(i)]
 
+# %% ../nbs/11_synthesize.ipynb #9d1ddbce
 def condition_groups(out, conditions:Sequence[str]=("steered", "plain"), items=None) -> dict:
     "{condition: per-prompt groups} of the conditions stored in `out` (plain: harmful prompts only)."
     check_complete(out, [CONDITIONS[c] for c in conditions])
@@ -288,6 +292,7 @@ def strip_thinking(s:Sample) -> Sample:
     meta = {**s.meta, "thinking_stripped": True, "stripped_chars": len(s.thinking)}
     return dataclasses.replace(s, response=EMPTY_THINKING + s.answer, thinking="", think_closed=True, meta=meta)
 
+# %% ../nbs/11_synthesize.ipynb #27050a98
 def training_view(s:Sample, sy:SynthConfig) -> Sample:
     "The record trained on: a harmful sample stripped of its thinking under `synth.harmful_thinking: strip`."
     return strip_thinking(s) if sy.harmful_thinking == "strip" and s.harmful else s
@@ -303,6 +308,7 @@ def writer_config(cfg:RunConfig) -> RunConfig:
     mc = dataclasses.replace(cfg.model, name=sy.model, adapter=None, revision=None, think_format="auto")
     return dataclasses.replace(cfg, model=mc)
 
+# %% ../nbs/11_synthesize.ipynb #dbb13873
 def writer_name(cfg:RunConfig) -> str:
     "The model that writes a synthesis's samples: `synth.model`, else the student with its adapter."
     return model_slug(cfg.synth.model) if cfg.synth.model else model_slug(cfg.model.name, cfg.model.adapter)
@@ -321,6 +327,7 @@ def escalation_steps(st:SteeringConfig) -> list[tuple]:
         out.append((f"{ESCALATED}-{i}", step, dataclasses.replace(s, escalation=[])))
     return out
 
+# %% ../nbs/11_synthesize.ipynb #9fc51b2f
 def accepted_prompts(groups:Sequence[Sequence[Sample]], judge:Optional[str], sy:SynthConfig) -> set:
     "The item ids the acceptance rule keeps a record of."
     return {s.item_id for s in accept(groups, judge, sy.accept, sy.min_safe)}
@@ -419,8 +426,10 @@ def selected_record(s:Sample, judge:Optional[str]) -> str:
     s = dataclasses.replace(s, judgments={**js, **s.judgments}, meta={**s.meta, **writer_info()})
     return json.dumps(s.to_dict(), ensure_ascii=False, default=str) + "\n"
 
+# %% ../nbs/11_synthesize.ipynb #ec2d027a
 def _json(obj) -> str: return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
 
+# %% ../nbs/11_synthesize.ipynb #a84f2a9a
 def _lines(samples:Sequence[Sample], judge:Optional[str]) -> str:
     return "".join(selected_record(s, judge) for s in samples)
 
@@ -430,6 +439,7 @@ def step_records_path(out, sy:SynthConfig, store:str) -> Path:
     p = Path(sy.out)
     return Path(out)/f"{p.stem}.{store.removeprefix('samples-')}{p.suffix}"
 
+# %% ../nbs/11_synthesize.ipynb #2d03bdb5
 def step_files(out, sy:SynthConfig, kept:Sequence[Sample], per_store:dict, escalated:dict,
                judge:Optional[str]) -> tuple[dict, dict]:
     "({path: text}, {step: path}) of the per-step record files: the steered condition's, then each escalation step's."
@@ -472,6 +482,7 @@ def synthesis_prompts(cfg:RunConfig) -> tuple[list[Sample], list]:
     evals = [s.meta.get("question") or s.prompt for spec in specs for s in load_from_spec(spec, data, None, seed)]
     return decontaminate(prompts, evals)
 
+# %% ../nbs/11_synthesize.ipynb #71de59f0
 def synthesis_conditions(cfg:RunConfig, prompts:Sequence[Sample]) -> list[tuple]:
     "(store, steering, prompts) per condition: steered; plain (harmful only) when `synth.compare_steering`."
     conds = [(STEERED, cfg.steering, list(prompts))]
@@ -479,6 +490,7 @@ def synthesis_conditions(cfg:RunConfig, prompts:Sequence[Sample]) -> list[tuple]
         conds.append((PLAIN, SteeringConfig(mode="none"), [s for s in prompts if s.harmful]))
     return conds
 
+# %% ../nbs/11_synthesize.ipynb #2da028b0
 def sample_rounds(sy:SynthConfig) -> list[list[int]]:
     "The sample indices generated together: all K at once, or one index a round when `adaptive`."
     return [[j] for j in range(sy.k)] if sy.adaptive else [list(range(sy.k))]
@@ -496,6 +508,7 @@ def generate_round(cfg:RunConfig, out, conds:list, indices:list[int], judge:Opti
         generate_stage(cfg, items, out, name, indices=indices, steering=steering, generator=generator,
                        progress=progress, fresh=fresh)
 
+# %% ../nbs/11_synthesize.ipynb #08108d11
 def holds_model(cfg:RunConfig, guard) -> bool:
     "Does the guard hold a network (then it never shares memory with the student)?"
     from thinksafe.generate import network_params
@@ -624,6 +637,7 @@ def synthesize(self:Run, round:Optional[int]=None, # a round of `synth.rounds` (
     sel = synthesize(self.round_config(round), self.synth_dir(round), generator, guard, progress, fresh)
     return dataclasses.replace(sel, round=round)
 
+# %% ../nbs/11_synthesize.ipynb #f0243566
 @patch
 def selection(self:Run, round:int=0) -> Selection:
     "What the select of a round wrote, read back."
@@ -650,6 +664,7 @@ class Exported:
     records: int        # records written
     judge: Optional[str]   # whose verdict is `response_label`
 
+# %% ../nbs/11_synthesize.ipynb #c3f1d2b3
 @patch
 @command("export", writes="a SafeChain-format JSONL of the kept records", flags=("model", "adapter", "out_dir"))
 def export(run:Run, path:str, # the SafeChain JSONL to write
@@ -673,6 +688,7 @@ def acceptance_bars(runs:dict, group:str="harmful") -> dict:
             bars[key][group + " (all)"] = v[group]["alpha"]
     return bars
 
+# %% ../nbs/11_synthesize.ipynb #f937bdef
 def plot_acceptance(stats, # a `synth_stats.json` dict, or {name: stats} to compare runs
                     path=None, group:str="harmful"):
     "Bar chart of acceptance alpha per condition (and per label); saved as PNG+PDF when `path` is given."

@@ -31,6 +31,7 @@ def is_steered(s:Sample) -> bool:
     "A harmful sample drawn under steering (its model saw `sent`, not `prompt`)."
     return s.harmful and s.steering not in ("none", "", None)
 
+# %% ../nbs/17_tilt.ipynb #4d0ffb61
 def is_plain(s:Sample) -> bool:
     "A harmful sample drawn without steering."
     return s.harmful and s.steering in ("none", "", None)

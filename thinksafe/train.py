@@ -56,6 +56,7 @@ def training_samples(data, # a record file, or a list of `Sample`s (or dicts of 
     return [s if isinstance(s, Sample) else Sample.from_dict({"label": default_label, **s} if default_label else s,
                                                              "<records>", i) for i, s in enumerate(data, 1)]
 
+# %% ../nbs/12_train.ipynb #c9bd62c4
 def sft_records(data, # a record file, or a list of `Sample`s (or dicts of their fields)
                 default_label:Optional[str]=None, # label of records without one (STAR-1: 'vanilla_harmful')
                 judge:Optional[str]=None) -> tuple[list[dict], dict]: # whose verdict must be safe (default: the first)
@@ -84,6 +85,7 @@ def tokenize_example(tok, prompt_text:str, completion_text:str, mask_prompt:bool
     if max_length is not None: ids, labels = ids[:max_length], labels[:max_length]
     return {"input_ids": ids, "labels": labels}
 
+# %% ../nbs/12_train.ipynb #fbcba1d0
 def sft_dataset(records:list[dict], tok, fmt:str="auto", # think format (see `models.think_format`)
                 kl:bool=False, mask_prompt:bool=True, max_length:Optional[int]=None) -> Dataset:
     "A pre-tokenized dataset `{input_ids, labels, use_kl}`; examples `max_length` leaves no trained token are dropped."
@@ -117,6 +119,7 @@ class SFTCollator:
                        example=torch.arange(len(ids))[:, None].repeat(1, L))
         return out
 
+# %% ../nbs/12_train.ipynb #e95ca05a
 def collate(examples:list[dict], pad_id:int) -> dict:
     "Right-padded `input_ids`/`labels`/`attention_mask` (scoring outside the trainer)."
     b = SFTCollator(pad_id, padding_free=False)(examples)
@@ -140,9 +143,11 @@ def _packed_sdpa(module, query, key, value, attention_mask, **kw):
     outs = [part(s, e) for s, e in zip(b[:-1], b[1:])]
     return torch.cat(outs, 1), None
 
+# %% ../nbs/12_train.ipynb #45c099e4
 def _packed_mask(*args, attention_mask=None, **kw):
     return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kw)
 
+# %% ../nbs/12_train.ipynb #630fbc23
 AttentionInterface.register("thinksafe_packed", _packed_sdpa)
 AttentionMaskInterface.register("thinksafe_packed", _packed_mask)
 
@@ -153,6 +158,7 @@ def seq_bounds(position_ids) -> dict:
     m = int(cu.diff().max())
     return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": m, "max_length_k": m}
 
+# %% ../nbs/12_train.ipynb #614664f6
 @contextlib.contextmanager
 def packed_attention(model, on:bool=True):
     "Inside: SDPA/eager attention runs per packed example (no work across examples); restored on exit."
@@ -180,6 +186,7 @@ class FastDropout(torch.nn.Module):
         u = words.view(torch.int16)[:n].view(x.shape).bitwise_and(0x7FFF)
         return x * (u >= self.level).to(x.dtype).mul_(1 / (1 - self.level / 32768))
 
+# %% ../nbs/12_train.ipynb #1e1a56e7
 @contextlib.contextmanager
 def fast_dropout(model, on:bool=True):
     "Inside: the LoRA dropouts of `model` are `FastDropout`s with the same p; the originals come back on exit."
@@ -208,15 +215,18 @@ def _token_terms(hs, hb, tgt, use_kl, weight, bias, kl_weight:float):
         kl = (lb.exp() * (lb - logp)).sum(-1)
     return torch.where(use_kl, kl_weight * kl, ce), ce.detach(), kl.detach()
 
+# %% ../nbs/12_train.ipynb #c940dea5
 def unwrap(model):
     "The PEFT (or plain) model inside DDP/Accelerate wrappers."
     while hasattr(model, "module"): model = model.module
     return getattr(model, "_orig_mod", model)
 
+# %% ../nbs/12_train.ipynb #0175b4e6
 def _base(model):
     m = unwrap(model)
     return m.get_base_model() if hasattr(m, "get_base_model") else m
 
+# %% ../nbs/12_train.ipynb #24472d75
 def final_hidden(model, input_ids, attention_mask=None, position_ids=None):
     "The decoder's last hidden state from a forward through `model` as given (DDP, PEFT), the LM head on one position."
     got = {}
@@ -242,6 +252,7 @@ def _kl_inputs(input_ids, labels, attention_mask, position_ids, keep) -> tuple[d
     sub = dict(input_ids=input_ids[rows], attention_mask=pick(attention_mask), position_ids=pick(position_ids))
     return sub, labels[rows]
 
+# %% ../nbs/12_train.ipynb #d3cd4c4e
 def base_hidden(model, input_ids, labels, attention_mask, position_ids, keep, # keep: the KL examples' tokens
                 tok_kl, hs):
     "The frozen base's last hidden state at the trained positions of KL tokens (zeros elsewhere), adapter disabled."
@@ -257,6 +268,7 @@ def base_hidden(model, input_ids, labels, attention_mask, position_ids, keep, # 
     hb[tok_kl] = hk.to(hs.dtype)
     return hb
 
+# %% ../nbs/12_train.ipynb #6bc33ef9
 def chunked_terms(hs, hb, tgt, tok_kl, head, kl_chunk:int, kl_weight:float) -> tuple:
     "(loss terms, CE, KL) per trained token, `kl_chunk` positions at a time, checkpointed when the logits are large."
     loss, ce, kl = [], [], []
@@ -272,6 +284,7 @@ def chunked_terms(hs, hb, tgt, tok_kl, head, kl_chunk:int, kl_weight:float) -> t
     cat = lambda xs: torch.cat(xs) if xs else hs.new_zeros(0)
     return cat(loss), cat(ce), cat(kl)
 
+# %% ../nbs/12_train.ipynb #cf2f59bc
 def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL examples need a PEFT adapter to disable
                     input_ids, labels, # labels: -100 where nothing is trained
                     attention_mask=None, position_ids=None, # padded rows, or one packed row with position_ids
@@ -298,6 +311,7 @@ def response_losses(model, # the model as the trainer holds it (DDP/PEFT); KL ex
             "ce_sum": ce[~tok_kl].sum().item(), "n_ce": int((~tok_kl).sum()), "kl_sum": kl[tok_kl].sum().item(),
             "n_kl": int(tok_kl.sum())}
 
+# %% ../nbs/12_train.ipynb #01a8637e
 def reduce_losses(r:dict, reduction:str="token", # 'token' | 'sequence'
                   n_items=None, # 'token': the divisor (default: this batch's trained tokens; TRL: the accumulated's)
                  ) -> torch.Tensor:
@@ -325,6 +339,7 @@ class ThinkSafeSFTConfig(SFTConfig):
         default=True, metadata={"help": "Pack each micro-batch into one row (position_ids) instead of padding."}
     )
 
+# %% ../nbs/12_train.ipynb #76355fba
 class ThinkSafeSFTTrainer(SFTTrainer):
     "SFTTrainer on pre-tokenized examples, packed batches, ThinkSafe's loss (CE, or per record CE or KL to the base)."
     def __init__(self, model, args:ThinkSafeSFTConfig, processing_class=None, **kw):
@@ -376,10 +391,12 @@ def lora_config(tc:TrainConfig):
     return LoraConfig(r=tc.lora_r, lora_alpha=tc.lora_alpha, lora_dropout=tc.lora_dropout, bias="none",
                       target_modules=tc.target_modules, task_type="CAUSAL_LM")
 
+# %% ../nbs/12_train.ipynb #6d3ca9a6
 def world_size() -> int:
     "Processes in this (Accelerate/torchrun) launch; 1 outside one."
     return int(os.environ.get("WORLD_SIZE", "1"))
 
+# %% ../nbs/12_train.ipynb #4f722dfc
 def grad_accum(tc:TrainConfig, world:Optional[int]=None, batch_key:str="effective_batch_size") -> int:
     "Accumulation steps keeping `train.<batch_key>` per optimizer step over `world` processes (or the fixed setting)."
     if tc.gradient_accumulation_steps is not None: return tc.gradient_accumulation_steps
@@ -425,6 +442,7 @@ def base_params(model) -> int:
     base = _base(model)
     return sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
 
+# %% ../nbs/12_train.ipynb #230be696
 def training_entry(n:int, tokens:int, wall_s:float, forward_tokens:int=0, prior:Optional[dict]=None, **extra) -> dict:
     "The 'training' stage: 4N a trained token (LoRA) plus 2N a frozen-forward token; added to a resumed run's `prior`."
     p = prior or {}
@@ -433,6 +451,7 @@ def training_entry(n:int, tokens:int, wall_s:float, forward_tokens:int=0, prior:
     e["flops"] += FLOPS_PER_TOKEN["forward"] * n * forward_tokens
     return e
 
+# %% ../nbs/12_train.ipynb #ba6e8773
 def write_run_compute(d, # the training directory
                       training:dict, # the 'training' stage
                       before=None, # a directory (or compute document) whose stages come first: the synthesis's
@@ -456,11 +475,13 @@ class ComputeCallback(TrainerCallback):
         ckpt = Path(args.output_dir)/f"checkpoint-{state.global_step}"
         if state.is_world_process_zero: write_json(compute_path(ckpt), rec)
 
+# %% ../nbs/12_train.ipynb #23adc396
 def loss_curves(log_history:list[dict]) -> list[dict]:
     "The training log as `[{step, loss, kl?, ce?, learning_rate}]`."
     keep = ("loss", "kl", "ce", "learning_rate", "grad_norm")
     return [{"step": h["step"], **{k: h[k] for k in keep if k in h}} for h in log_history if "loss" in h]
 
+# %% ../nbs/12_train.ipynb #63cbb123
 _CURVE_NAMES = {"loss": "loss", "ce": "CE (harmful rows)", "kl": "KL to base (benign rows)", "reward": "mean reward"}
 
 def plot_curves(curves:list[dict], path, title:str="training loss", keys=("loss", "ce", "kl"),
@@ -489,6 +510,7 @@ def training_fingerprint(cfg:RunConfig, data, records:list) -> dict:
             "revision": cfg.model.revision, "think_format": cfg.model.think_format, "data": src,
             "train": {k: v for k, v in config_to_dict(cfg)["train"].items() if k not in skip}}
 
+# %% ../nbs/12_train.ipynb #4d62eb7d
 def check_training_inputs(out, fingerprint:dict, fresh:bool=False):
     "Resume only checkpoints of the same inputs: a difference is refused by name (`fresh`: checkpoints removed)."
     out, p = Path(out), Path(out)/"fingerprint.json"
@@ -500,6 +522,7 @@ def check_training_inputs(out, fingerprint:dict, fresh:bool=False):
         for ckpt in out.glob("checkpoints/checkpoint-*") if diff else []: shutil.rmtree(ckpt)
     write_json(p, fingerprint)
 
+# %% ../nbs/12_train.ipynb #964c5cc6
 def trained_before(out, fingerprint:dict, train:dict) -> bool:
     "Is the adapter in `out` trained from these inputs with these settings (then it is reused)?"
     out = Path(out)
@@ -521,6 +544,7 @@ def student_copy(cfg:RunConfig, model=None, tokenizer=None) -> tuple:
         raise ConfigError("run_sft trains a fresh adapter on a base model; merge the existing adapter first")
     return model, tokenizer
 
+# %% ../nbs/12_train.ipynb #3ee05570
 def sft_trainer(cfg:RunConfig, out, model, tokenizer, records:list[dict]) -> tuple:
     "The trainer of a run on `records`, and the think format the examples were encoded in."
     tc, device = cfg.train, str(next(model.parameters()).device)
@@ -588,6 +612,7 @@ class Trained:
     method: str          # the method (the directory's name)
     round: int = 0       # the round of iterative ThinkSafe
 
+# %% ../nbs/12_train.ipynb #ac0d6842
 @patch
 def training_data(self:Run, round:int=0, data=None):
     "What a round trains on: `data`, else `train.data` (round 0), else the round's kept records (which must exist)."
@@ -635,6 +660,7 @@ def round_row(round:int, sel, kept:list, recs:list, trained:Trained) -> dict:
             "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in conds.items()},
             "compute": read_compute(trained.dir), "adapter": str(trained.adapter), "dir": str(sel.dir)}
 
+# %% ../nbs/12_train.ipynb #245d6001
 def rates(outcomes:dict) -> dict:
     "{benchmark: {pct, ci}} of {benchmark: {item: bool}} outcomes, with 95% Wilson intervals in %."
     return {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]}
@@ -691,6 +717,7 @@ def _scored_batches(model, tok, records, fmt, batch_size):
               for r in records[i:i + batch_size]]
         yield len(ex), {k: v.to(model.device) for k, v in collate(ex, tok.pad_token_id).items()}
 
+# %% ../nbs/12_train.ipynb #0c048d02
 def response_kl(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4, kl_chunk:int=512) -> dict:
     "Token-averaged KL(base || adapted model) over the responses of `records` (base = adapter disabled)."
     model.eval()
@@ -703,6 +730,7 @@ def response_kl(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4
         n += r["n_kl"]
     return {"kl": tot / max(n, 1), "tokens": n, "records": len(records)}
 
+# %% ../nbs/12_train.ipynb #ad803cd1
 def response_nll(model, tok, records:list[dict], fmt:str="auto", batch_size:int=4, base:bool=False) -> dict:
     "Token-averaged NLL of the responses of `records` under `model` (or its base, adapter disabled, when `base`)."
     import contextlib

@@ -42,6 +42,7 @@ def lora_rank(r:int) -> int:
     "A LoRA rank rounded up to a `max_lora_rank` vLLM accepts."
     return next((k for k in _LORA_RANKS if k >= r), r)
 
+# %% ../nbs/09_vllm_backend.ipynb #d58c72f0
 def adapter_rank(adapter) -> int:
     "The LoRA rank of a PEFT adapter directory, rounded up to a `max_lora_rank` vLLM accepts."
     p = Path(adapter)/"adapter_config.json"
@@ -50,6 +51,7 @@ def adapter_rank(adapter) -> int:
     except (KeyError, ValueError, TypeError) as e: raise DataError(f"no integer LoRA rank 'r' ({e})", p) from None
     return lora_rank(r)
 
+# %% ../nbs/09_vllm_backend.ipynb #5eead7ae
 def lora_request(adapter):
     "vLLM's `LoRARequest` for an adapter directory, its id from the path (adapters of one engine never share an id)."
     from vllm.lora.request import LoRARequest
@@ -62,6 +64,7 @@ def vllm_on_cpu() -> bool:
     from vllm.platforms import current_platform
     return current_platform.is_cpu()
 
+# %% ../nbs/09_vllm_backend.ipynb #9d1ab127
 CPU_KV_CACHE_GB = 2.0   # vLLM-CPU's KV cache when model.kv_cache_gb is unset (vLLM itself would take 90% of the RAM)
 
 def config_max_len(path:str) -> Optional[int]:
@@ -91,6 +94,7 @@ def engine_kwargs(path:str, # the model directory or HF id the engine loads
         kw["max_num_batched_tokens"] = max(max_model_len or config_max_len(path) or 32768, 2048)
     return kw
 
+# %% ../nbs/09_vllm_backend.ipynb #729fb40d
 def llm_kwargs(mc:ModelConfig, seed:int=0, cpu:Optional[bool]=None) -> dict:
     "Arguments of `vllm.LLM` for a `ModelConfig`."
     path, _ = resolve_model(mc.name)
@@ -156,6 +160,7 @@ def _engine_max_len(llm) -> Optional[int]:
     try: return int(llm.llm_engine.model_config.max_model_len)
     except (AttributeError, TypeError, ValueError): return None
 
+# %% ../nbs/09_vllm_backend.ipynb #df341054
 def _engine_params(llm) -> Optional[int]:
     "Parameters of the engine's model, from its config (None if unknown)."
     from thinksafe.guards import model_params
