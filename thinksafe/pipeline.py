@@ -18,12 +18,16 @@ import thinksafe.synthesize, thinksafe.train, thinksafe.grpo, thinksafe.evaluate
 import thinksafe.preflight
 
 # %% auto #0
-__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'DEMO_GRPO', 'QUICK_DEMO_GRPO', 'DEMO_LABELS',
-           'DEMO_PREFLIGHT', 'demo_config', 'user_settings', 'demo_prompts', 'teacher_refusal', 'teacher_records',
-           'write_records', 'demo_steering', 'DemoEngine', 'LazyGenerator', 'demo_generator', 'demo_step',
-           'training_sets', 'train_demo', 'grpo_demo', 'evaluate_demo', 'demo_perplexity', 'demo_rounds', 'demo_claims',
-           'cpu_name', 'demo_intro', 'preflight_section', 'compute_note', 'demo_sections', 'demo_report', 'demo_run',
-           'start_fresh', 'Demo', 'copy_figures', 'demo_steps', 'demo_numbers', 'finish_demo', 'run_demo', 'demo']
+__all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'DEMO_GRPO', 'QUICK_DEMO_GRPO', 'DEMO_ESCALATION',
+           'BENIGN_SWEEP', 'QUICK_BENIGN_SWEEP', 'BENIGN_SAMPLES', 'DEMO_LABELS', 'DEMO_PREFLIGHT', 'demo_config',
+           'user_settings', 'demo_prompts', 'teacher_refusal', 'teacher_records', 'write_records', 'demo_steering',
+           'DemoEngine', 'LazyGenerator', 'demo_generator', 'demo_step', 'training_sets', 'train_demo', 'grpo_demo',
+           'evaluate_demo', 'demo_perplexity', 'attacked_run', 'nothink_demo', 'escalation_run',
+           'escalation_perplexity', 'escalation_demo', 'benign_pool', 'draws_first', 'benign_sweep',
+           'ablation_adapters', 'ablation_question', 'ablation_rows', 'escalation_section', 'ablation_sections',
+           'demo_rounds', 'demo_claims', 'cpu_name', 'demo_intro', 'preflight_section', 'compute_note', 'demo_sections',
+           'demo_report', 'demo_run', 'start_fresh', 'Demo', 'copy_figures', 'demo_steps', 'demo_numbers',
+           'finish_demo', 'run_demo', 'demo']
 
 # %% ../nbs/25_pipeline.ipynb #314969bf
 DEMO_SCALE = {
@@ -263,6 +267,165 @@ def demo_perplexity(run:Run, base:LazyModel, datasets:dict) -> Path:
                          max_length=run.cfg.train.max_length, progress=False)
     return res.dir
 
+# %% ../nbs/25_pipeline.ipynb #67c61abc
+DEMO_ESCALATION = ["strong-instruction", "activation:8"]      # on model.backend=vllm: the instruction step only
+BENIGN_SWEEP = (30, 60, 120)                                 # self-generated benign records beside ThinkSafe's harmful
+QUICK_BENIGN_SWEEP = (2, 4)
+BENIGN_SAMPLES = 2                                           # samples per benign prompt in the pool (70 prompts)
+
+def attacked_run(run:Run) -> Run:
+    "The run whose evaluations also attack every safety benchmark with the prefilling attack."
+    return Run(dataclasses.replace(run.cfg, eval=dataclasses.replace(run.cfg.eval, attacks=["prefill"])), run.root)
+
+# %% ../nbs/25_pipeline.ipynb #dd44d83a
+def nothink_demo(run:Run) -> Path:
+    "ThinkSafe's kept samples with the harmful records' thinking stripped (`synth-nothink.jsonl`), trained."
+    sy = dataclasses.replace(run.cfg.synth, harmful_thinking="strip")
+    nr = Run(dataclasses.replace(run.cfg, synth=sy), run.root)
+    nr.select()
+    return nr.train("sft-nothink").adapter
+
+# %% ../nbs/25_pipeline.ipynb #7e4a9d04
+def escalation_run(run:Run) -> Run:
+    "The escalation's run (`escalated/`): steering.escalation on, its records in `synth-escalated.jsonl`."
+    steps = ["strong-instruction"] if run.cfg.model.backend == "vllm" else DEMO_ESCALATION
+    st = dataclasses.replace(run.cfg.steering, escalation=list(steps))
+    sy = dataclasses.replace(run.cfg.synth, out="synth-escalated.jsonl")
+    return Run(dataclasses.replace(run.cfg, steering=st, synth=sy), run.root/"escalated")
+
+# %% ../nbs/25_pipeline.ipynb #1a755910
+def escalation_perplexity(er:Run, run:Run, sel, base:LazyModel) -> dict:
+    "{step: perplexity [interval]} of the harmful records each step kept (first: ThinkSafe's steered ones)."
+    files = {"steered": write_records(er.perplexity_dir()/"steered.jsonl",
+                                      [s for s in read_records(run.records_path()) if s.harmful])}
+    for step, p in sel.step_records.items():
+        if Path(p).exists() and Path(p).stat().st_size: files[step] = Path(p)
+    if not read_records(files["steered"]): return {}
+    res = er.perplexity([str(p) for p in files.values()], model=base.get(), labels=list(files),
+                        max_length=er.cfg.train.max_length, progress=False)
+    return {n: {"ppl": d["all"]["ppl"], "ppl_ci": d["all"]["ppl_ci"], "n": len(read_records(files[n]))}
+            for n, d in res.summary["datasets"].items()}
+
+# %% ../nbs/25_pipeline.ipynb #cb6390a4
+def escalation_demo(run:Run, base:LazyModel, guard, engine=None) -> dict:
+    "Retry ThinkSafe's dropped harmful prompts with stronger steering, train on all kept records; steps, perplexity."
+    er = escalation_run(run)
+    if not er.synth_dir().exists(): shutil.copytree(run.synth_dir(), er.synth_dir())   # ThinkSafe's samples reused
+    gen = demo_generator(er.cfg, base, None, engine)
+    try: sel = er.synthesize(generator=gen, guard=guard, progress=False)
+    finally: gen.close()
+    return {"adapter": er.train("sft-escalated").adapter, "escalation": sel.stats.get("escalation"),
+            "records": sel.records, "perplexity": escalation_perplexity(er, run, sel, base)}
+
+# %% ../nbs/25_pipeline.ipynb #b83ac096
+def benign_pool(run:Run, base:LazyModel, guard, engine=None, quick:bool=False) -> list[Sample]:
+    "The frozen student's compliant answers to every benign training prompt (`benign-pool/`), one draw of each first."
+    from thinksafe.demo_data import demo_sets
+    prompts = demo_sets(sizes=QUICK_DEMO_SIZES if quick else None)["train_benign"]
+    root = run.root/"benign-pool"
+    path = write_jsonl(root/"prompts_benign.jsonl", [{"instruction": s.prompt, "label": s.label} for s in prompts])
+    sy = dataclasses.replace(run.cfg.synth, prompts=str(path), k=BENIGN_SAMPLES, adaptive=False, accept="any",
+                             compare_steering=False)
+    br = Run(dataclasses.replace(run.cfg, synth=sy), root)
+    gen = demo_generator(br.cfg, base, None, engine)
+    try: br.synthesize(generator=gen, guard=guard, progress=False)
+    finally: gen.close()
+    return draws_first([s for s in read_records(br.records_path()) if not s.harmful])
+
+# %% ../nbs/25_pipeline.ipynb #058f8b7d
+def draws_first(records:Sequence[Sample]) -> list[Sample]:
+    "Records reordered so every prompt's first record comes before any prompt's second (a prefix spreads over prompts)."
+    seen, keyed = {}, []
+    for i, s in enumerate(records):
+        seen[s.prompt_id] = seen.get(s.prompt_id, -1) + 1
+        keyed.append((seen[s.prompt_id], i, s))
+    return [s for *_, s in sorted(keyed, key=lambda t: t[:2])]
+
+# %% ../nbs/25_pipeline.ipynb #867b89aa
+def benign_sweep(run:Run, harmful:Sequence[Sample], pool:Sequence[Sample], sizes:Sequence[int]) -> dict:
+    "{'Benign-<n>': adapter}: ThinkSafe's harmful records with the first n benign records of the pool, each trained."
+    out = {}
+    for n in sizes:
+        recs = list(pool[:n])
+        m = f"Benign-{len(recs)}"
+        if not recs or m in out: continue
+        data = write_records(run.root/"data"/f"sft-benign-{len(recs)}.jsonl", list(harmful) + recs)
+        out[m] = run.train(f"sft-benign-{len(recs)}", data=data).adapter
+    return out
+
+# %% ../nbs/25_pipeline.ipynb #c8fb9f5a
+def ablation_adapters(run:Run, base:LazyModel, sets:dict, data:dict, guard, engine=None, quick:bool=False) -> tuple:
+    "({model: adapter}, numbers): self-distillation, no thinking, escalated steering, the benign-share sweep."
+    model, tok = base.get()
+    out = {"SelfDistill": run.self_distill(model=model, tokenizer=tok).adapter, "NoThinking": nothink_demo(run)}
+    esc = escalation_demo(run, base, guard, engine)
+    out["Escalated"] = esc.pop("adapter")
+    pool = benign_pool(run, base, guard, engine, quick)
+    harmful = [s for s in data["ThinkSafe"] if s.harmful]
+    out.update(benign_sweep(run, harmful, pool, QUICK_BENIGN_SWEEP if quick else BENIGN_SWEEP))
+    nums = {"escalation": esc, "benign_pool": len(pool), "thinksafe_benign": len(data["ThinkSafe"]) - len(harmful)}
+    return out, nums
+
+# %% ../nbs/25_pipeline.ipynb #1659d4a6
+def ablation_question(name:str) -> Optional[tuple]:
+    "(benchmark kind, True when the ablation's rate should be lower than ThinkSafe's, the question) of a model."
+    if name == "SelfDistill": return ("safety", True, "On-policy self-distillation is safer than ThinkSafe")
+    if name == "NoThinking":
+        return ("reasoning", True, "Refusals without thinking lose reasoning against ThinkSafe")
+    if name == "Escalated":
+        return ("safety", True, "Escalating steering (more harmful records) lowers the harmful rate below ThinkSafe's")
+    if name.startswith("Benign-"):
+        return ("overrefusal", True, f"{name[7:]} self-generated benign records lower over-refusal below ThinkSafe's")
+    return None
+
+# %% ../nbs/25_pipeline.ipynb #2594f78e
+def ablation_rows(pairs:dict, # build_report's paired tests ('ThinkSafe vs X')
+                  labels:Optional[dict]=None) -> list[dict]: # {benchmark: readable name}
+    "A claims row per ablation and benchmark of its question's kind: its status and ThinkSafe -> ablation numbers."
+    from thinksafe.report import _fmt_pair, _change, _status
+    rows = []
+    for key, ts in pairs.items():
+        a, _, b = key.partition(" vs ")
+        q = ablation_question(b) if a == "ThinkSafe" else None
+        if q is None: continue
+        for bench, t in ts.items():
+            if t["kind"] != q[0] or t.get("attack"): continue
+            lower = t["after_pct"] < t["before_pct"]
+            what = f"{(labels or {}).get(bench, bench)}, ThinkSafe -> {b}:"
+            rows.append({"claim": q[2], "status": _status(t["p"], lower == q[1]),
+                         "numbers": _fmt_pair(t, what) + _change(t), "model": b, "benchmark": bench})
+    return rows
+
+# %% ../nbs/25_pipeline.ipynb #2319736c
+def escalation_section(esc:Optional[dict]) -> str:
+    "Escalating steering: harmful prompts dropped before and after, each step's acceptance and records' perplexity."
+    if not esc or not esc.get("escalation"): return "No escalation statistics (no harmful prompt to retry).\n"
+    e, ppl = esc["escalation"], esc.get("perplexity") or {}
+    pct = lambda v: "-" if v is None else f"{v:.1f}%"
+    L = [f"Harmful prompts without an accepted sample: {e['dropped_before']} of {e['harmful_prompts']} "
+         f"({pct(e['dropped_before_pct'])}) before escalation, {e['still_dropped']} ({pct(e['still_dropped_pct'])}) "
+         f"after; {esc['records']} records kept.\n",
+         "| step | prompts retried | accepted | acceptance [95% CI] | kept records' perplexity [95% CI] |",
+         "|---|---|---|---|---|"]
+    cell = lambda d: f"{d['ppl']:.2f} [{d['ppl_ci'][0]:.2f}, {d['ppl_ci'][1]:.2f}] ({d['n']} records)" if d else "-"
+    L.append(f"| steered (ThinkSafe) | - | - | - | {cell(ppl.get('steered'))} |")
+    for s in e["steps"]:
+        acc = "-" if s["acceptance"] is None else (f"{100 * s['acceptance']:.1f} [{100 * s['acceptance_ci'][0]:.1f}, "
+                                                   f"{100 * s['acceptance_ci'][1]:.1f}]")
+        L.append(f"| {s['step']} | {s['retried']} | {s['accepted']} | {acc} | {cell(ppl.get(s['store']))} |")
+    return "\n".join(L) + "\n"
+
+# %% ../nbs/25_pipeline.ipynb #91e5d6d9
+def ablation_sections(rows:list[dict], ab:dict) -> list[tuple]:
+    "The report's ablation sections: each ablation against ThinkSafe, and the escalation's steps."
+    L = ["| model | question | status | ThinkSafe -> model (McNemar, same items) |", "|---|---|---|---|"]
+    L += [f"| {r['model']} | {r['claim']} | **{r['status']}** | {r['numbers']} |" for r in rows]
+    note = (f"\nBenign share: ThinkSafe trained on {ab.get('thinksafe_benign')} benign records; the sweep draws from "
+            f"{ab.get('benign_pool')} self-generated benign records ({BENIGN_SAMPLES} samples per benign training "
+            "prompt, the compliant ones). The prefilling attack's harmful rate per model is in the attacks table.\n")
+    return [("claims", "Ablations against ThinkSafe", "\n".join(L) + "\n" + note),
+            ("synthesis", "Escalating steering", escalation_section(ab.get("escalation")))]
+
 # %% ../nbs/25_pipeline.ipynb #98d42a0c
 def demo_rounds(run:Run, base:LazyModel, sets:dict, guard, engine=None, rounds:int=3) -> list[dict]:
     "Three rounds of ThinkSafe, each evaluated on the demo's sets; one row per round (as `Run.rounds` gives them)."
@@ -364,9 +527,15 @@ def demo_report(run:Run, dirs:dict, # {model: evaluation directory}
                                  prompts={"ThinkSafe": r["prompts"], "GRPO": grpo_prompts})
     ctx = {"compute": compute, **({"rounds": r["rounds"]} if r.get("rounds") else {})}
     named = [f"{m}={d}" for m, d in dirs.items()]
-    rep = build_report(named, run.report_dir(), "Initial", claims=demo_claims(list(dirs)), labels=DEMO_LABELS,
+    vs = [("ThinkSafe", m) for m in dirs if ablation_question(m) and "ThinkSafe" in dirs]
+    rep = build_report(named, run.report_dir(), "Initial", vs=vs, claims=demo_claims(list(dirs)), labels=DEMO_LABELS,
                        records=r["records"], **ctx)
-    write_report(rep, "# ThinkSafe demo report", demo_intro(r), demo_sections(r, grpo_prompts))
+    extra = demo_sections(r, grpo_prompts)
+    if r.get("ablation"):                      # each ablation against ThinkSafe, as claims and in its own section
+        rows = ablation_rows(rep.pairs, DEMO_LABELS)
+        rep.claims += rows
+        extra += ablation_sections(rows, r["ablation"])
+    write_report(rep, "# ThinkSafe demo report", demo_intro(r), extra)
     return rep
 
 # %% ../nbs/25_pipeline.ipynb #a1f0c02e
@@ -426,8 +595,13 @@ def demo_steps(run:Run, base:LazyModel, sets:dict, ablations:bool, quick:bool, e
     if not any(s.harmful for s in data["ThinkSafe"]): print("[demo] synthesis kept no harmful record")
     adapters = demo_step(times, "train", train_demo, run, data, ablations)
     demo_step(times, "train GRPO", grpo_demo, run, sets["synth"], QUICK_DEMO_GRPO if quick else DEMO_GRPO, guard)
-    r["dirs"] = demo_step(times, "evaluate", evaluate_demo, run, base, adapters, sets["eval"], guard, engine)
-    if ablations: r["rounds"] = demo_step(times, "rounds", demo_rounds, run, base, sets["eval"], guard, engine)
+    if ablations:
+        more, r["ablation"] = demo_step(times, "ablations", ablation_adapters, run, base, sets, data, guard, engine,
+                                        quick)
+        adapters.update(more)
+    ev = attacked_run(run) if ablations else run          # with ablations every model also meets the prefill attack
+    r["dirs"] = demo_step(times, "evaluate", evaluate_demo, ev, base, adapters, sets["eval"], guard, engine)
+    if ablations: r["rounds"] = demo_step(times, "rounds", demo_rounds, ev, base, sets["eval"], guard, engine)
     teacher = teacher_records(sets["control_harmful"], teacher_refusal)
     ppl = {"self": data["ThinkSafe"], "DirectRefusal": data["DirectRefusal"], "teacher": teacher}
     demo_step(times, "perplexity", demo_perplexity, run, base, ppl)
@@ -462,7 +636,8 @@ def finish_demo(run:Run, r:dict, grpo_prompts:int, figures_dir) -> Demo:
 def run_demo(out_dir="runs/demo", # where every result goes
              fresh:bool=False, # start over (deletes out_dir)
              quick:bool=False, # a small run (make test)
-             ablations:bool=False, # add the preflight, ThinkSafe+KL, a policy-citing teacher, no steering, rounds
+             ablations:bool=False, # add the preflight, ThinkSafe+KL, a policy-citing teacher, no steering, rounds,
+             # self-distillation, no thinking, escalation, the benign sweep, the prefill attack
              figures_dir="figures", # where the report's figures are copied (as demo_<name>.png)
              model:str="smollm2-135m",
              user:Optional[RunConfig]=None) -> Demo: # the user's settings (`--config`, `--set`) over the demo's
