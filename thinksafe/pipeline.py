@@ -267,7 +267,7 @@ def demo_perplexity(run:Run, base:LazyModel, datasets:dict) -> Path:
                          max_length=run.cfg.train.max_length, progress=False)
     return res.dir
 
-# %% ../nbs/25_pipeline.ipynb #67c61abc
+# %% ../nbs/25_pipeline.ipynb #88606f31
 DEMO_ESCALATION = ["strong-instruction", "activation:8"]      # on model.backend=vllm: the instruction step only
 BENIGN_SWEEP = (30, 60, 120)                                 # self-generated benign records beside ThinkSafe's harmful
 QUICK_BENIGN_SWEEP = (2, 4)
@@ -277,7 +277,7 @@ def attacked_run(run:Run) -> Run:
     "The run whose evaluations also attack every safety benchmark with the prefilling attack."
     return Run(dataclasses.replace(run.cfg, eval=dataclasses.replace(run.cfg.eval, attacks=["prefill"])), run.root)
 
-# %% ../nbs/25_pipeline.ipynb #dd44d83a
+# %% ../nbs/25_pipeline.ipynb #b8055d17
 def nothink_demo(run:Run) -> Path:
     "ThinkSafe's kept samples with the harmful records' thinking stripped (`synth-nothink.jsonl`), trained."
     sy = dataclasses.replace(run.cfg.synth, harmful_thinking="strip")
@@ -285,7 +285,7 @@ def nothink_demo(run:Run) -> Path:
     nr.select()
     return nr.train("sft-nothink").adapter
 
-# %% ../nbs/25_pipeline.ipynb #7e4a9d04
+# %% ../nbs/25_pipeline.ipynb #11f9ec10
 def escalation_run(run:Run) -> Run:
     "The escalation's run (`escalated/`): steering.escalation on, its records in `synth-escalated.jsonl`."
     steps = ["strong-instruction"] if run.cfg.model.backend == "vllm" else DEMO_ESCALATION
@@ -293,20 +293,20 @@ def escalation_run(run:Run) -> Run:
     sy = dataclasses.replace(run.cfg.synth, out="synth-escalated.jsonl")
     return Run(dataclasses.replace(run.cfg, steering=st, synth=sy), run.root/"escalated")
 
-# %% ../nbs/25_pipeline.ipynb #1a755910
-def escalation_perplexity(er:Run, run:Run, sel, base:LazyModel) -> dict:
+# %% ../nbs/25_pipeline.ipynb #e597b271
+def escalation_perplexity(er:Run, sel, base:LazyModel) -> dict:
     "{step: perplexity [interval]} of the harmful records each step kept (first: ThinkSafe's steered ones)."
-    files = {"steered": write_records(er.perplexity_dir()/"steered.jsonl",
-                                      [s for s in read_records(run.records_path()) if s.harmful])}
-    for step, p in sel.step_records.items():
-        if Path(p).exists() and Path(p).stat().st_size: files[step] = Path(p)
-    if not read_records(files["steered"]): return {}
+    files = {}
+    for step, p in sel.step_records.items():          # 'steered' (ThinkSafe's kept records) first, then each retry
+        harm = [s for s in read_records(p) if s.harmful] if Path(p).exists() and Path(p).stat().st_size else []
+        if harm: files[step] = write_records(er.perplexity_dir()/f"{slug(step)}.jsonl", harm)
+    if not files: return {}
     res = er.perplexity([str(p) for p in files.values()], model=base.get(), labels=list(files),
                         max_length=er.cfg.train.max_length, progress=False)
     return {n: {"ppl": d["all"]["ppl"], "ppl_ci": d["all"]["ppl_ci"], "n": len(read_records(files[n]))}
             for n, d in res.summary["datasets"].items()}
 
-# %% ../nbs/25_pipeline.ipynb #cb6390a4
+# %% ../nbs/25_pipeline.ipynb #94b2c906
 def escalation_demo(run:Run, base:LazyModel, guard, engine=None) -> dict:
     "Retry ThinkSafe's dropped harmful prompts with stronger steering, train on all kept records; steps, perplexity."
     er = escalation_run(run)
@@ -315,9 +315,9 @@ def escalation_demo(run:Run, base:LazyModel, guard, engine=None) -> dict:
     try: sel = er.synthesize(generator=gen, guard=guard, progress=False)
     finally: gen.close()
     return {"adapter": er.train("sft-escalated").adapter, "escalation": sel.stats.get("escalation"),
-            "records": sel.records, "perplexity": escalation_perplexity(er, run, sel, base)}
+            "records": sel.records, "perplexity": escalation_perplexity(er, sel, base)}
 
-# %% ../nbs/25_pipeline.ipynb #b83ac096
+# %% ../nbs/25_pipeline.ipynb #b893fafc
 def benign_pool(run:Run, base:LazyModel, guard, engine=None, quick:bool=False) -> list[Sample]:
     "The frozen student's compliant answers to every benign training prompt (`benign-pool/`), one draw of each first."
     from thinksafe.demo_data import demo_sets
@@ -332,7 +332,7 @@ def benign_pool(run:Run, base:LazyModel, guard, engine=None, quick:bool=False) -
     finally: gen.close()
     return draws_first([s for s in read_records(br.records_path()) if not s.harmful])
 
-# %% ../nbs/25_pipeline.ipynb #058f8b7d
+# %% ../nbs/25_pipeline.ipynb #ead40d6b
 def draws_first(records:Sequence[Sample]) -> list[Sample]:
     "Records reordered so every prompt's first record comes before any prompt's second (a prefix spreads over prompts)."
     seen, keyed = {}, []
@@ -341,7 +341,7 @@ def draws_first(records:Sequence[Sample]) -> list[Sample]:
         keyed.append((seen[s.prompt_id], i, s))
     return [s for *_, s in sorted(keyed, key=lambda t: t[:2])]
 
-# %% ../nbs/25_pipeline.ipynb #867b89aa
+# %% ../nbs/25_pipeline.ipynb #cf4d2f04
 def benign_sweep(run:Run, harmful:Sequence[Sample], pool:Sequence[Sample], sizes:Sequence[int]) -> dict:
     "{'Benign-<n>': adapter}: ThinkSafe's harmful records with the first n benign records of the pool, each trained."
     out = {}
@@ -353,11 +353,12 @@ def benign_sweep(run:Run, harmful:Sequence[Sample], pool:Sequence[Sample], sizes
         out[m] = run.train(f"sft-benign-{len(recs)}", data=data).adapter
     return out
 
-# %% ../nbs/25_pipeline.ipynb #c8fb9f5a
+# %% ../nbs/25_pipeline.ipynb #ef5146d0
 def ablation_adapters(run:Run, base:LazyModel, sets:dict, data:dict, guard, engine=None, quick:bool=False) -> tuple:
     "({model: adapter}, numbers): self-distillation, no thinking, escalated steering, the benign-share sweep."
     model, tok = base.get()
-    out = {"SelfDistill": run.self_distill(model=model, tokenizer=tok).adapter, "NoThinking": nothink_demo(run)}
+    sd = Run(dataclasses.replace(run.cfg, train=dataclasses.replace(run.cfg.train, epochs=1)), run.root)
+    out = {"SelfDistill": sd.self_distill(model=model, tokenizer=tok).adapter, "NoThinking": nothink_demo(run)}
     esc = escalation_demo(run, base, guard, engine)
     out["Escalated"] = esc.pop("adapter")
     pool = benign_pool(run, base, guard, engine, quick)
@@ -366,7 +367,7 @@ def ablation_adapters(run:Run, base:LazyModel, sets:dict, data:dict, guard, engi
     nums = {"escalation": esc, "benign_pool": len(pool), "thinksafe_benign": len(data["ThinkSafe"]) - len(harmful)}
     return out, nums
 
-# %% ../nbs/25_pipeline.ipynb #1659d4a6
+# %% ../nbs/25_pipeline.ipynb #44e7ab4d
 def ablation_question(name:str) -> Optional[tuple]:
     "(benchmark kind, True when the ablation's rate should be lower than ThinkSafe's, the question) of a model."
     if name == "SelfDistill": return ("safety", True, "On-policy self-distillation is safer than ThinkSafe")
@@ -378,7 +379,7 @@ def ablation_question(name:str) -> Optional[tuple]:
         return ("overrefusal", True, f"{name[7:]} self-generated benign records lower over-refusal below ThinkSafe's")
     return None
 
-# %% ../nbs/25_pipeline.ipynb #2594f78e
+# %% ../nbs/25_pipeline.ipynb #a3b7ee6e
 def ablation_rows(pairs:dict, # build_report's paired tests ('ThinkSafe vs X')
                   labels:Optional[dict]=None) -> list[dict]: # {benchmark: readable name}
     "A claims row per ablation and benchmark of its question's kind: its status and ThinkSafe -> ablation numbers."
@@ -396,7 +397,7 @@ def ablation_rows(pairs:dict, # build_report's paired tests ('ThinkSafe vs X')
                          "numbers": _fmt_pair(t, what) + _change(t), "model": b, "benchmark": bench})
     return rows
 
-# %% ../nbs/25_pipeline.ipynb #2319736c
+# %% ../nbs/25_pipeline.ipynb #342b7e9b
 def escalation_section(esc:Optional[dict]) -> str:
     "Escalating steering: harmful prompts dropped before and after, each step's acceptance and records' perplexity."
     if not esc or not esc.get("escalation"): return "No escalation statistics (no harmful prompt to retry).\n"
@@ -412,10 +413,10 @@ def escalation_section(esc:Optional[dict]) -> str:
     for s in e["steps"]:
         acc = "-" if s["acceptance"] is None else (f"{100 * s['acceptance']:.1f} [{100 * s['acceptance_ci'][0]:.1f}, "
                                                    f"{100 * s['acceptance_ci'][1]:.1f}]")
-        L.append(f"| {s['step']} | {s['retried']} | {s['accepted']} | {acc} | {cell(ppl.get(s['store']))} |")
+        L.append(f"| {s['step']} | {s['retried']} | {s['accepted']} | {acc} | {cell(ppl.get(s['step']))} |")
     return "\n".join(L) + "\n"
 
-# %% ../nbs/25_pipeline.ipynb #91e5d6d9
+# %% ../nbs/25_pipeline.ipynb #7a20ef9e
 def ablation_sections(rows:list[dict], ab:dict) -> list[tuple]:
     "The report's ablation sections: each ablation against ThinkSafe, and the escalation's steps."
     L = ["| model | question | status | ThinkSafe -> model (McNemar, same items) |", "|---|---|---|---|"]
