@@ -19,15 +19,15 @@ import thinksafe.preflight
 
 # %% auto #0
 __all__ = ['DEMO_SCALE', 'DEMO_SIZES', 'QUICK_DEMO_SIZES', 'DIRECT_REFUSAL', 'DEMO_GRPO', 'QUICK_DEMO_GRPO', 'DEMO_ESCALATION',
-           'BENIGN_SWEEP', 'QUICK_BENIGN_SWEEP', 'BENIGN_SAMPLES', 'DEMO_LABELS', 'DEMO_PREFLIGHT', 'demo_config',
-           'user_settings', 'demo_prompts', 'teacher_refusal', 'teacher_records', 'write_records', 'demo_steering',
-           'DemoEngine', 'LazyGenerator', 'demo_generator', 'demo_step', 'training_sets', 'train_demo', 'grpo_demo',
-           'evaluate_demo', 'demo_perplexity', 'attacked_run', 'nothink_demo', 'escalation_run',
-           'escalation_perplexity', 'escalation_demo', 'benign_pool', 'draws_first', 'benign_sweep',
-           'ablation_adapters', 'ablation_question', 'ablation_rows', 'escalation_section', 'ablation_sections',
-           'demo_rounds', 'demo_claims', 'cpu_name', 'demo_intro', 'preflight_section', 'compute_note', 'demo_sections',
-           'demo_report', 'demo_run', 'start_fresh', 'Demo', 'copy_figures', 'demo_steps', 'demo_numbers',
-           'finish_demo', 'run_demo', 'demo']
+           'BENIGN_SWEEP', 'QUICK_BENIGN_SWEEP', 'DEMO_SELF_DISTILL_STEPS', 'BENIGN_SAMPLES', 'DEMO_LABELS',
+           'DEMO_PREFLIGHT', 'demo_config', 'user_settings', 'demo_prompts', 'teacher_refusal', 'teacher_records',
+           'write_records', 'demo_steering', 'DemoEngine', 'LazyGenerator', 'demo_generator', 'demo_step',
+           'training_sets', 'train_demo', 'grpo_demo', 'evaluate_demo', 'demo_perplexity', 'attacked_run',
+           'nothink_demo', 'escalation_run', 'escalation_perplexity', 'escalation_demo', 'benign_pool', 'draws_first',
+           'benign_sweep', 'ablation_adapters', 'ablation_question', 'ablation_rows', 'escalation_section',
+           'ablation_sections', 'demo_rounds', 'demo_claims', 'cpu_name', 'demo_intro', 'preflight_section',
+           'compute_note', 'demo_sections', 'demo_report', 'demo_run', 'start_fresh', 'Demo', 'copy_figures',
+           'demo_steps', 'demo_numbers', 'finish_demo', 'run_demo', 'demo']
 
 # %% ../nbs/25_pipeline.ipynb #314969bf
 DEMO_SCALE = {
@@ -267,17 +267,18 @@ def demo_perplexity(run:Run, base:LazyModel, datasets:dict) -> Path:
                          max_length=run.cfg.train.max_length, progress=False)
     return res.dir
 
-# %% ../nbs/25_pipeline.ipynb #88606f31
+# %% ../nbs/25_pipeline.ipynb #6432828d
 DEMO_ESCALATION = ["strong-instruction", "activation:8"]      # on model.backend=vllm: the instruction step only
 BENIGN_SWEEP = (30, 60, 120)                                 # self-generated benign records beside ThinkSafe's harmful
 QUICK_BENIGN_SWEEP = (2, 4)
+DEMO_SELF_DISTILL_STEPS = 20                                 # on-policy steps of 2 prompts (CPU: slow)
 BENIGN_SAMPLES = 2                                           # samples per benign prompt in the pool (70 prompts)
 
 def attacked_run(run:Run) -> Run:
     "The run whose evaluations also attack every safety benchmark with the prefilling attack."
     return Run(dataclasses.replace(run.cfg, eval=dataclasses.replace(run.cfg.eval, attacks=["prefill"])), run.root)
 
-# %% ../nbs/25_pipeline.ipynb #b8055d17
+# %% ../nbs/25_pipeline.ipynb #4cbe9478
 def nothink_demo(run:Run) -> Path:
     "ThinkSafe's kept samples with the harmful records' thinking stripped (`synth-nothink.jsonl`), trained."
     sy = dataclasses.replace(run.cfg.synth, harmful_thinking="strip")
@@ -285,7 +286,7 @@ def nothink_demo(run:Run) -> Path:
     nr.select()
     return nr.train("sft-nothink").adapter
 
-# %% ../nbs/25_pipeline.ipynb #11f9ec10
+# %% ../nbs/25_pipeline.ipynb #7f29ad49
 def escalation_run(run:Run) -> Run:
     "The escalation's run (`escalated/`): steering.escalation on, its records in `synth-escalated.jsonl`."
     steps = ["strong-instruction"] if run.cfg.model.backend == "vllm" else DEMO_ESCALATION
@@ -293,7 +294,7 @@ def escalation_run(run:Run) -> Run:
     sy = dataclasses.replace(run.cfg.synth, out="synth-escalated.jsonl")
     return Run(dataclasses.replace(run.cfg, steering=st, synth=sy), run.root/"escalated")
 
-# %% ../nbs/25_pipeline.ipynb #e597b271
+# %% ../nbs/25_pipeline.ipynb #d6c0ece6
 def escalation_perplexity(er:Run, sel, base:LazyModel) -> dict:
     "{step: perplexity [interval]} of the harmful records each step kept (first: ThinkSafe's steered ones)."
     files = {}
@@ -306,7 +307,7 @@ def escalation_perplexity(er:Run, sel, base:LazyModel) -> dict:
     return {n: {"ppl": d["all"]["ppl"], "ppl_ci": d["all"]["ppl_ci"], "n": len(read_records(files[n]))}
             for n, d in res.summary["datasets"].items()}
 
-# %% ../nbs/25_pipeline.ipynb #94b2c906
+# %% ../nbs/25_pipeline.ipynb #ce1e3aca
 def escalation_demo(run:Run, base:LazyModel, guard, engine=None) -> dict:
     "Retry ThinkSafe's dropped harmful prompts with stronger steering, train on all kept records; steps, perplexity."
     er = escalation_run(run)
@@ -317,7 +318,7 @@ def escalation_demo(run:Run, base:LazyModel, guard, engine=None) -> dict:
     return {"adapter": er.train("sft-escalated").adapter, "escalation": sel.stats.get("escalation"),
             "records": sel.records, "perplexity": escalation_perplexity(er, sel, base)}
 
-# %% ../nbs/25_pipeline.ipynb #b893fafc
+# %% ../nbs/25_pipeline.ipynb #c13b0d8b
 def benign_pool(run:Run, base:LazyModel, guard, engine=None, quick:bool=False) -> list[Sample]:
     "The frozen student's compliant answers to every benign training prompt (`benign-pool/`), one draw of each first."
     from thinksafe.demo_data import demo_sets
@@ -332,7 +333,7 @@ def benign_pool(run:Run, base:LazyModel, guard, engine=None, quick:bool=False) -
     finally: gen.close()
     return draws_first([s for s in read_records(br.records_path()) if not s.harmful])
 
-# %% ../nbs/25_pipeline.ipynb #ead40d6b
+# %% ../nbs/25_pipeline.ipynb #f4c20a3a
 def draws_first(records:Sequence[Sample]) -> list[Sample]:
     "Records reordered so every prompt's first record comes before any prompt's second (a prefix spreads over prompts)."
     seen, keyed = {}, []
@@ -341,7 +342,7 @@ def draws_first(records:Sequence[Sample]) -> list[Sample]:
         keyed.append((seen[s.prompt_id], i, s))
     return [s for *_, s in sorted(keyed, key=lambda t: t[:2])]
 
-# %% ../nbs/25_pipeline.ipynb #cf4d2f04
+# %% ../nbs/25_pipeline.ipynb #4e5b339a
 def benign_sweep(run:Run, harmful:Sequence[Sample], pool:Sequence[Sample], sizes:Sequence[int]) -> dict:
     "{'Benign-<n>': adapter}: ThinkSafe's harmful records with the first n benign records of the pool, each trained."
     out = {}
@@ -353,11 +354,13 @@ def benign_sweep(run:Run, harmful:Sequence[Sample], pool:Sequence[Sample], sizes
         out[m] = run.train(f"sft-benign-{len(recs)}", data=data).adapter
     return out
 
-# %% ../nbs/25_pipeline.ipynb #ef5146d0
+# %% ../nbs/25_pipeline.ipynb #9eebe760
 def ablation_adapters(run:Run, base:LazyModel, sets:dict, data:dict, guard, engine=None, quick:bool=False) -> tuple:
     "({model: adapter}, numbers): self-distillation, no thinking, escalated steering, the benign-share sweep."
     model, tok = base.get()
-    sd = Run(dataclasses.replace(run.cfg, train=dataclasses.replace(run.cfg.train, epochs=1)), run.root)
+    tc = dataclasses.replace(run.cfg.train, distill_max_completion_length=run.cfg.sampling.max_new_tokens,
+                             max_steps=run.cfg.train.max_steps if quick else DEMO_SELF_DISTILL_STEPS)
+    sd = Run(dataclasses.replace(run.cfg, train=tc), run.root)
     out = {"SelfDistill": sd.self_distill(model=model, tokenizer=tok).adapter, "NoThinking": nothink_demo(run)}
     esc = escalation_demo(run, base, guard, engine)
     out["Escalated"] = esc.pop("adapter")
@@ -367,7 +370,7 @@ def ablation_adapters(run:Run, base:LazyModel, sets:dict, data:dict, guard, engi
     nums = {"escalation": esc, "benign_pool": len(pool), "thinksafe_benign": len(data["ThinkSafe"]) - len(harmful)}
     return out, nums
 
-# %% ../nbs/25_pipeline.ipynb #44e7ab4d
+# %% ../nbs/25_pipeline.ipynb #9c827e57
 def ablation_question(name:str) -> Optional[tuple]:
     "(benchmark kind, True when the ablation's rate should be lower than ThinkSafe's, the question) of a model."
     if name == "SelfDistill": return ("safety", True, "On-policy self-distillation is safer than ThinkSafe")
@@ -379,7 +382,7 @@ def ablation_question(name:str) -> Optional[tuple]:
         return ("overrefusal", True, f"{name[7:]} self-generated benign records lower over-refusal below ThinkSafe's")
     return None
 
-# %% ../nbs/25_pipeline.ipynb #a3b7ee6e
+# %% ../nbs/25_pipeline.ipynb #c30cde0a
 def ablation_rows(pairs:dict, # build_report's paired tests ('ThinkSafe vs X')
                   labels:Optional[dict]=None) -> list[dict]: # {benchmark: readable name}
     "A claims row per ablation and benchmark of its question's kind: its status and ThinkSafe -> ablation numbers."
@@ -397,7 +400,7 @@ def ablation_rows(pairs:dict, # build_report's paired tests ('ThinkSafe vs X')
                          "numbers": _fmt_pair(t, what) + _change(t), "model": b, "benchmark": bench})
     return rows
 
-# %% ../nbs/25_pipeline.ipynb #342b7e9b
+# %% ../nbs/25_pipeline.ipynb #dcd5f43a
 def escalation_section(esc:Optional[dict]) -> str:
     "Escalating steering: harmful prompts dropped before and after, each step's acceptance and records' perplexity."
     if not esc or not esc.get("escalation"): return "No escalation statistics (no harmful prompt to retry).\n"
@@ -416,7 +419,7 @@ def escalation_section(esc:Optional[dict]) -> str:
         L.append(f"| {s['step']} | {s['retried']} | {s['accepted']} | {acc} | {cell(ppl.get(s['step']))} |")
     return "\n".join(L) + "\n"
 
-# %% ../nbs/25_pipeline.ipynb #7a20ef9e
+# %% ../nbs/25_pipeline.ipynb #0eee138d
 def ablation_sections(rows:list[dict], ab:dict) -> list[tuple]:
     "The report's ablation sections: each ablation against ThinkSafe, and the escalation's steps."
     L = ["| model | question | status | ThinkSafe -> model (McNemar, same items) |", "|---|---|---|---|"]
