@@ -71,7 +71,9 @@ def attack_of(results:dict, # an evaluation's results.json
     "{'attack', 'of'} of an attacked copy of a benchmark (results.json metrics, else a `<name>+<attack>` name)."
     benches = results.get("benchmarks", {})
     m = benches.get(bench, {})
-    if m.get("attack"): return {"attack": m["attack"], "of": m.get("of") or bench.rpartition("+")[0]}
+    if m.get("attack"):
+        name = bench.rpartition("+")[0]      # the plain benchmark by its key (a named set's `of` may be its source's name)
+        return {"attack": m["attack"], "of": name if name in benches else m.get("of") or name}
     name, sep, attack = bench.rpartition("+")
     return {"attack": attack, "of": name} if sep and attack in ATTACKS and name in benches else None
 
