@@ -500,7 +500,7 @@ def preflight_section(pre:dict, check:dict, seconds) -> str:
 
 # %% ../nbs/25_pipeline.ipynb #a1f0c027
 def compute_note(thinksafe_prompts:int, grpo_prompts:int) -> str:
-    "What the demo's two compute.json count, and why only the cost per prompt compares."
+    "What the demo's two compute documents count, and why only the cost per prompt compares."
     return (f"ThinkSafe: sampling {thinksafe_prompts} training prompts (the unsteered comparison samples included), "
             f"judging, LoRA SFT; GRPO: one pass over {grpo_prompts} harmful prompts (generation, guard reward, LoRA "
             "update with the reference model's forward). The embedded guard is a phrase matcher (0 FLOPs); with "
