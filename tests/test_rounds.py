@@ -9,6 +9,7 @@ import pytest
 
 from thinksafe.config import RunConfig, ModelConfig
 from thinksafe.records import read_records
+from thinksafe.store import model_label
 from thinksafe.run import Run, stored_samples, read_compute, STEERED
 
 PROMPTS = [("How do I bake bread?", "vanilla_benign"), ("What is 2+2?", "vanilla_benign"),
@@ -59,7 +60,9 @@ def test_each_round_samples_from_the_previous_adapter(three_rounds):
         fp = json.loads((run.synth_dir(r)/f"{STEERED}.fingerprint.json").read_text())
         assert fp["adapter"] == str(run.adapter_dir(round=r - 1)), (r, fp["adapter"])
         models = {s.model for s in stored_samples(run.synth_dir(r), STEERED)}
-        assert models == {f"{run.cfg.model.name}+adapter"}, models      # the generator's name: base + adapter
+        assert models == {model_label(run.cfg.model.name, run.adapter_dir(round=r - 1))}, models
+    named = [{s.model for s in stored_samples(run.synth_dir(r), STEERED)}.pop() for r in (1, 2)]
+    assert named[0] != named[1] and named[1].endswith("-round-1"), named   # each round names the adapter it sampled
 
 
 def test_rounds_resume_without_sampling_or_training_again(three_rounds):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/26_cli.ipynb #f5f6ebfd
 from __future__ import annotations
-import sys, errno, argparse, importlib, dataclasses
+import sys, errno, argparse, warnings, importlib, dataclasses
 from pathlib import Path
 from typing import Optional
 from .core import *
@@ -138,6 +138,8 @@ def call(args):
 # %% ../nbs/26_cli.ipynb #63b0f643
 def main(argv=None) -> int:
     "Entry point of the `thinksafe` console script."
+    # TRL 1.16 warns five times per import that vLLM 0.32 is newer than it tested (README: the pairing is ours)
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions", category=UserWarning)
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser(argv).parse_args(argv)
     try: show(call(args))

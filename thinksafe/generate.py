@@ -376,8 +376,7 @@ class HFGenerator(Generator):
     def from_config(cls, mc:ModelConfig, sampling:Optional[SamplingConfig]=None, **kw) -> "HFGenerator":
         "Load the model a `ModelConfig` names and wrap it."
         model, tok = load_from_config(mc)
-        name = mc.name + (f"+{Path(mc.adapter).name}" if mc.adapter else "")
-        return cls(model, tok, mc.think_format, name=name, sampling=sampling, max_model_len=mc.max_model_len, **kw)
+        return cls(model, tok, mc.think_format, name=model_label(mc.name, mc.adapter), sampling=sampling, max_model_len=mc.max_model_len, **kw)
 
     def prompt_text(self, s:Sample) -> str:
         "The full prompt text for one sample: its user turn's chat prompt, then its prefill (`rendered_prompt`)."

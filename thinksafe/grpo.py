@@ -25,8 +25,7 @@ from .train import loss_curves, plot_curves, student_copy, Trained
 # %% auto #0
 __all__ = ['GRPO_VLLM_SHARE', 'local_rank', 'judge_on_node', 'only_judgment', 'GuardReward', 'think_format_reward',
            'grpo_prompts', 'grpo_dataset', 'grpo_generation', 'generation_args', 'grpo_config', 'EngineVLLMGeneration',
-           'ThinkSafeGRPOTrainer', 'colocate_engine_kwargs', 'grpo_trainer', 'save_grpo', 'run_grpo', 'compute_ratio',
-           'grpo_run']
+           'ThinkSafeGRPOTrainer', 'colocate_engine_kwargs', 'grpo_trainer', 'save_grpo', 'run_grpo', 'grpo_run']
 
 # %% ../nbs/13_grpo.ipynb #ff4db550
 def local_rank() -> int:
@@ -321,28 +320,6 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
              "generation": grpo_generation(cfg), "guard": getattr(guard, "name", type(guard).__name__),
              "reward_calls": reward.calls}
     return save_grpo(trainer, cfg, out, stages, extra)
-
-# %% ../nbs/13_grpo.ipynb #70cdc8e9
-def compute_ratio(thinksafe, # ThinkSafe's compute (a training directory, its compute file, or the document)
-                  grpo, # GRPO's compute (the same kinds)
-                  show:bool=True) -> dict:
-    "FLOPs and wall time of ThinkSafe and GRPO per stage, and GRPO / ThinkSafe in total; prints a table when `show`."
-    a, b = (read_compute(x) if isinstance(x, (str, Path)) else x for x in (thinksafe, grpo))
-    get = lambda d, s, k: d["stages"].get(s, {}).get(k, 0)
-    rows = {s: {"thinksafe_flops": get(a, s, "flops"), "grpo_flops": get(b, s, "flops"),
-                "thinksafe_wall_s": get(a, s, "wall_s"), "grpo_wall_s": get(b, s, "wall_s")}
-            for s in ("generation", "guard", "training")}
-    div = lambda x, y: x / y if y else float("inf")
-    res = {"stages": rows, "thinksafe": a["total"], "grpo": b["total"],
-           "flops_ratio": div(b["total"]["flops"], a["total"]["flops"]),
-           "wall_ratio": div(b["total"]["wall_s"], a["total"]["wall_s"])}
-    if show:
-        print(f"{'stage':12s} {'ThinkSafe PFLOPs':>17s} {'GRPO PFLOPs':>12s} {'ThinkSafe s':>12s} {'GRPO s':>9s}")
-        for s, r in rows.items():
-            print(f"{s:12s} {r['thinksafe_flops']/1e15:17.4g} {r['grpo_flops']/1e15:12.4g} "
-                  f"{r['thinksafe_wall_s']:12.1f} {r['grpo_wall_s']:9.1f}")
-        print(f"GRPO / ThinkSafe: {res['flops_ratio']:.2f}x FLOPs, {res['wall_ratio']:.2f}x wall time")
-    return res
 
 # %% ../nbs/13_grpo.ipynb #80022682
 @patch

@@ -526,7 +526,7 @@ def demo_report(run:Run, dirs:dict, # {model: evaluation directory}
                 r:dict, # the demo's numbers: records, notes, seconds, machine, preflight, rounds
                 grpo_prompts:int) -> "Report":
     "`thinksafe report` on the demo's evaluations, with the demo's claims, compute pair, records and sections."
-    from thinksafe.report import build_report, compute_comparison, write_report
+    from thinksafe.report import build_report, write_report
     compute = compute_comparison({"ThinkSafe": run.train_dir("ThinkSafe"), "GRPO": run.train_dir("GRPO")},
                                  prompts={"ThinkSafe": r["prompts"], "GRPO": grpo_prompts})
     ctx = {"compute": compute, **({"rounds": r["rounds"]} if r.get("rounds") else {})}

@@ -17,16 +17,16 @@ from .config import *
 from .run import *
 
 # %% auto #0
-__all__ = ['ATTACKS', 'MARGIN', 'CLAIM_KINDS', 'STAGE_ORDER', 'METHOD_NAMES', 'RATE_TITLES', 'NUMBERS', 'SECTIONS', 'COMPARED',
-           'EvalOutcomes', 'first_samples', 'draw_of', 'bench_judge', 'attack_of', 'read_evaluation', 'item_outcomes',
+__all__ = ['ATTACKS', 'MARGIN', 'CLAIM_KINDS', 'METHOD_NAMES', 'RATE_TITLES', 'NUMBERS', 'SECTIONS', 'COMPARED', 'EvalOutcomes',
+           'first_samples', 'draw_of', 'bench_judge', 'attack_of', 'read_evaluation', 'item_outcomes',
            'evaluation_dirs', 'named_dirs', 'check_pairable', 'paired_test', 'paired_tests', 'attack_test',
            'attack_tests', 'Claim', 'default_claims', 'claim_row', 'check_claims', 'steering_pairs', 'steering_claim',
-           'swap_set', 'perplexity_claims', 'records_claim', 'compute_comparison', 'run_of', 'train_computes',
-           'method_computes', 'synthesis_writers', 'adapter_evaluations', 'round_row', 'round_rows', 'mean_rate',
-           'run_point', 'axis_labels', 'plot_runs_pareto', 'runs_frame', 'plot_paper_with_runs', 'plot_rounds',
-           'Report', 'build_report', 'md_claims', 'md_attacks', 'rate_columns', 'md_rates', 'md_writers',
-           'md_synthesis', 'md_perplexity', 'md_compute', 'md_rounds', 'report_markdown', 'write_report',
-           'format_claims', 'report', 'compare_rows', 'format_compare', 'compare']
+           'swap_set', 'perplexity_claims', 'records_claim', 'run_of', 'train_computes', 'method_computes',
+           'synthesis_writers', 'adapter_evaluations', 'round_row', 'round_rows', 'mean_rate', 'run_point',
+           'axis_labels', 'plot_runs_pareto', 'runs_frame', 'plot_paper_with_runs', 'plot_rounds', 'Report',
+           'build_report', 'md_claims', 'md_attacks', 'rate_columns', 'md_rates', 'md_writers', 'md_synthesis',
+           'md_perplexity', 'md_compute', 'md_rounds', 'report_markdown', 'write_report', 'format_claims', 'report',
+           'compare_rows', 'format_compare', 'compare']
 
 # %% ../nbs/21_report.ipynb #834ca78a
 @dataclass
@@ -305,34 +305,6 @@ def records_claim(records:dict, steered:str="ThinkSafe", plain:str="NoSteering")
     return {"claim": "Without steering, rejection sampling starves (fewer harmful records)",
             "status": "shown" if k0 < k1 else "not shown",
             "numbers": f"kept harmful records: {k1} with the instruction, {k0} without (same prompts, same K)"}
-
-# %% ../nbs/21_report.ipynb #f0cadc9a
-STAGE_ORDER = ("generation", "guard", "teacher", "training")   # in the order a run spends them (teacher: OPD, SDFT)
-
-def _div(x, y): return x / y if y else float("inf")
-
-# %% ../nbs/21_report.ipynb #0a67a4fc
-def compute_comparison(files:dict, # {method: its compute record (the file, its directory, or the document)}
-                       reference:Optional[str]=None, # default: 'ThinkSafe', else 'sft', else one trained on a synthesis
-                       prompts:Optional[dict]=None) -> Optional[dict]: # {method: training prompts} its record lacks
-    "Every method's compute per stage side by side, and each method's total over the reference's (also per prompt)."
-    docs = {m: f if isinstance(f, dict) else read_compute(f) for m, f in files.items()}
-    docs = {m: d for m, d in docs.items() if d}
-    if not docs: return None
-    synthesized = [m for m, d in docs.items()       # trained on sampled data: a synthesis, no prompts of its own
-                   if "generation" in d["stages"] and not d["stages"].get("training", {}).get("prompts")]
-    ref = reference or next((m for m in ("ThinkSafe", "sft", *synthesized) if m in docs), next(iter(docs)))
-    if ref not in docs: raise ThinkSafeError(f"no {COMPUTE} of {ref!r} (methods: {', '.join(docs)})")
-    seen = list(dict.fromkeys(s for d in docs.values() for s in d["stages"]))
-    stages = [s for s in STAGE_ORDER if s in seen] + [s for s in seen if s not in STAGE_ORDER]
-    table = {s: {m: {k: d["stages"].get(s, {}).get(k, 0) for k in ("flops", "wall_s")} for m, d in docs.items()}
-             for s in stages}
-    n = {m: d["stages"].get("training", {}).get("prompts") or (prompts or {}).get(m) for m, d in docs.items()}
-    tot, r = {m: d["total"] for m, d in docs.items()}, docs[ref]["total"]
-    per = lambda m: _div(tot[m]["flops"] / n[m], r["flops"] / n[ref]) if n[m] and n[ref] else None
-    ratios = {m: {"flops": _div(tot[m]["flops"], r["flops"]), "wall": _div(tot[m]["wall_s"], r["wall_s"]),
-                  "flops_per_prompt": per(m)} for m in docs if m != ref}
-    return {"reference": ref, "methods": list(docs), "stages": table, "total": tot, "prompts": n, "ratios": ratios}
 
 # %% ../nbs/21_report.ipynb #bf03bc44
 def run_of(eval_dir) -> Run:

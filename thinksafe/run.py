@@ -16,10 +16,10 @@ from .records import *
 from .store import *
 
 # %% auto #0
-__all__ = ['COMPUTE', 'SYNTH_STATS', 'RESULTS', 'STEERED', 'PLAIN', 'JUDGMENT_FIELDS', 'COMMANDS', 'Run', 'judgments_name',
-           'judgment_store', 'judged_stores', 'sample_stores', 'stored_samples', 'sample_tokens', 'stage_compute',
-           'compute_path', 'read_compute', 'write_compute', 'store_compute', 'check_complete', 'Command', 'command',
-           'command_arguments', 'short', 'show_config']
+__all__ = ['COMPUTE', 'SYNTH_STATS', 'RESULTS', 'STEERED', 'PLAIN', 'JUDGMENT_FIELDS', 'STAGE_ORDER', 'COMMANDS', 'Run',
+           'judgments_name', 'judgment_store', 'judged_stores', 'sample_stores', 'stored_samples', 'sample_tokens',
+           'stage_compute', 'compute_path', 'read_compute', 'write_compute', 'store_compute', 'compute_comparison',
+           'check_complete', 'Command', 'command', 'command_arguments', 'short', 'show_config']
 
 # %% ../nbs/05_run.ipynb #b2dfe0d2
 COMPUTE = "compute.json"             # what a directory's work cost: stages of tokens, FLOPs and wall time
@@ -205,6 +205,34 @@ def store_compute(d, names:Sequence[str]) -> dict:
     kinds = (("generation", "generate"), ("guard", "judge"))
     stages = {stage: e for stage, kind in kinds if (e := stage_compute(d, names, kind)) is not None}
     return write_compute(d, stages)
+
+# %% ../nbs/05_run.ipynb #f0cadc9a
+STAGE_ORDER = ("generation", "guard", "teacher", "training")   # in the order a run spends them (teacher: OPD, SDFT)
+
+def _div(x, y): return x / y if y else float("inf")
+
+# %% ../nbs/05_run.ipynb #0a67a4fc
+def compute_comparison(files:dict, # {method: its compute record (the file, its directory, or the document)}
+                       reference:Optional[str]=None, # default: 'ThinkSafe', else 'sft', else one trained on a synthesis
+                       prompts:Optional[dict]=None) -> Optional[dict]: # {method: training prompts} its record lacks
+    "Every method's compute per stage side by side, and each method's total over the reference's (also per prompt)."
+    docs = {m: f if isinstance(f, dict) else read_compute(f) for m, f in files.items()}
+    docs = {m: d for m, d in docs.items() if d}
+    if not docs: return None
+    synthesized = [m for m, d in docs.items()       # trained on sampled data: a synthesis, no prompts of its own
+                   if "generation" in d["stages"] and not d["stages"].get("training", {}).get("prompts")]
+    ref = reference or next((m for m in ("ThinkSafe", "sft", *synthesized) if m in docs), next(iter(docs)))
+    if ref not in docs: raise ThinkSafeError(f"no {COMPUTE} of {ref!r} (methods: {', '.join(docs)})")
+    seen = list(dict.fromkeys(s for d in docs.values() for s in d["stages"]))
+    stages = [s for s in STAGE_ORDER if s in seen] + [s for s in seen if s not in STAGE_ORDER]
+    table = {s: {m: {k: d["stages"].get(s, {}).get(k, 0) for k in ("flops", "wall_s")} for m, d in docs.items()}
+             for s in stages}
+    n = {m: d["stages"].get("training", {}).get("prompts") or (prompts or {}).get(m) for m, d in docs.items()}
+    tot, r = {m: d["total"] for m, d in docs.items()}, docs[ref]["total"]
+    per = lambda m: _div(tot[m]["flops"] / n[m], r["flops"] / n[ref]) if n[m] and n[ref] else None
+    ratios = {m: {"flops": _div(tot[m]["flops"], r["flops"]), "wall": _div(tot[m]["wall_s"], r["wall_s"]),
+                  "flops_per_prompt": per(m)} for m in docs if m != ref}
+    return {"reference": ref, "methods": list(docs), "stages": table, "total": tot, "prompts": n, "ratios": ratios}
 
 # %% ../nbs/05_run.ipynb #9c78b5c1
 def check_complete(out, names:Sequence[str]):

@@ -14,9 +14,9 @@ from .records import *
 from .core import _wrap_oserror
 
 # %% auto #0
-__all__ = ['QUICK_ABOVE', 'DIGEST_PATTERNS', 'PUBLIC_MODE', 'sample_seed', 'parse_shard', 'in_shard', 'slug', 'model_slug',
-           'file_digest', 'path_digest', 'sources_digest', 'make_readable', 'writer_info', 'remove_stale_tmp',
-           'write_together', 'StoreLocked', 'fingerprint_diff', 'Store']
+__all__ = ['QUICK_ABOVE', 'DIGEST_PATTERNS', 'PUBLIC_MODE', 'sample_seed', 'parse_shard', 'in_shard', 'slug', 'adapter_name',
+           'model_slug', 'model_label', 'file_digest', 'path_digest', 'sources_digest', 'make_readable', 'writer_info',
+           'remove_stale_tmp', 'write_together', 'StoreLocked', 'fingerprint_diff', 'Store']
 
 # %% ../nbs/04_store.ipynb #ee456f84
 def sample_seed(seed:int, # the run seed (sampling.seed)
@@ -48,16 +48,26 @@ def slug(text:str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-.") or "x"
 
 # %% ../nbs/04_store.ipynb #7ba2dd89
+def adapter_name(adapter) -> str:
+    "An adapter's name: its directory ('adapter', 'final': its parent's), with its round when a round trained it."
+    a = Path(str(adapter).rstrip("/"))
+    name = slug(a.parent.name if a.name in ('adapter', 'final') and a.parent.name else a.name)
+    rnd = next((p for p in reversed(a.parts[:-1]) if re.fullmatch(r"round-\d+", p)), None)   # an iterative round's
+    return name + (f"-{rnd}" if rnd else "")
+
+# %% ../nbs/04_store.ipynb #7ba2dd8a
 def model_slug(name:str, # model name or path
                adapter:Optional[str]=None) -> str:
     "`<model>[+<adapter>]` for directory names; an adapter directory named 'adapter' is named by its parent."
     p = Path(str(name))
     base = slug(p.name if (p.exists() or str(name).startswith(("/", ".", "~"))) else str(name).replace("/", "--"))
-    if not adapter: return base
-    a = Path(str(adapter).rstrip("/"))
-    name = slug(a.parent.name if a.name in ('adapter', 'final') and a.parent.name else a.name)
-    rnd = next((p for p in reversed(a.parts[:-1]) if re.fullmatch(r"round-\d+", p)), None)   # an iterative round's
-    return f"{base}+{name}" + (f"-{rnd}" if rnd else "")
+    return f"{base}+{adapter_name(adapter)}" if adapter else base
+
+# %% ../nbs/04_store.ipynb #7ba2dd8b
+def model_label(name:str, # model name or path
+                adapter:Optional[str]=None) -> str:
+    "`<model>[+<adapter>]` as a sample records the model that wrote it (`Sample.model`)."
+    return f"{name}+{adapter_name(adapter)}" if adapter else name
 
 # %% ../nbs/04_store.ipynb #7b3e51d0
 QUICK_ABOVE = 64 << 20   # files over this size (model weights) are digested by their size and first and last MiB

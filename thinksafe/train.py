@@ -21,7 +21,7 @@ from .records import *
 from .store import *
 from .models import *
 from .run import *
-from .stats import wilson
+from .stats import rate
 
 # %% auto #0
 __all__ = ['LOGITS_IN_MEMORY', 'REPORT_PACKAGES', 'normalize_response', 'kept_counts', 'training_samples', 'sft_records',
@@ -30,8 +30,8 @@ __all__ = ['LOGITS_IN_MEMORY', 'REPORT_PACKAGES', 'normalize_response', 'kept_co
            'ThinkSafeSFTConfig', 'ThinkSafeSFTTrainer', 'lora_config', 'world_size', 'grad_accum', 'report_to',
            'sft_config', 'base_params', 'training_entry', 'write_run_compute', 'ComputeCallback', 'loss_curves',
            'plot_curves', 'training_fingerprint', 'check_training_inputs', 'trained_before', 'student_copy',
-           'sft_trainer', 'save_sft', 'run_sft', 'Trained', 'train_run', 'round_row', 'rates', 'response_kl',
-           'response_nll', 'budget_forced_generate']
+           'sft_trainer', 'save_sft', 'run_sft', 'Trained', 'train_run', 'round_row', 'response_kl', 'response_nll',
+           'budget_forced_generate']
 
 # %% ../nbs/12_train.ipynb #fb277307
 def normalize_response(text:str) -> Optional[str]:
@@ -660,12 +660,6 @@ def round_row(round:int, sel, kept:list, recs:list, trained:Trained) -> dict:
             "alpha_ci": {c: v["harmful"].get("alpha_pooled_ci") for c, v in conds.items()},
             "compute": read_compute(trained.dir), "adapter": str(trained.adapter), "dir": str(sel.dir)}
 
-# %% ../nbs/12_train.ipynb #245d6001
-def rates(outcomes:dict) -> dict:
-    "{benchmark: {pct, ci}} of {benchmark: {item: bool}} outcomes, with 95% Wilson intervals in %."
-    return {b: {"pct": 100 * sum(o.values()) / len(o), "ci": [100 * x for x in wilson(sum(o.values()), len(o))]}
-            for b, o in outcomes.items() if o}
-
 # %% ../nbs/12_train.ipynb #ff515839
 @patch
 def evaluate_round(self:Run, adapter, # a round's adapter
@@ -678,7 +672,7 @@ def evaluate_round(self:Run, adapter, # a round's adapter
     out = Run(cfg, self.root).eval_dir()
     evaluate(cfg, out, generator=generator, guard=guard, sets=eval_sets, progress=progress)
     outcomes = {b: item_outcomes(out, b) for b in eval_sets}
-    return {"outcomes": outcomes, "rates": rates(outcomes)}
+    return {"outcomes": outcomes, "rates": {b: rate(o) for b, o in outcomes.items() if o}}
 
 # %% ../nbs/12_train.ipynb #22fa08e9
 @patch

@@ -122,7 +122,7 @@ class VLLMGenerator(Generator):
         self.tokenizer = self.llm.get_tokenizer()
         self.fmt = _think_format(self.tokenizer, mc.think_format)
         self.prefix = generation_prefix(self.fmt)
-        self.name = name or mc.name + (f"+{Path(mc.adapter).name}" if mc.adapter else "")
+        self.name = name or model_label(mc.name, mc.adapter)
         self.context = mc.max_model_len or _engine_max_len(self.llm)
         self.stops = stop_token_ids(self.tokenizer)
         self.n_params = _engine_params(self.llm)
