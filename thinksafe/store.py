@@ -177,10 +177,13 @@ def _flat(d, pre=""):
 
 # %% ../nbs/04_store.ipynb #4b9e00ba
 def fingerprint_diff(old:dict, new:dict) -> list[str]:
-    "The settings (and input files, `inputs.*`) that differ, as 'key: old -> new'; who wrote the store (`written_by`) is not compared."
+    "The settings and input files (`inputs.*`) that differ, as 'key: old -> new'; `written_by` is not compared."
     a, b = ({k: v for k, v in _flat(d).items() if not k.startswith("written_by")} for d in (old, new))
+    # a local input is compared by its content (inputs.<key>), not by where it lies: a copied run directory resumes
+    moved = {k for k in a if a.get(f"inputs.{k}") and b.get(f"inputs.{k}")}
     same = lambda x, y: json.dumps(x, sort_keys=True, default=str) == json.dumps(y, sort_keys=True, default=str)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if not same(a.get(k), b.get(k))]
+    keys = sorted((set(a) | set(b)) - moved)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if not same(a.get(k), b.get(k))]
 
 # %% ../nbs/04_store.ipynb #3b665d46
 class Store:
