@@ -26,12 +26,13 @@ from .run import *
 from .steering import steer_text
 from .train import lora_config, grad_accum, training_entry, loss_curves, plot_curves, check_training_inputs
 from .train import base_params
+from .grpo import engine_generation, owns_group, close_engine, colocate_engine_kwargs
 
 # %% auto #0
 __all__ = ['TEACHER_TEMPLATE', 'distill_prompts', 'safety_context', 'self_distill_dataset', 'opd_dataset', 'StageMeter',
-           'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args', 'opd_config', 'self_distill_config',
-           'divergence', 'completion_logits', 'load_student', 'load_teacher', 'distill_fingerprint', 'DistillResult',
-           'train_on_policy', 'opd_command', 'self_distill_command']
+           'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args', 'distill_engine', 'opd_config',
+           'self_distill_config', 'divergence', 'completion_logits', 'load_student', 'load_teacher',
+           'distill_fingerprint', 'DistillResult', 'train_on_policy', 'opd_command', 'self_distill_command']
 
 # %% ../nbs/14_distill.ipynb #dd272948
 def distill_prompts(run:Run, prompts=None) -> list[Sample]:
@@ -111,9 +112,10 @@ def distill_stages(totals:dict, # StageMeter.totals()
 
 # %% ../nbs/14_distill.ipynb #11289af2
 class OPDTrainer(DistillationTrainer):
-    "TRL's `DistillationTrainer` on rendered chat prompts, its work counted by stage."
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
+    "TRL's `DistillationTrainer` on rendered chat prompts, its work counted by stage, vLLM built with `engine_kw`."
+    def __init__(self, *args, engine_kw:Optional[dict]=None, **kw):
+        import trl.trainer.distillation_trainer as dt
+        with engine_generation(engine_kw, dt): super().__init__(*args, **kw)
         self.meter = StageMeter()
 
     def _tokenize_prompts(self, prompts:list):
@@ -139,9 +141,10 @@ class OPDTrainer(DistillationTrainer):
 # %% ../nbs/14_distill.ipynb #3a150dac
 class SelfDistillTrainer(SDFTTrainer):
     "TRL's `SDFTTrainer` (teacher: the LoRA-disabled student under its context) on chat prompts, counted by stage."
-    def __init__(self, *args, think_format:str="auto", **kw):
+    def __init__(self, *args, think_format:str="auto", engine_kw:Optional[dict]=None, **kw):
+        import trl.generation.vllm_generation as vg         # SDFT imports VLLMGeneration from it while it is built
         self.think_format = think_format
-        super().__init__(*args, **kw)
+        with engine_generation(engine_kw, vg): super().__init__(*args, **kw)
         self.meter = StageMeter()
 
     def _tokenize_prompts(self, prompts:list) -> list[list[int]]:
@@ -183,6 +186,12 @@ def common_args(tc:TrainConfig, out, device:str="cpu", world:Optional[int]=None,
                 max_completion_length=tc.distill_max_completion_length,
                 temperature=tc.distill_temperature,
                 **_generation_args(tc.distill_generation, mc or ModelConfig()))
+
+# %% ../nbs/14_distill.ipynb #13c42cbd
+def distill_engine(cfg:RunConfig, model) -> Optional[dict]:
+    "Our settings of the colocated vLLM engine that samples the student (`train.distill_generation: vllm-colocate`)."
+    if cfg.train.distill_generation != "vllm-colocate": return None
+    return colocate_engine_kwargs(cfg.model, model.name_or_path)
 
 # %% ../nbs/14_distill.ipynb #13c42cbe
 def opd_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=None) -> DistillationConfig:
@@ -274,8 +283,10 @@ class _CheckpointCompute(TrainerCallback):
             write_compute(Path(args.output_dir)/f"checkpoint-{state.global_step}", st, keep=False)
 
 # %% ../nbs/14_distill.ipynb #9742124a
-def train_on_policy(trainer, out, method:str, n_teacher:int, **info) -> DistillResult:
-    "Train (resuming the last checkpoint), then write the adapter, curves and compute into `out`."
+def train_on_policy(trainer, out, method:str, n_teacher:int,
+                    own_group:bool=False, # `owns_group` before the trainer was built: its colocated engine's group
+                    **info) -> DistillResult:
+    "Train (resuming the last checkpoint), then write the adapter, curves and compute into `out`; stop its engine."
     out, ckpts = Path(out), Path(trainer.args.output_dir)
     last = get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
     prior = (read_compute(last) or {}).get("stages") if last else None
@@ -283,7 +294,8 @@ def train_on_policy(trainer, out, method:str, n_teacher:int, **info) -> DistillR
     stages = lambda: distill_stages(trainer.meter.totals(trainer.accelerator), n, n_teacher,
                                     time.perf_counter() - t0, prior)
     trainer.add_callback(_CheckpointCompute(stages))
-    trainer.train(resume_from_checkpoint=last)
+    try: trainer.train(resume_from_checkpoint=last)
+    finally: close_engine(trainer, own_group)
     st, steps = stages(), trainer.state.global_step
     st["training"].update(method=method, steps=steps, resumed_from=last, **info)
     if trainer.is_world_process_zero():
@@ -315,10 +327,11 @@ def opd(self:Run, teacher:Optional[str]=None, # the teacher model (default train
     fmt = think_format(tok, cfg.model.think_format)
     check_training_inputs(out, distill_fingerprint(cfg, "opd", ps, teacher), fresh)
     args = opd_config(tc, out, str(model.device), mc=cfg.model)
+    own = owns_group(args)
     trainer = OPDTrainer(model, teacher_model=tmodel, args=args, train_dataset=opd_dataset(ps, tok, fmt),
-                         processing_class=tok, peft_config=lora_config(tc))
-    return train_on_policy(trainer, out, "opd", base_params(tmodel), model=cfg.model.name, teacher=teacher,
-                           prompts=len(ps), beta=args.beta)
+                         processing_class=tok, peft_config=lora_config(tc), engine_kw=distill_engine(cfg, model))
+    return train_on_policy(trainer, out, "opd", base_params(tmodel), own, model=cfg.model.name, teacher=teacher,
+                           prompts=len(ps), beta=args.beta, generation=tc.distill_generation)
 
 # %% ../nbs/14_distill.ipynb #54986fa0
 @patch
@@ -333,11 +346,13 @@ def self_distill(self:Run, prompts=None, # Samples, strings or a labelled record
     fmt, on = think_format(tok, cfg.model.think_format), tc.self_distill_context
     check_training_inputs(out, distill_fingerprint(cfg, "self-distill", ps), fresh)
     data = self_distill_dataset(ps, cfg.steering.instruction, on)
-    trainer = SelfDistillTrainer(model, args=self_distill_config(tc, out, str(model.device), mc=cfg.model),
-                                 train_dataset=data, processing_class=tok, peft_config=lora_config(tc),
-                                 think_format=fmt)
-    return train_on_policy(trainer, out, "self-distill", base_params(model), model=cfg.model.name,
-                           prompts=len(ps), context_on=on, alpha=tc.self_distill_alpha)
+    args = self_distill_config(tc, out, str(model.device), mc=cfg.model)
+    own = owns_group(args)
+    trainer = SelfDistillTrainer(model, args=args, train_dataset=data, processing_class=tok,
+                                 peft_config=lora_config(tc), think_format=fmt, engine_kw=distill_engine(cfg, model))
+    return train_on_policy(trainer, out, "self-distill", base_params(model), own, model=cfg.model.name,
+                           prompts=len(ps), context_on=on, alpha=tc.self_distill_alpha,
+                           generation=tc.distill_generation)
 
 # %% ../nbs/14_distill.ipynb #3f6d59f0
 @command("opd", writes=f"train/opd/: adapter, curves, {COMPUTE}")

@@ -25,7 +25,8 @@ from .train import loss_curves, plot_curves, student_copy, Trained
 # %% auto #0
 __all__ = ['GRPO_VLLM_SHARE', 'local_rank', 'judge_on_node', 'only_judgment', 'GuardReward', 'think_format_reward',
            'grpo_prompts', 'grpo_dataset', 'grpo_generation', 'generation_args', 'grpo_config', 'EngineVLLMGeneration',
-           'ThinkSafeGRPOTrainer', 'colocate_engine_kwargs', 'grpo_trainer', 'save_grpo', 'run_grpo', 'grpo_run']
+           'engine_generation', 'ThinkSafeGRPOTrainer', 'owns_group', 'close_engine', 'colocate_engine_kwargs',
+           'grpo_trainer', 'save_grpo', 'run_grpo', 'grpo_run']
 
 # %% ../nbs/13_grpo.ipynb #ff4db550
 def local_rank() -> int:
@@ -184,13 +185,22 @@ class EngineVLLMGeneration(VLLMGeneration):
         self.llm.reset_prefix_cache()
 
 # %% ../nbs/13_grpo.ipynb #4b076749
+@contextlib.contextmanager
+def engine_generation(engine_kw:Optional[dict], # our engine settings (`colocate_engine_kwargs`); None: TRL's
+                      *modules): # the TRL modules whose `VLLMGeneration` a trainer builds
+    "While a TRL trainer is built, its `VLLMGeneration` is `EngineVLLMGeneration` with `engine_kw`."
+    olds = [m.VLLMGeneration for m in modules]
+    for m in modules: m.VLLMGeneration = functools.partial(EngineVLLMGeneration, engine_kw=engine_kw)
+    try: yield
+    finally:
+        for m, old in zip(modules, olds): m.VLLMGeneration = old
+
+# %% ../nbs/13_grpo.ipynb #4b07674a
 class ThinkSafeGRPOTrainer(GRPOTrainer):
     "TRL's `GRPOTrainer`: prompts encoded as the generators encode them (no special tokens), vLLM built with `engine_kw`."
     def __init__(self, *args, engine_kw:Optional[dict]=None, **kw):
         import trl.trainer.grpo_trainer as gt
-        old, gt.VLLMGeneration = gt.VLLMGeneration, functools.partial(EngineVLLMGeneration, engine_kw=engine_kw)
-        try: super().__init__(*args, **kw)
-        finally: gt.VLLMGeneration = old
+        with engine_generation(engine_kw, gt): super().__init__(*args, **kw)
 
     def _tokenize_prompts(self, prompts:list):
         # rendered chat text: the template wrote BOS where the model wants one
@@ -198,18 +208,25 @@ class ThinkSafeGRPOTrainer(GRPOTrainer):
             return self.processing_class(text=prompts, add_special_tokens=False)["input_ids"], None, {}
         return super()._tokenize_prompts(prompts)
 
-    def close_engine(self, own_group:bool):
-        "Stop the colocated vLLM engine; `own_group`: vLLM made this process's group (no launcher), which goes too."
-        g = getattr(self, "vllm_generation", None)
-        llm = getattr(g, "llm", None)
-        if llm is None: return
-        from thinksafe.vllm_backend import shutdown_engine
-        g.llm = None
-        shutdown_engine(llm)
-        if own_group:
-            from vllm.distributed.parallel_state import destroy_model_parallel, destroy_distributed_environment
-            destroy_model_parallel()
-            destroy_distributed_environment()
+# %% ../nbs/13_grpo.ipynb #4b07674b
+def owns_group(args) -> bool:
+    "Whether vLLM's external launcher will make this process's group (one process, no launcher made one)."
+    import torch.distributed as dist
+    return args.world_size == 1 and not (dist.is_available() and dist.is_initialized())
+
+# %% ../nbs/13_grpo.ipynb #4b07674c
+def close_engine(trainer, own_group:bool): # `owns_group`: vLLM made the process group, which goes too
+    "Stop a TRL trainer's colocated vLLM engine (GRPO, OPD, self-distillation); nothing when it has none."
+    g = getattr(trainer, "vllm_generation", None)
+    llm = getattr(g, "llm", None)
+    if llm is None: return
+    from thinksafe.vllm_backend import shutdown_engine
+    g.llm = None
+    shutdown_engine(llm)
+    if own_group:
+        from vllm.distributed.parallel_state import destroy_model_parallel, destroy_distributed_environment
+        destroy_model_parallel()
+        destroy_distributed_environment()
 
 # %% ../nbs/13_grpo.ipynb #08a6cdee
 def colocate_engine_kwargs(mc:ModelConfig, path:str) -> dict:
@@ -266,9 +283,7 @@ def grpo_trainer(cfg:RunConfig, out, model, tokenizer, prompts:list[Sample], gua
     tokenizer.padding_side = "left"
     mode = grpo_generation(cfg)
     args = grpo_config(cfg.train, out, str(next(model.parameters()).device), generation=mode, mc=cfg.model)
-    import torch.distributed as dist
-    # vLLM's external launcher makes a process group when none is there
-    own_group = args.world_size == 1 and not (dist.is_available() and dist.is_initialized())
+    own_group = owns_group(args)
     engine_kw = colocate_engine_kwargs(cfg.model, model.name_or_path) if mode == "vllm-colocate" else None
     trainer = ThinkSafeGRPOTrainer(model, reward_funcs=[reward, think_format_ok], args=args,
                                    train_dataset=grpo_dataset(prompts, tokenizer, fmt), processing_class=tokenizer,
@@ -313,7 +328,7 @@ def run_grpo(cfg:RunConfig, prompts=None, # Samples/strings/a file; default: the
     cb = _GRPOCompute(trainer, reward, tc.grpo_beta, guard_params, prior)
     trainer.add_callback(cb)
     try: trainer.train(resume_from_checkpoint=last)
-    finally: trainer.close_engine(own_group)
+    finally: close_engine(trainer, own_group)
     stages = cb.stages()
     if not trainer.is_world_process_zero(): return out/"adapter"
     extra = {"method": "grpo", "steps": trainer.state.global_step, "resumed_from": last, "prompts": len(ps),
