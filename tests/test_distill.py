@@ -93,3 +93,23 @@ def test_self_distill_teacher_reads_instruction(tmp_path, models, monkeypatch):
     assert st["teacher"]["tokens"] > st["training"]["tokens"] and all(e["flops"] > 0 for e in st.values())
     assert st["teacher"]["n_params"] == st["training"]["n_params"]
     assert adapter_loads(student, r.adapter)
+
+
+class TrainedAgain(Exception): pass
+
+def test_finished_runs_are_reused_not_retrained(tmp_path, models, monkeypatch):
+    "A rerun of a finished OPD or self-distillation returns it (the adapter an evaluation read stays); longer: retrains."
+    student, teacher = models
+    cfg = config(tmp_path/"run", student)
+    first = Run(cfg).opd(str(teacher), prompts=PROMPTS), Run(cfg).self_distill(prompts=PROMPTS)
+    weights = [(r.adapter/"adapter_model.safetensors").read_bytes() for r in first]
+    def refuse(*a, **k): raise TrainedAgain()
+    monkeypatch.setattr(D.OPDTrainer, "train", refuse)
+    monkeypatch.setattr(D.SelfDistillTrainer, "train", refuse)
+    again = Run(cfg).opd(str(teacher), prompts=PROMPTS), Run(cfg).self_distill(prompts=PROMPTS)
+    for a, b, w in zip(first, again, weights):
+        assert (b.steps, b.flops, b.adapter) == (a.steps, a.flops, a.adapter)
+        assert (b.adapter/"adapter_model.safetensors").read_bytes() == w
+    cfg.train.max_steps = 3                                            # another run than the finished one
+    with pytest.raises(TrainedAgain): Run(cfg).opd(str(teacher), prompts=PROMPTS)
+    with pytest.raises(TrainedAgain): Run(config(tmp_path/"run", student)).self_distill(prompts=PROMPTS, fresh=True)

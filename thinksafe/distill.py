@@ -25,14 +25,15 @@ from .models import *
 from .run import *
 from .steering import steer_text
 from .train import lora_config, grad_accum, training_entry, loss_curves, plot_curves, check_training_inputs
-from .train import base_params
+from .train import base_params, trained_before
 from .grpo import engine_generation, owns_group, close_engine, colocate_engine_kwargs
 
 # %% auto #0
 __all__ = ['TEACHER_TEMPLATE', 'distill_prompts', 'safety_context', 'self_distill_dataset', 'opd_dataset', 'StageMeter',
            'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args', 'distill_engine', 'opd_config',
            'self_distill_config', 'divergence', 'completion_logits', 'load_student', 'load_teacher',
-           'distill_fingerprint', 'DistillResult', 'train_on_policy', 'opd_command', 'self_distill_command']
+           'distill_fingerprint', 'DistillResult', 'train_on_policy', 'finished_on_policy', 'opd_command',
+           'self_distill_command']
 
 # %% ../nbs/14_distill.ipynb #dd272948
 def distill_prompts(run:Run, prompts=None) -> list[Sample]:
@@ -285,6 +286,7 @@ class _CheckpointCompute(TrainerCallback):
 # %% ../nbs/14_distill.ipynb #9742124a
 def train_on_policy(trainer, out, method:str, n_teacher:int,
                     own_group:bool=False, # `owns_group` before the trainer was built: its colocated engine's group
+                    train:Optional[dict]=None, # the run's train settings, kept so a rerun reuses the finished run
                     **info) -> DistillResult:
     "Train (resuming the last checkpoint), then write the adapter, curves and compute into `out`; stop its engine."
     out, ckpts = Path(out), Path(trainer.args.output_dir)
@@ -305,7 +307,18 @@ def train_on_policy(trainer, out, method:str, n_teacher:int,
         plot_curves(curves, out/"curves", title=f"{method}: {info.get('model', '')}", keys=("loss",),
                     ylabel="per-token divergence")
     doc = write_compute(out, st, keep=False)
+    if trainer.is_world_process_zero(): write_json(out/"train_stats.json", {"train": train, "steps": steps})
     return DistillResult(method, out/"adapter", steps, info.get("prompts", 0), doc["total"]["flops"],
+                         doc["total"]["wall_s"], doc)
+
+# %% ../nbs/14_distill.ipynb #9742124b
+def finished_on_policy(out, method:str, fingerprint:dict, train:dict) -> Optional[DistillResult]:
+    "The run already in `out` when it finished from these inputs and settings (a rerun reuses it), else None."
+    if not trained_before(out, fingerprint, train): return None
+    doc = read_compute(out)
+    if not doc: return None
+    tr = doc["stages"]["training"]
+    return DistillResult(method, Path(out)/"adapter", tr.get("steps", 0), tr.get("prompts", 0), doc["total"]["flops"],
                          doc["total"]["wall_s"], doc)
 
 # %% ../nbs/14_distill.ipynb #b365c896
@@ -321,16 +334,18 @@ def opd(self:Run, teacher:Optional[str]=None, # the teacher model (default train
     if not teacher:
         raise ConfigError("opd needs a teacher: --teacher MODEL (the paper: Qwen/Qwen3-8B) or train.opd_teacher")
     out, ps = self.train_dir("opd"), distill_prompts(self, prompts)
+    fp, train = distill_fingerprint(cfg, "opd", ps, teacher), config_to_dict(cfg)["train"]
+    if not fresh and (done := finished_on_policy(out, "opd", fp, train)): return done
     set_seed(tc.seed)
     model, tok = load_student(cfg, model, tokenizer)
     tmodel = load_teacher(cfg, teacher, tok, teacher_model).to(model.device).eval()
     fmt = think_format(tok, cfg.model.think_format)
-    check_training_inputs(out, distill_fingerprint(cfg, "opd", ps, teacher), fresh)
+    check_training_inputs(out, fp, fresh)
     args = opd_config(tc, out, str(model.device), mc=cfg.model)
     own = owns_group(args)
     trainer = OPDTrainer(model, teacher_model=tmodel, args=args, train_dataset=opd_dataset(ps, tok, fmt),
                          processing_class=tok, peft_config=lora_config(tc), engine_kw=distill_engine(cfg, model))
-    return train_on_policy(trainer, out, "opd", base_params(tmodel), own, model=cfg.model.name, teacher=teacher,
+    return train_on_policy(trainer, out, "opd", base_params(tmodel), own, train, model=cfg.model.name, teacher=teacher,
                            prompts=len(ps), beta=args.beta, generation=tc.distill_generation)
 
 # %% ../nbs/14_distill.ipynb #54986fa0
@@ -341,16 +356,18 @@ def self_distill(self:Run, prompts=None, # Samples, strings or a labelled record
     "On-policy self-distillation toward the frozen student under the safety context: `train/self-distill/`."
     cfg, tc = self.cfg, self.cfg.train
     out, ps = self.train_dir("self-distill"), distill_prompts(self, prompts)
+    fp, train = distill_fingerprint(cfg, "self-distill", ps), config_to_dict(cfg)["train"]
+    if not fresh and (done := finished_on_policy(out, "self-distill", fp, train)): return done
     set_seed(tc.seed)
     model, tok = load_student(cfg, model, tokenizer)
     fmt, on = think_format(tok, cfg.model.think_format), tc.self_distill_context
-    check_training_inputs(out, distill_fingerprint(cfg, "self-distill", ps), fresh)
+    check_training_inputs(out, fp, fresh)
     data = self_distill_dataset(ps, cfg.steering.instruction, on)
     args = self_distill_config(tc, out, str(model.device), mc=cfg.model)
     own = owns_group(args)
     trainer = SelfDistillTrainer(model, args=args, train_dataset=data, processing_class=tok,
                                  peft_config=lora_config(tc), think_format=fmt, engine_kw=distill_engine(cfg, model))
-    return train_on_policy(trainer, out, "self-distill", base_params(model), own, model=cfg.model.name,
+    return train_on_policy(trainer, out, "self-distill", base_params(model), own, train, model=cfg.model.name,
                            prompts=len(ps), context_on=on, alpha=tc.self_distill_alpha,
                            generation=tc.distill_generation)
 
