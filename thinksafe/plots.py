@@ -16,9 +16,9 @@ from .run import Run, command
 
 # %% auto #0
 __all__ = ['PAPER_METHODS', 'QWEN3_SIZES', 'PAPER_HEADLINE_QWEN3_4B', 'HARM', 'REASON', 'RUN_KEYS', 'METHOD_STYLE', 'RUN_MARKERS',
-           'PAPER_AXES', 'PAPER_BENCHMARKS', 'paper_table', 'paper_headline', 'dominates', 'pareto_frontier',
-           'load_runs', 'pd_concat', 'plot_pareto', 'plot_headline', 'paper_figures', 'Figures', 'figures',
-           'plot_training_curves', 'plot_perplexity', 'plot_excess_kl', 'plot_acceptance', 'plot_tilt']
+           'LABELLED_RUNS', 'PAPER_AXES', 'PAPER_BENCHMARKS', 'paper_table', 'paper_headline', 'dominates',
+           'pareto_frontier', 'load_runs', 'pd_concat', 'plot_pareto', 'plot_headline', 'paper_figures', 'Figures',
+           'figures', 'plot_training_curves', 'plot_perplexity', 'plot_excess_kl', 'plot_acceptance', 'plot_tilt']
 
 # %% ../nbs/20_plots.ipynb #4243d3d5
 PAPER_METHODS = ("Initial", "DirectRefusal", "SafeChain", "STAR-1", "SafePath", "SafeKey", "ThinkSafe")
@@ -117,7 +117,10 @@ METHOD_STYLE = {  # marker, colour, size
     "ThinkSafe": ("*", "#d62728", 260),
 }
 RUN_MARKERS = [("X", "#000000", 90), ("h", "#17becf", 80), ("p", "#e377c2", 80), ("d", "#bcbd22", 70),
-               ("8", "#000000", 70), ("H", "#17becf", 70)]   # your runs: markers and colours no paper method uses
+               ("8", "#000000", 70), ("H", "#17becf", 70), ("<", "#393b79", 75), (">", "#637939", 75),
+               ("P", "#8c6d31", 80), ("s", "#843c39", 60), ("D", "#7b4173", 55), ("^", "#3182bd", 70),
+               ("v", "#e6550d", 70), ("o", "#31a354", 60)]   # your runs: no pair repeats, none a paper method's
+LABELLED_RUNS = 6   # more runs than this: named by the legend only (their labels would overlap)
 PAPER_AXES = ("safety avg: harmful % (lower is better)", "reasoning avg: pass@1 % (higher is better)")
 PAPER_BENCHMARKS = ("HarmBench, StrongREJECT, WildJailbreak", "AIME 2024, GPQA-Diamond, MATH-500, GSM8K")
 
@@ -144,6 +147,7 @@ def _draw_runs(ax, runs, with_size:bool=False):
         ax.scatter(x, y, marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=4,
                    label=f"{r['name']} (yours)")
         has_size = with_size and r.get("size_b") is not None and r["size_b"] == r["size_b"]
+        if len(runs) > LABELLED_RUNS: continue
         ax.annotate(str(r["name"]) + (f" ({float(r['size_b']):g}B)" if has_size else ""), (x, y),
                     textcoords="offset points", xytext=(6, 5), fontsize=8)
 

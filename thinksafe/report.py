@@ -427,10 +427,11 @@ def plot_runs_pareto(points:dict, # {name: run_point(...)}
                      labels:Optional[dict]=None): # {benchmark: readable name} for the axes
     "The runs on safety vs reasoning with 95% error bars and their frontier; returns the figure."
     import pandas as pd, matplotlib.pyplot as plt
-    from thinksafe.plots import pareto_frontier, METHOD_STYLE, RUN_MARKERS, HARM, REASON
+    from thinksafe.plots import pareto_frontier, METHOD_STYLE, RUN_MARKERS, LABELLED_RUNS, HARM, REASON
     pts = {m: p for m, p in points.items() if p["harm"] is not None and p["reason"] is not None}
     df = pd.DataFrame([{"method": m, HARM: p["harm"], REASON: p["reason"]} for m, p in pts.items()])
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    many = len(pts) > LABELLED_RUNS                 # then the legend names each point with its numbers
+    fig, ax = plt.subplots(figsize=(7.8, 4.2) if many else (5.6, 4.2))
     front = pareto_frontier(df)
     ax.plot(front[HARM], front[REASON], "--", color="#444444", lw=1, zorder=1, label="Pareto frontier")
     extra = iter(RUN_MARKERS * len(pts))
@@ -439,17 +440,19 @@ def plot_runs_pareto(points:dict, # {name: run_point(...)}
         (hl, hh), (rl, rh) = p["harm_ci"], p["reason_ci"]
         ax.errorbar(p["harm"], p["reason"], xerr=[[p["harm"] - hl], [hh - p["harm"]]],
                     yerr=[[p["reason"] - rl], [rh - p["reason"]]], fmt="none", ecolor=col, alpha=0.5, lw=1, zorder=2)
-        ax.scatter(p["harm"], p["reason"], marker=mk, color=col, s=sz, zorder=3, label=m, edgecolors="white")
+        name = f"{m} ({p['harm']:.0f}%, {p['reason']:.0f}%)" if many else m
+        ax.scatter(p["harm"], p["reason"], marker=mk, color=col, s=sz, zorder=3, label=name, edgecolors="white")
     ax.set_xlim(-5, 105)
     ax.set_ylim(-5, 100)
     xl, yl = axis_labels(pts, labels)
     ax.set_xlabel(xl, fontsize=9)
     ax.set_ylabel(yl, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False, loc="lower left")
+    if many: ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else: ax.legend(fontsize=7, frameon=False, loc="lower left")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _label_points(ax, fig, df)
+    if not many: _label_points(ax, fig, df)
     if path is not None: save_figure(fig, path)
     return fig
 
