@@ -26,14 +26,13 @@ from .run import *
 from .steering import steer_text
 from .train import lora_config, grad_accum, training_entry, loss_curves, plot_curves, check_training_inputs
 from .train import base_params, trained_before
-from .grpo import engine_generation, owns_group, close_engine, colocate_engine_kwargs
+from .grpo import engine_generation, owns_group, close_engine, colocated_engine
 
 # %% auto #0
 __all__ = ['TEACHER_TEMPLATE', 'distill_prompts', 'safety_context', 'self_distill_dataset', 'opd_dataset', 'StageMeter',
-           'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args', 'distill_engine', 'opd_config',
-           'self_distill_config', 'divergence', 'completion_logits', 'load_student', 'load_teacher',
-           'distill_fingerprint', 'DistillResult', 'train_on_policy', 'finished_on_policy', 'opd_command',
-           'self_distill_command']
+           'distill_stages', 'OPDTrainer', 'SelfDistillTrainer', 'common_args', 'opd_config', 'self_distill_config',
+           'divergence', 'completion_logits', 'load_student', 'load_teacher', 'distill_fingerprint', 'DistillResult',
+           'train_on_policy', 'finished_on_policy', 'opd_command', 'self_distill_command']
 
 # %% ../nbs/14_distill.ipynb #dd272948
 def distill_prompts(run:Run, prompts=None) -> list[Sample]:
@@ -188,12 +187,6 @@ def common_args(tc:TrainConfig, out, device:str="cpu", world:Optional[int]=None,
                 temperature=tc.distill_temperature,
                 **_generation_args(tc.distill_generation, mc or ModelConfig()))
 
-# %% ../nbs/14_distill.ipynb #13c42cbd
-def distill_engine(cfg:RunConfig, model) -> Optional[dict]:
-    "Our settings of the colocated vLLM engine that samples the student (`train.distill_generation: vllm-colocate`)."
-    if cfg.train.distill_generation != "vllm-colocate": return None
-    return colocate_engine_kwargs(cfg.model, model.name_or_path)
-
 # %% ../nbs/14_distill.ipynb #13c42cbe
 def opd_config(tc:TrainConfig, out, device:str="cpu", world=None, mc=None) -> DistillationConfig:
     "TRL's `DistillationConfig` of a run."
@@ -342,9 +335,9 @@ def opd(self:Run, teacher:Optional[str]=None, # the teacher model (default train
     fmt = think_format(tok, cfg.model.think_format)
     check_training_inputs(out, fp, fresh)
     args = opd_config(tc, out, str(model.device), mc=cfg.model)
-    own = owns_group(args)
+    own, engine = owns_group(args), colocated_engine(tc.distill_generation, cfg.model, model)
     trainer = OPDTrainer(model, teacher_model=tmodel, args=args, train_dataset=opd_dataset(ps, tok, fmt),
-                         processing_class=tok, peft_config=lora_config(tc), engine_kw=distill_engine(cfg, model))
+                         processing_class=tok, peft_config=lora_config(tc), engine_kw=engine)
     return train_on_policy(trainer, out, "opd", base_params(tmodel), own, train, model=cfg.model.name, teacher=teacher,
                            prompts=len(ps), beta=args.beta, generation=tc.distill_generation)
 
@@ -364,9 +357,9 @@ def self_distill(self:Run, prompts=None, # Samples, strings or a labelled record
     check_training_inputs(out, fp, fresh)
     data = self_distill_dataset(ps, cfg.steering.instruction, on)
     args = self_distill_config(tc, out, str(model.device), mc=cfg.model)
-    own = owns_group(args)
+    own, engine = owns_group(args), colocated_engine(tc.distill_generation, cfg.model, model)
     trainer = SelfDistillTrainer(model, args=args, train_dataset=data, processing_class=tok,
-                                 peft_config=lora_config(tc), think_format=fmt, engine_kw=distill_engine(cfg, model))
+                                 peft_config=lora_config(tc), think_format=fmt, engine_kw=engine)
     return train_on_policy(trainer, out, "self-distill", base_params(model), own, train, model=cfg.model.name,
                            prompts=len(ps), context_on=on, alpha=tc.self_distill_alpha,
                            generation=tc.distill_generation)

@@ -376,7 +376,8 @@ class HFGenerator(Generator):
     def from_config(cls, mc:ModelConfig, sampling:Optional[SamplingConfig]=None, **kw) -> "HFGenerator":
         "Load the model a `ModelConfig` names and wrap it."
         model, tok = load_from_config(mc)
-        return cls(model, tok, mc.think_format, name=model_label(mc.name, mc.adapter), sampling=sampling, max_model_len=mc.max_model_len, **kw)
+        return cls(model, tok, mc.think_format, name=model_label(mc.name, mc.adapter), sampling=sampling,
+                   max_model_len=mc.max_model_len, **kw)
 
     def prompt_text(self, s:Sample) -> str:
         "The full prompt text for one sample: its user turn's chat prompt, then its prefill (`rendered_prompt`)."
@@ -746,7 +747,8 @@ def generate_stores(cfg:RunConfig,
     gen = lazy(generator, lambda: make_generator(cfg.model, sc))
     res, t0 = _counts(stores, sets), time.time()
     with contextlib.ExitStack() as stack:
-        done = {name: stack.enter_context(st).read() for name, st in stores.items()}
+        # a store given no items has nothing to generate: it is neither opened nor checked against its fingerprint
+        done = {name: stack.enter_context(st).read() for name, st in stores.items() if sets[name]}
         todo = _pending(sets, stores, done, idx)
         try: params = _generate_rounds(cfg, out, sets, todo, gen, steering, sc, idx, stores, done, res)
         finally:

@@ -26,7 +26,7 @@ from .train import loss_curves, plot_curves, student_copy, Trained
 __all__ = ['GRPO_VLLM_SHARE', 'local_rank', 'judge_on_node', 'only_judgment', 'GuardReward', 'think_format_reward',
            'grpo_prompts', 'grpo_dataset', 'grpo_generation', 'generation_args', 'grpo_config', 'EngineVLLMGeneration',
            'engine_generation', 'ThinkSafeGRPOTrainer', 'owns_group', 'close_engine', 'colocate_engine_kwargs',
-           'grpo_trainer', 'save_grpo', 'run_grpo', 'grpo_run']
+           'colocated_engine', 'grpo_trainer', 'save_grpo', 'run_grpo', 'grpo_run']
 
 # %% ../nbs/13_grpo.ipynb #ff4db550
 def local_rank() -> int:
@@ -236,6 +236,12 @@ def colocate_engine_kwargs(mc:ModelConfig, path:str) -> dict:
     for k in ("model", "max_model_len", "gpu_memory_utilization"): kw.pop(k)
     return kw
 
+# %% ../nbs/13_grpo.ipynb #08a6cdef
+def colocated_engine(mode:str, # how a trainer generates: 'hf', 'vllm-colocate' or 'vllm-server'
+                     mc:ModelConfig, model) -> Optional[dict]:
+    "Our settings of the trainer's colocated vLLM engine (`colocate_engine_kwargs`); None in other modes."
+    return colocate_engine_kwargs(mc, model.name_or_path) if mode == "vllm-colocate" else None
+
 # %% ../nbs/13_grpo.ipynb #4f0faf70
 class _GRPOCompute(TrainerCallback):
     "Times generation and the guard, and writes the three compute stages into each checkpoint."
@@ -284,7 +290,7 @@ def grpo_trainer(cfg:RunConfig, out, model, tokenizer, prompts:list[Sample], gua
     mode = grpo_generation(cfg)
     args = grpo_config(cfg.train, out, str(next(model.parameters()).device), generation=mode, mc=cfg.model)
     own_group = owns_group(args)
-    engine_kw = colocate_engine_kwargs(cfg.model, model.name_or_path) if mode == "vllm-colocate" else None
+    engine_kw = colocated_engine(mode, cfg.model, model)
     trainer = ThinkSafeGRPOTrainer(model, reward_funcs=[reward, think_format_ok], args=args,
                                    train_dataset=grpo_dataset(prompts, tokenizer, fmt), processing_class=tokenizer,
                                    peft_config=lora_config(cfg.train), engine_kw=engine_kw)

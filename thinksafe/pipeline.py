@@ -297,14 +297,14 @@ def escalation_run(run:Run) -> Run:
 # %% ../nbs/25_pipeline.ipynb #d6c0ece6
 def escalation_perplexity(er:Run, sel, base:LazyModel) -> dict:
     "{step: perplexity [interval]} of the harmful records each step kept (first: ThinkSafe's steered ones)."
-    files = {}
+    files, counts = {}, {}
     for step, p in sel.step_records.items():          # 'steered' (ThinkSafe's kept records) first, then each retry
         harm = [s for s in read_records(p) if s.harmful] if Path(p).exists() and Path(p).stat().st_size else []
-        if harm: files[step] = write_records(er.perplexity_dir()/f"{slug(step)}.jsonl", harm)
+        if harm: files[step], counts[step] = write_records(er.perplexity_dir()/f"{slug(step)}.jsonl", harm), len(harm)
     if not files: return {}
     res = er.perplexity([str(p) for p in files.values()], model=base.get(), labels=list(files),
                         max_length=er.cfg.train.max_length, progress=False)
-    return {n: {"ppl": d["all"]["ppl"], "ppl_ci": d["all"]["ppl_ci"], "n": len(read_records(files[n]))}
+    return {n: {"ppl": d["all"]["ppl"], "ppl_ci": d["all"]["ppl_ci"], "n": counts[n]}
             for n, d in res.summary["datasets"].items()}
 
 # %% ../nbs/25_pipeline.ipynb #ce1e3aca

@@ -146,8 +146,8 @@ def _draw_runs(ax, runs, with_size:bool=False):
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=col, alpha=0.6, lw=1, zorder=3)
         ax.scatter(x, y, marker=mk, color=col, s=sz, edgecolors="white", linewidths=0.6, zorder=4,
                    label=f"{r['name']} (yours)")
-        has_size = with_size and r.get("size_b") is not None and r["size_b"] == r["size_b"]
         if len(runs) > LABELLED_RUNS: continue
+        has_size = with_size and r.get("size_b") is not None and r["size_b"] == r["size_b"]
         ax.annotate(str(r["name"]) + (f" ({float(r['size_b']):g}B)" if has_size else ""), (x, y),
                     textcoords="offset points", xytext=(6, 5), fontsize=8)
 

@@ -505,8 +505,6 @@ def generate_round(cfg:RunConfig, out, conds:list, indices:list[int], judge:Opti
         if cfg.synth.adaptive and name == STEERED and judge is not None:
             done = {s.item_id for s in stored_samples(out, name) if is_candidate(s, judge)}
             items = [s for s in items if s.item_id not in done]
-        # every prompt accepted: nothing to sample (an empty item list has no file, so no digest of it to check)
-        if not items: continue
         generate_stage(cfg, items, out, name, indices=indices, steering=steering, generator=generator,
                        progress=progress, fresh=fresh)
 
